@@ -1,0 +1,65 @@
+package backend
+
+import (
+	"encoding/json"
+	"fmt"
+	"net/http"
+)
+
+// Error codes of the OCI distribution spec, plus the ones Docker's registry
+// adds (UNAUTHORIZED, DENIED, UNSUPPORTED, TOOMANYREQUESTS).
+const (
+	CodeBlobUnknown         = "BLOB_UNKNOWN"
+	CodeBlobUploadInvalid   = "BLOB_UPLOAD_INVALID"
+	CodeBlobUploadUnknown   = "BLOB_UPLOAD_UNKNOWN"
+	CodeDigestInvalid       = "DIGEST_INVALID"
+	CodeManifestBlobUnknown = "MANIFEST_BLOB_UNKNOWN"
+	CodeManifestInvalid     = "MANIFEST_INVALID"
+	CodeManifestUnknown     = "MANIFEST_UNKNOWN"
+	CodeNameInvalid         = "NAME_INVALID"
+	CodeNameUnknown         = "NAME_UNKNOWN"
+	CodeSizeInvalid         = "SIZE_INVALID"
+	CodeUnauthorized        = "UNAUTHORIZED"
+	CodeDenied              = "DENIED"
+	CodeUnsupported         = "UNSUPPORTED"
+	CodeTooManyRequests     = "TOOMANYREQUESTS"
+	CodeRangeInvalid        = "RANGE_INVALID"
+	CodeUnknown             = "UNKNOWN"
+)
+
+// Error is a distribution-spec error: an HTTP status and one entry of the
+// {"errors":[...]} body. It implements error so backends can return it.
+type Error struct {
+	Status  int    `json:"-"`
+	Code    string `json:"code"`
+	Message string `json:"message"`
+	Detail  any    `json:"detail,omitempty"`
+}
+
+func (e *Error) Error() string { return fmt.Sprintf("%s: %s", e.Code, e.Message) }
+
+// Errorf builds an *Error with a formatted message.
+func Errorf(status int, code, format string, args ...any) *Error {
+	return &Error{Status: status, Code: code, Message: fmt.Sprintf(format, args...)}
+}
+
+// WriteError writes e in the distribution-spec JSON form. HEAD requests get
+// the status and headers only. The API-version header is set here too so an
+// error can never leave without it.
+func WriteError(w http.ResponseWriter, r *http.Request, e *Error) {
+	h := w.Header()
+	h.Set("Docker-Distribution-Api-Version", "registry/2.0")
+	h.Set("Content-Type", "application/json")
+	body, _ := json.Marshal(struct {
+		Errors []*Error `json:"errors"`
+	}{[]*Error{e}})
+	body = append(body, '\n')
+	if r != nil && r.Method == http.MethodHead {
+		h.Del("Content-Type")
+		w.WriteHeader(e.Status)
+		return
+	}
+	h.Set("Content-Length", fmt.Sprint(len(body)))
+	w.WriteHeader(e.Status)
+	_, _ = w.Write(body)
+}

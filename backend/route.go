@@ -1,0 +1,181 @@
+// Package backend holds the OCI distribution API shared by every backend:
+// request routing (repository, kind, reference -> action), names, digests
+// and errors. The registry, cache and proxy backends are built on it.
+package backend
+
+import (
+	"context"
+	"net/http"
+	"strings"
+)
+
+// Kind says which endpoint of the distribution API a request is for.
+type Kind int
+
+// The endpoints of the distribution API.
+const (
+	KindPing        Kind = iota // /v2/
+	KindCatalog                 // /v2/_catalog
+	KindTags                    // /v2/<name>/tags/list
+	KindManifest                // /v2/<name>/manifests/<reference>
+	KindBlob                    // /v2/<name>/blobs/<digest>
+	KindUploadStart             // /v2/<name>/blobs/uploads/
+	KindUpload                  // /v2/<name>/blobs/uploads/<id>
+	KindReferrers               // /v2/<name>/referrers/<digest>
+)
+
+var kindNames = [...]string{"ping", "catalog", "tags", "manifest", "blob", "upload-start", "upload", "referrers"}
+
+func (k Kind) String() string {
+	if int(k) < len(kindNames) {
+		return kindNames[k]
+	}
+	return "unknown"
+}
+
+// Action is what a request does to a repository, as the policy sees it.
+type Action string
+
+// The actions a policy grants.
+const (
+	ActionNone   Action = ""
+	ActionPull   Action = "pull"
+	ActionPush   Action = "push"
+	ActionDelete Action = "delete"
+)
+
+// Route is a /v2/ request parsed once: the gateway's middleware, the policy
+// and the backend all read the same value.
+type Route struct {
+	Kind      Kind
+	Repo      string // repository name; empty for ping and catalog
+	Reference string // tag or digest (manifest), digest (blob, referrers), upload id
+	Action    Action
+	// MountFrom is the source repository of a cross-repository mount
+	// (POST .../blobs/uploads/?mount=<digest>&from=<repo>). The policy clears
+	// it when the caller may not pull from there, so the backend falls back
+	// to a normal upload.
+	MountFrom string
+}
+
+// ParseRoute parses the path and method of a /v2/ request. It checks the
+// repository name and the shape of the reference; a path that is not part
+// of the API gets a 404 NAME_UNKNOWN-free "not found" error.
+func ParseRoute(method, path string, query func(string) string) (*Route, *Error) {
+	if path == "/v2" || path == "/v2/" {
+		return &Route{Kind: KindPing}, nil
+	}
+	if !strings.HasPrefix(path, "/v2/") {
+		return nil, Errorf(http.StatusNotFound, CodeUnsupported, "not a registry API path")
+	}
+	p := path[len("/v2/"):]
+	if p == "_catalog" {
+		return &Route{Kind: KindCatalog, Action: ActionPull}, nil
+	}
+	rt := &Route{}
+	var name string
+	switch {
+	case strings.HasSuffix(p, "/tags/list"):
+		rt.Kind, name = KindTags, strings.TrimSuffix(p, "/tags/list")
+	case strings.HasSuffix(p, "/blobs/uploads/") || strings.HasSuffix(p, "/blobs/uploads"):
+		rt.Kind = KindUploadStart
+		name = strings.TrimSuffix(strings.TrimSuffix(p, "/"), "/blobs/uploads")
+	default:
+		i := strings.LastIndexByte(p, '/')
+		if i <= 0 {
+			return nil, Errorf(http.StatusNotFound, CodeUnsupported, "not a registry API path")
+		}
+		head, last := p[:i], p[i+1:]
+		switch {
+		case strings.HasSuffix(head, "/blobs/uploads"):
+			rt.Kind, name = KindUpload, strings.TrimSuffix(head, "/blobs/uploads")
+		case strings.HasSuffix(head, "/manifests"):
+			rt.Kind, name = KindManifest, strings.TrimSuffix(head, "/manifests")
+		case strings.HasSuffix(head, "/blobs"):
+			rt.Kind, name = KindBlob, strings.TrimSuffix(head, "/blobs")
+		case strings.HasSuffix(head, "/referrers"):
+			rt.Kind, name = KindReferrers, strings.TrimSuffix(head, "/referrers")
+		default:
+			return nil, Errorf(http.StatusNotFound, CodeUnsupported, "not a registry API path")
+		}
+		rt.Reference = last
+	}
+	if err := ValidateName(name); err != nil {
+		return nil, err
+	}
+	rt.Repo = name
+	switch rt.Kind {
+	case KindManifest:
+		if !IsDigestShaped(rt.Reference) && !ValidTag(rt.Reference) {
+			return nil, Errorf(http.StatusBadRequest, CodeManifestInvalid, "invalid tag or digest %q", clip(rt.Reference))
+		}
+	case KindBlob, KindReferrers:
+		if _, err := ParseDigest(rt.Reference); err != nil {
+			return nil, err
+		}
+	case KindUpload:
+		if rt.Reference == "" {
+			return nil, Errorf(http.StatusNotFound, CodeBlobUploadUnknown, "empty upload id")
+		}
+	}
+	rt.Action = actionFor(method, rt.Kind)
+	if rt.Kind == KindUploadStart && query != nil && query("mount") != "" {
+		if from := query("from"); from != "" && ValidateName(from) == nil {
+			rt.MountFrom = from
+		}
+	}
+	return rt, nil
+}
+
+func actionFor(method string, k Kind) Action {
+	switch method {
+	case http.MethodGet, http.MethodHead:
+		if k == KindUpload {
+			return ActionPush // upload status is part of pushing
+		}
+		return ActionPull
+	case http.MethodDelete:
+		if k == KindUpload {
+			return ActionPush // cancelling one's own upload
+		}
+		return ActionDelete
+	case http.MethodPost, http.MethodPut, http.MethodPatch:
+		return ActionPush
+	}
+	return ActionPull
+}
+
+type routeKey struct{}
+
+// WithRoute returns ctx carrying rt for the handlers further down.
+func WithRoute(ctx context.Context, rt *Route) context.Context {
+	return context.WithValue(ctx, routeKey{}, rt)
+}
+
+// RouteFrom returns the route stored by WithRoute, or nil.
+func RouteFrom(ctx context.Context) *Route {
+	rt, _ := ctx.Value(routeKey{}).(*Route)
+	return rt
+}
+
+type repoFilterKey struct{}
+
+// WithRepoFilter returns ctx carrying a filter on repository names; the
+// catalog lists only repositories for which it returns true (the policy
+// sets it to "may this caller pull?").
+func WithRepoFilter(ctx context.Context, f func(repo string) bool) context.Context {
+	return context.WithValue(ctx, repoFilterKey{}, f)
+}
+
+// RepoFilterFrom returns the filter set by WithRepoFilter, or nil (list all).
+func RepoFilterFrom(ctx context.Context) func(string) bool {
+	f, _ := ctx.Value(repoFilterKey{}).(func(string) bool)
+	return f
+}
+
+func clip(s string) string {
+	if len(s) > 80 {
+		return s[:80] + "..."
+	}
+	return s
+}
