@@ -26,6 +26,9 @@ type Gateway struct {
 	sites atomic.Pointer[siteTable]
 	mu    sync.Mutex // serialises Reload
 	cfg   *Config
+
+	metrics *metrics
+	ready   atomic.Bool // listeners are up; /readyz answers 200
 }
 
 // siteTable is one generation of sites, built from one Config.
@@ -43,7 +46,7 @@ type site struct {
 
 // New builds every site's backend from cfg.
 func New(ctx context.Context, cfg *Config, log zerolog.Logger) (*Gateway, error) {
-	g := &Gateway{log: log, cfg: cfg}
+	g := &Gateway{log: log, cfg: cfg, metrics: newMetrics()}
 	t, err := g.build(ctx, cfg)
 	if err != nil {
 		return nil, err
@@ -66,7 +69,7 @@ func (g *Gateway) build(ctx context.Context, cfg *Config) (*siteTable, error) {
 		}
 		s := &site{cfg: sc, handler: chain(be,
 			withRequestID,
-			accessLog(&g.log),
+			accessLog(&g.log, g.metrics, sc.Host),
 			withAPIVersion,
 			withRoute,
 		)}
@@ -159,13 +162,30 @@ func (g *Gateway) Run(ctx context.Context) error {
 		ErrorLog:          nil,
 	}
 	g.log.Info().Str("addr", ln.Addr().String()).Strs("hosts", cfg.SortedHosts()).Msg("serving http")
-	errc := make(chan error, 1)
+	errc := make(chan error, 2)
 	go func() { errc <- srv.Serve(ln) }()
+	if cfg.Listen.Admin != "" {
+		aln, err := net.Listen("tcp", cfg.Listen.Admin)
+		if err != nil {
+			_ = srv.Close()
+			return fmt.Errorf("listen admin: %w", err)
+		}
+		admin := &http.Server{Handler: g.AdminHandler(), ReadHeaderTimeout: 10 * time.Second}
+		defer admin.Close()
+		g.log.Info().Str("addr", aln.Addr().String()).Msg("serving admin: /metrics /healthz /readyz")
+		go func() {
+			if err := admin.Serve(aln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+				errc <- fmt.Errorf("admin: %w", err)
+			}
+		}()
+	}
+	g.ready.Store(true)
 	select {
 	case err := <-errc:
 		return fmt.Errorf("serve http: %w", err)
 	case <-ctx.Done():
 	}
+	g.ready.Store(false)
 	g.log.Info().Msg("shutting down: draining in-flight requests")
 	sctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 	defer cancel()

@@ -63,3 +63,34 @@ tls = "off"
 		}
 	}
 }
+
+func TestAdminHandler(t *testing.T) {
+	cfg := DevConfig()
+	cfg.DataDir = t.TempDir()
+	g, err := New(context.Background(), cfg, zerolog.Nop())
+	if err != nil {
+		t.Fatal(err)
+	}
+	rec := httptest.NewRecorder()
+	g.ServeHTTP(rec, httptest.NewRequest("BREW", "http://any.host/v2/", nil))
+	admin := g.AdminHandler()
+	get := func(path string) (int, string) {
+		rec := httptest.NewRecorder()
+		admin.ServeHTTP(rec, httptest.NewRequest("GET", path, nil))
+		return rec.Code, rec.Body.String()
+	}
+	if code, _ := get("/healthz"); code != http.StatusOK {
+		t.Errorf("/healthz = %d", code)
+	}
+	if code, _ := get("/readyz"); code != http.StatusServiceUnavailable {
+		t.Errorf("/readyz before Run = %d, want 503", code)
+	}
+	g.ready.Store(true)
+	if code, _ := get("/readyz"); code != http.StatusOK {
+		t.Errorf("/readyz when serving = %d", code)
+	}
+	_, body := get("/metrics")
+	if !strings.Contains(body, `wharf_http_requests_total{code=`) || !strings.Contains(body, `method="OTHER",site="*"`) {
+		t.Errorf("/metrics lacks the request counter with a bounded method label:\n%s", body)
+	}
+}

@@ -94,7 +94,7 @@ func withRoute(next http.Handler) http.Handler {
 }
 
 // accessLog writes one structured line per request once it is answered.
-func accessLog(log *zerolog.Logger) Middleware {
+func accessLog(log *zerolog.Logger, m *metrics, siteName string) Middleware {
 	return func(next http.Handler) http.Handler {
 		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			start := time.Now()
@@ -121,6 +121,7 @@ func accessLog(log *zerolog.Logger) Middleware {
 				ev = ev.Str("user", u)
 			}
 			ev.Msg("request")
+			m.observe(siteName, r.Method, status, rec.bytes, time.Since(start))
 		})
 	}
 }
