@@ -15,8 +15,10 @@ import (
 	"github.com/wharf-dev/wharf/backend/storage"
 )
 
-func blobKey(d digest.Digest) string     { return "blobs/" + string(d.Algorithm()) + "/" + d.Encoded() }
-func manifestKey(d digest.Digest) string { return "manifests/" + string(d.Algorithm()) + "/" + d.Encoded() }
+func blobKey(d digest.Digest) string { return "blobs/" + string(d.Algorithm()) + "/" + d.Encoded() }
+func manifestKey(d digest.Digest) string {
+	return "manifests/" + string(d.Algorithm()) + "/" + d.Encoded()
+}
 
 // hasBlob reports whether repo links the blob d (and the content exists).
 func (r *Registry) hasBlob(ctx context.Context, repo string, d digest.Digest) (int64, bool, error) {

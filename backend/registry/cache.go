@@ -33,8 +33,8 @@ func newCache() *cache {
 }
 
 func (c *cache) tag(repo, tag string) (digest.Digest, bool) { return c.tags.Get(repo + ":" + tag) }
-func (c *cache) setTag(repo, tag string, d digest.Digest)    { c.tags.Add(repo+":"+tag, d) }
-func (c *cache) dropTag(repo, tag string)                    { c.tags.Remove(repo + ":" + tag) }
+func (c *cache) setTag(repo, tag string, d digest.Digest)   { c.tags.Add(repo+":"+tag, d) }
+func (c *cache) dropTag(repo, tag string)                   { c.tags.Remove(repo + ":" + tag) }
 
 func (c *cache) manifest(repo string, d digest.Digest) (*cachedManifest, bool) {
 	return c.manifests.Get(repo + "@" + string(d))
@@ -46,4 +46,6 @@ func (c *cache) setManifest(repo string, m *cachedManifest) {
 	}
 }
 
-func (c *cache) dropManifest(repo string, d digest.Digest) { c.manifests.Remove(repo + "@" + string(d)) }
+func (c *cache) dropManifest(repo string, d digest.Digest) {
+	c.manifests.Remove(repo + "@" + string(d))
+}
