@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -480,4 +481,26 @@ func TestLeftoversInvisible(t *testing.T) {
 	if string(bytes.TrimSpace(r.body)) != `{"repositories":[]}` {
 		t.Fatalf("catalog %s", r.body)
 	}
+}
+
+// TestDiskFull: a push to a full disk gets 507 with a clear message, no
+// blob appears, and the registry keeps serving (needs root to mount a
+// small tmpfs; skipped otherwise).
+func TestDiskFull(t *testing.T) {
+	dir := t.TempDir()
+	if err := exec.Command("mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", dir).Run(); err != nil {
+		t.Skipf("cannot mount a tmpfs (needs root): %v", err)
+	}
+	t.Cleanup(func() { exec.Command("umount", dir).Run() })
+	e := newEnv(t, Options{Root: dir})
+	small := e.pushBlob("full/disk", []byte("fits"))
+	big := randBytes(t, 4<<20)
+	r := e.do("POST", "/v2/full/disk/blobs/uploads/?digest="+string(digest.FromBytes(big)), big)
+	e.expect(r, http.StatusInsufficientStorage, "UNKNOWN")
+	if !strings.Contains(string(r.body), "storage is full") {
+		t.Fatalf("message %s", r.body)
+	}
+	e.expect(e.do("HEAD", "/v2/full/disk/blobs/"+string(digest.FromBytes(big)), nil), 404, "")
+	e.expect(e.do("GET", "/v2/full/disk/blobs/"+string(small), nil), 200, "")
+	assertBlobCount(t, dir, 1)
 }

@@ -3,6 +3,7 @@ package localfs
 import (
 	"context"
 	"crypto/sha256"
+	_ "crypto/sha512" // register sha512 with go-digest
 	"encoding"
 	"encoding/json"
 	"errors"
@@ -253,10 +254,11 @@ func (u *upload) Append(ctx context.Context, r io.Reader) (int64, error) {
 		b := <-free
 		n, err := io.ReadFull(r, *b)
 		if n > 0 {
-			if wn, e := f.WriteAt((*b)[:n], off); e != nil {
+			if _, e := f.WriteAt((*b)[:n], off); e != nil {
 				werr = mapErr(fmt.Errorf("write upload data: %w", e))
-				if wn > 0 {
-					_ = f.Truncate(off) // keep file and hash in step
+				// drop a partial write: file and hash stay in step
+				if te := f.Truncate(off); te != nil {
+					werr = fmt.Errorf("%w (and truncating back failed: %v)", werr, te)
 				}
 				free <- b
 				break
