@@ -61,10 +61,12 @@ type Service struct {
 	sum      [sha256.Size]byte
 }
 
+func sameStamp(a, b os.FileInfo) bool {
+	return a.ModTime().Equal(b.ModTime()) && a.Size() == b.Size() && os.SameFile(a, b)
+}
+
 type fileStamp struct {
-	mod  time.Time
-	size int64
-	info os.FileInfo
+	info os.FileInfo // of the file last read
 }
 
 // New loads the htpasswd file and the token key and, until ctx is done,
@@ -137,7 +139,7 @@ func (s *Service) reload(force bool) error {
 	path := s.cfg.Htpasswd
 	st, err := os.Stat(path)
 	if err == nil {
-		s.stamp = fileStamp{mod: st.ModTime(), size: st.Size(), info: st}
+		s.stamp = fileStamp{info: st}
 	}
 	data, err := os.ReadFile(path)
 	if err != nil {
@@ -152,6 +154,13 @@ func (s *Service) reload(force bool) error {
 	sum := sha256.Sum256(data)
 	if !force && sum == s.sum {
 		return nil
+	}
+	if len(data) == 0 && s.UserCount() > 0 {
+		// most likely caught in the middle of a rewrite; an intentionally
+		// empty file can say so with a comment line
+		err := fmt.Errorf("htpasswd file %s is empty (add a '#' comment line if that is meant)", path)
+		s.log.Error().Err(err).Msg("htpasswd not reloaded; keeping the previous users")
+		return err
 	}
 	users, warnings, err := ParseHtpasswd(path, data)
 	for _, w := range warnings {
@@ -172,6 +181,7 @@ func (s *Service) reload(force bool) error {
 func (s *Service) watch(ctx context.Context) {
 	t := time.NewTicker(s.cfg.Watch)
 	defer t.Stop()
+	var pending os.FileInfo // a change seen on the previous tick
 	for {
 		select {
 		case <-ctx.Done():
@@ -185,9 +195,17 @@ func (s *Service) watch(ctx context.Context) {
 		s.reloadMu.Lock()
 		old := s.stamp
 		s.reloadMu.Unlock()
-		if old.info != nil && st.ModTime().Equal(old.mod) && st.Size() == old.size && os.SameFile(st, old.info) {
+		if old.info != nil && sameStamp(st, old.info) {
+			pending = nil
 			continue
 		}
+		// Reload once the file has stopped changing for one interval, so a
+		// file being written is not read half-way.
+		if pending == nil || !sameStamp(st, pending) {
+			pending = st
+			continue
+		}
+		pending = nil
 		_ = s.reload(false) // logged inside
 	}
 }

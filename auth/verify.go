@@ -26,8 +26,9 @@ type verifier struct {
 
 	bcrypts atomic.Int64
 
-	dummyOnce sync.Once
-	dummy     []byte // hash checked for unknown users so timing does not tell them apart
+	// dummy is checked for unknown users so timing does not tell them
+	// apart from known ones; its cost follows the users' hashes.
+	dummy atomic.Pointer[[]byte]
 
 	mu       sync.Mutex
 	inflight map[credKey]*call
@@ -55,10 +56,27 @@ func newVerifier(size int, ttl time.Duration) *verifier {
 
 // setUsers replaces the user table and forgets every cached credential.
 func (v *verifier) setUsers(u Users) {
+	cost := bcrypt.MinCost
+	for _, h := range u {
+		if c, err := bcrypt.Cost(h); err == nil && c > cost {
+			cost = c
+		}
+	}
+	if d := v.dummy.Load(); d == nil || costOf(*d) != cost {
+		h, err := bcrypt.GenerateFromPassword(v.secret[:16], cost)
+		if err == nil {
+			v.dummy.Store(&h)
+		}
+	}
 	v.mu.Lock()
 	defer v.mu.Unlock()
 	v.users.Store(&u)
 	v.cache.Purge()
+}
+
+func costOf(h []byte) int {
+	c, _ := bcrypt.Cost(h)
+	return c
 }
 
 func (v *verifier) key(user string, pw []byte) credKey {
@@ -103,10 +121,11 @@ func (v *verifier) verify(user string, pw []byte) bool {
 	}()
 	hash, known := (*users)[user]
 	if !known {
-		v.dummyOnce.Do(func() {
-			v.dummy, _ = bcrypt.GenerateFromPassword(v.secret[:16], bcrypt.DefaultCost)
-		})
-		hash = v.dummy
+		if d := v.dummy.Load(); d != nil {
+			hash = *d
+		} else {
+			hash = []byte("$2y$04$") // no users at all: nothing to hide
+		}
 	}
 	v.bcrypts.Add(1)
 	err := bcrypt.CompareHashAndPassword(hash, pw)
