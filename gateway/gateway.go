@@ -14,6 +14,7 @@ import (
 
 	"github.com/rs/zerolog"
 
+	"github.com/wharf-dev/wharf/auth"
 	"github.com/wharf-dev/wharf/backend"
 	"github.com/wharf-dev/wharf/backend/registry"
 )
@@ -29,6 +30,10 @@ type Gateway struct {
 
 	metrics *metrics
 	ready   atomic.Bool // listeners are up; /readyz answers 200
+
+	// auth checks logins for every site; nil when [auth] htpasswd is
+	// empty, in which case every caller may do everything.
+	auth *auth.Service
 }
 
 // siteTable is one generation of sites, built from one Config.
@@ -47,6 +52,13 @@ type site struct {
 // New builds every site's backend from cfg.
 func New(ctx context.Context, cfg *Config, log zerolog.Logger) (*Gateway, error) {
 	g := &Gateway{log: log, cfg: cfg, metrics: newMetrics()}
+	if cfg.Auth.Htpasswd != "" {
+		svc, err := auth.New(ctx, authConfig(cfg), log.With().Str("component", "auth").Logger())
+		if err != nil {
+			return nil, fmt.Errorf("auth: %w", err)
+		}
+		g.auth = svc
+	}
 	t, err := g.build(ctx, cfg)
 	if err != nil {
 		return nil, err
@@ -58,6 +70,10 @@ func New(ctx context.Context, cfg *Config, log zerolog.Logger) (*Gateway, error)
 // build makes a site table from a config; on error nothing is left open.
 func (g *Gateway) build(ctx context.Context, cfg *Config) (*siteTable, error) {
 	t := &siteTable{byHost: map[string]*site{}}
+	pol, err := cfg.BuildPolicy()
+	if err != nil {
+		return nil, fmt.Errorf("policy: %w", err)
+	}
 	for _, sc := range cfg.Sites {
 		be, err := g.backend(ctx, cfg, sc)
 		if err != nil {
@@ -67,7 +83,14 @@ func (g *Gateway) build(ctx context.Context, cfg *Config) (*siteTable, error) {
 		if c, ok := be.(io.Closer); ok {
 			t.closers = append(t.closers, c)
 		}
-		s := &site{cfg: sc, handler: chain(be,
+		h := be
+		if g.auth != nil {
+			h = g.auth.Handler(auth.Site{Host: sc.Host, Anonymous: sc.Anonymous, Scheme: sc.AuthScheme, Policy: pol}, be)
+			if sc.TLS == "off" {
+				g.log.Warn().Str("site", sc.Host).Msg("logins on a plain-HTTP site: passwords and tokens cross the network in clear text; use tls = \"acme\" or \"manual\" outside tests and trusted networks")
+			}
+		}
+		s := &site{cfg: sc, handler: chain(h,
 			withRequestID,
 			accessLog(&g.log, g.metrics, sc.Host),
 			withAPIVersion,
@@ -80,6 +103,17 @@ func (g *Gateway) build(ctx context.Context, cfg *Config) (*siteTable, error) {
 		}
 	}
 	return t, nil
+}
+
+// authConfig maps [auth] to the auth service's settings; the token key is
+// kept under data_dir so tokens survive a restart.
+func authConfig(cfg *Config) auth.Config {
+	return auth.Config{
+		Htpasswd: cfg.Path(cfg.Auth.Htpasswd),
+		Realm:    cfg.Auth.Realm,
+		TokenTTL: cfg.Auth.TokenTTL.Std(),
+		KeyFile:  cfg.DataPath("auth/token.key"),
+	}
 }
 
 func (g *Gateway) backend(ctx context.Context, cfg *Config, sc Site) (http.Handler, error) {
