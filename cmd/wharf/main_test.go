@@ -17,9 +17,9 @@ func TestRun(t *testing.T) {
 	os.WriteFile(good, []byte("[listen]\nhttp = \":8080\"\n[[site]]\nhost = \"r.example\"\nbackend = \"registry\"\ntls = \"off\"\n"), 0o644)
 	os.WriteFile(bad, []byte("[listen]\nhttp = \":8080\"\n[[site]]\nhost = \"r.example\"\nbakend = \"registry\"\n"), 0o644)
 	tests := []struct {
-		args       []string
-		stdin      string
-		code       int
+		args        []string
+		stdin       string
+		code        int
 		out, errOut string
 	}{
 		{[]string{"version"}, "", 0, "wharf ", ""},
