@@ -2,19 +2,20 @@ package gateway
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
+	"reflect"
 	"strings"
 	"sync"
 	"sync/atomic"
-	"time"
 
 	"github.com/rs/zerolog"
 
+	"github.com/wharf-dev/wharf/acme"
 	"github.com/wharf-dev/wharf/backend"
+	"github.com/wharf-dev/wharf/backend/proxy"
 	"github.com/wharf-dev/wharf/backend/registry"
 )
 
@@ -29,25 +30,33 @@ type Gateway struct {
 
 	metrics *metrics
 	ready   atomic.Bool // listeners are up; /readyz answers 200
+
+	certs     *acme.Manager // TLS certificates; nil without [listen] https (set under mu)
+	running   bool          // Serve has set up its listeners (under mu)
+	httpsPort string        // ":8443" in redirects when https is not on 443
 }
 
 // siteTable is one generation of sites, built from one Config.
 type siteTable struct {
 	byHost   map[string]*site
 	wildcard *site // host = "*": any Host (development and internal use)
-	closers  []io.Closer
 }
 
 // site is one [[site]] ready to serve: its config and its handler chain.
+// A reload keeps a site whose config did not change (uploads in progress
+// keep their backend); a removed or changed one is closed once its last
+// request is done.
 type site struct {
-	cfg     Site
-	handler http.Handler
+	cfg      Site
+	handler  http.Handler
+	closer   io.Closer
+	inflight atomic.Int64
 }
 
 // New builds every site's backend from cfg.
 func New(ctx context.Context, cfg *Config, log zerolog.Logger) (*Gateway, error) {
 	g := &Gateway{log: log, cfg: cfg, metrics: newMetrics()}
-	t, err := g.build(ctx, cfg)
+	t, err := g.build(ctx, cfg, nil)
 	if err != nil {
 		return nil, err
 	}
@@ -55,24 +64,32 @@ func New(ctx context.Context, cfg *Config, log zerolog.Logger) (*Gateway, error)
 	return g, nil
 }
 
-// build makes a site table from a config; on error nothing is left open.
-func (g *Gateway) build(ctx context.Context, cfg *Config) (*siteTable, error) {
+// build makes a site table from a config, taking unchanged sites over
+// from old (may be nil); on error nothing new is left open.
+func (g *Gateway) build(ctx context.Context, cfg *Config, old *siteTable) (*siteTable, error) {
 	t := &siteTable{byHost: map[string]*site{}}
+	var made []*site
 	for _, sc := range cfg.Sites {
-		be, err := g.backend(ctx, cfg, sc)
-		if err != nil {
-			t.close()
-			return nil, fmt.Errorf("site %s: %w", sc.Host, err)
+		s := old.reusable(sc)
+		if s == nil {
+			be, err := g.backend(ctx, cfg, sc)
+			if err != nil {
+				for _, m := range made {
+					m.close()
+				}
+				return nil, fmt.Errorf("site %s: %w", sc.Host, err)
+			}
+			s = &site{cfg: sc, handler: chain(be,
+				withRequestID,
+				accessLog(&g.log, g.metrics, sc.Host),
+				withAPIVersion,
+				withRoute,
+			)}
+			if c, ok := be.(io.Closer); ok {
+				s.closer = c
+			}
+			made = append(made, s)
 		}
-		if c, ok := be.(io.Closer); ok {
-			t.closers = append(t.closers, c)
-		}
-		s := &site{cfg: sc, handler: chain(be,
-			withRequestID,
-			accessLog(&g.log, g.metrics, sc.Host),
-			withAPIVersion,
-			withRoute,
-		)}
 		if sc.Host == "*" {
 			t.wildcard = s
 		} else {
@@ -80,6 +97,21 @@ func (g *Gateway) build(ctx context.Context, cfg *Config) (*siteTable, error) {
 		}
 	}
 	return t, nil
+}
+
+// reusable returns the site of t serving exactly sc, if any.
+func (t *siteTable) reusable(sc Site) *site {
+	if t == nil {
+		return nil
+	}
+	s := t.wildcard
+	if sc.Host != "*" {
+		s = t.byHost[sc.Host]
+	}
+	if s == nil || !reflect.DeepEqual(s.cfg, sc) {
+		return nil
+	}
+	return s
 }
 
 func (g *Gateway) backend(ctx context.Context, cfg *Config, sc Site) (http.Handler, error) {
@@ -94,13 +126,48 @@ func (g *Gateway) backend(ctx context.Context, cfg *Config, sc Site) (http.Handl
 			return nil, fmt.Errorf("open registry: %w", err)
 		}
 		return r, nil
+	case "proxy":
+		p, err := proxy.New(proxy.Options{
+			Upstream: sc.Proxy.Upstream,
+			Log:      g.log.With().Str("site", sc.Host).Logger(),
+		})
+		if err != nil {
+			return nil, err
+		}
+		return closerFunc{p, p.Close}, nil
 	}
 	return nil, fmt.Errorf("backend %q is not available in this build", sc.Backend)
 }
 
+// closerFunc gives a handler with a Close() method io.Closer's shape.
+type closerFunc struct {
+	http.Handler
+	close func()
+}
+
+func (c closerFunc) Close() error { c.close(); return nil }
+
+// sites lists every site of the table once.
+func (t *siteTable) sites() []*site {
+	out := make([]*site, 0, len(t.byHost)+1)
+	for _, s := range t.byHost {
+		out = append(out, s)
+	}
+	if t.wildcard != nil {
+		out = append(out, t.wildcard)
+	}
+	return out
+}
+
 func (t *siteTable) close() {
-	for _, c := range t.closers {
-		_ = c.Close()
+	for _, s := range t.sites() {
+		s.close()
+	}
+}
+
+func (s *site) close() {
+	if s.closer != nil {
+		_ = s.closer.Close()
 	}
 }
 
@@ -133,66 +200,12 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		g.reject(w, r, http.StatusNotFound, fmt.Sprintf("no site for host %q on this server", hostName(r.Host)))
 		return
 	}
+	s.inflight.Add(1)
+	defer s.inflight.Add(-1)
 	s.handler.ServeHTTP(w, r)
 }
 
 func (g *Gateway) reject(w http.ResponseWriter, r *http.Request, status int, msg string) {
 	g.log.Info().Str("host", r.Host).Str("method", r.Method).Str("path", r.URL.Path).Int("status", status).Msg(msg)
 	backend.WriteError(w, r, backend.Errorf(status, backend.CodeNameUnknown, "%s", msg))
-}
-
-// Run serves on the configured listeners until ctx ends, then drains
-// in-flight requests and returns.
-func (g *Gateway) Run(ctx context.Context) error {
-	cfg := g.cfg
-	for _, s := range cfg.Sites {
-		if s.TLS != "off" {
-			return fmt.Errorf("site %s: tls = %q is not available in this build yet; use tls = \"off\"", s.Host, s.TLS)
-		}
-	}
-	ln, err := net.Listen("tcp", cfg.Listen.HTTP)
-	if err != nil {
-		return fmt.Errorf("listen http: %w", err)
-	}
-	srv := &http.Server{
-		Handler:           g,
-		ReadHeaderTimeout: cfg.Listen.ReadHeaderTimeout.Std(),
-		IdleTimeout:       cfg.Listen.IdleTimeout.Std(),
-		MaxHeaderBytes:    cfg.Listen.MaxHeaderBytes,
-		ErrorLog:          nil,
-	}
-	g.log.Info().Str("addr", ln.Addr().String()).Strs("hosts", cfg.SortedHosts()).Msg("serving http")
-	errc := make(chan error, 2)
-	go func() { errc <- srv.Serve(ln) }()
-	if cfg.Listen.Admin != "" {
-		aln, err := net.Listen("tcp", cfg.Listen.Admin)
-		if err != nil {
-			_ = srv.Close()
-			return fmt.Errorf("listen admin: %w", err)
-		}
-		admin := &http.Server{Handler: g.AdminHandler(), ReadHeaderTimeout: 10 * time.Second}
-		defer admin.Close()
-		g.log.Info().Str("addr", aln.Addr().String()).Msg("serving admin: /metrics /healthz /readyz")
-		go func() {
-			if err := admin.Serve(aln); err != nil && !errors.Is(err, http.ErrServerClosed) {
-				errc <- fmt.Errorf("admin: %w", err)
-			}
-		}()
-	}
-	g.ready.Store(true)
-	select {
-	case err := <-errc:
-		return fmt.Errorf("serve http: %w", err)
-	case <-ctx.Done():
-	}
-	g.ready.Store(false)
-	g.log.Info().Msg("shutting down: draining in-flight requests")
-	sctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
-	defer cancel()
-	err = srv.Shutdown(sctx)
-	g.sites.Load().close()
-	if err != nil && !errors.Is(err, http.ErrServerClosed) {
-		return fmt.Errorf("shutdown: %w", err)
-	}
-	return nil
 }
