@@ -17,6 +17,7 @@ import (
 
 	"github.com/BurntSushi/toml"
 
+	"github.com/wharf-dev/wharf/acme"
 	"github.com/wharf-dev/wharf/policy"
 )
 
@@ -52,6 +53,9 @@ type Listen struct {
 	ProgressTimeout Duration `toml:"progress_timeout"`
 	// MaxHeaderBytes bounds request headers; larger gets 431.
 	MaxHeaderBytes int `toml:"max_header_bytes"`
+	// MaxConns bounds open client connections per listener; further
+	// connections wait in the kernel's accept queue.
+	MaxConns int `toml:"max_conns"`
 }
 
 // Log is the [log] table.
@@ -65,6 +69,9 @@ type ACME struct {
 	Email  string `toml:"email"`
 	CA     string `toml:"ca"`
 	CARoot string `toml:"ca_root"`
+	// Challenges are the ACME challenge types wharf answers: "http-01" on
+	// [listen] http, "tls-alpn-01" on [listen] https. Default: both.
+	Challenges []string `toml:"challenges"`
 }
 
 // Auth is the [auth] table.
@@ -155,6 +162,7 @@ const (
 	DefaultIdleTimeout       = 120 * time.Second
 	DefaultProgressTimeout   = 5 * time.Minute
 	DefaultMaxHeaderBytes    = 64 << 10
+	DefaultMaxConns          = 4096
 )
 
 // ConfigError is a list of problems found in a config file, each with the
@@ -247,6 +255,12 @@ func (c *Config) setDefaults() {
 	if l.MaxHeaderBytes == 0 {
 		l.MaxHeaderBytes = DefaultMaxHeaderBytes
 	}
+	if l.MaxConns == 0 {
+		l.MaxConns = DefaultMaxConns
+	}
+	if c.ACME.Challenges == nil {
+		c.ACME.Challenges = []string{"http-01", "tls-alpn-01"}
+	}
 	for i := range c.Sites {
 		s := &c.Sites[i]
 		s.Host = strings.ToLower(strings.TrimSuffix(s.Host, "."))
@@ -295,6 +309,26 @@ func (c *Config) Validate() error {
 	}
 	if c.Listen.MaxHeaderBytes < 0 {
 		add("listen.max_header_bytes", "must be positive")
+	}
+	if c.Listen.MaxConns < 0 {
+		add("listen.max_conns", "must be positive")
+	}
+	if c.Listen.HTTP != "" && c.Listen.HTTP == c.Listen.HTTPS {
+		add("listen.https", "http and https listen on the same address %q", c.Listen.HTTP)
+	}
+	if len(c.ACME.Challenges) == 0 {
+		add("acme.challenges", "no ACME challenge left: want \"http-01\", \"tls-alpn-01\" or both")
+	}
+	for _, ch := range c.ACME.Challenges {
+		switch ch {
+		case "http-01":
+			if c.Listen.HTTP == "" && c.hasACMESite() {
+				add("acme.challenges", "http-01 needs [listen] http")
+			}
+		case "tls-alpn-01":
+		default:
+			add("acme.challenges", "unknown ACME challenge %q: want \"http-01\" or \"tls-alpn-01\"", ch)
+		}
 	}
 	switch c.Log.Level {
 	case "debug", "info", "warn", "error":
@@ -380,12 +414,20 @@ func (c *Config) Validate() error {
 			if s.Cert == "" || s.Key == "" {
 				add(key("tls"), "tls = \"manual\" needs cert and key")
 			}
+			bad := false
 			for _, f := range []struct{ k, p string }{{"cert", s.Cert}, {"key", s.Key}} {
 				if f.p == "" {
 					continue
 				}
 				if _, err := os.ReadFile(c.Path(f.p)); err != nil {
 					add(key(f.k), "cannot read %s: %v", f.k, err)
+					bad = true
+				}
+			}
+			if !bad && s.Cert != "" && s.Key != "" {
+				// parses both files and checks that they belong together
+				if err := acme.CheckSite(c.acmeSite(*s)); err != nil {
+					add(key("cert"), "%v", err)
 				}
 			}
 		case "off":
@@ -654,4 +696,48 @@ func (c *Config) SortedHosts() []string {
 	}
 	sort.Strings(hs)
 	return hs
+}
+
+func (c *Config) hasACMESite() bool {
+	for _, s := range c.Sites {
+		if s.TLS == "acme" {
+			return true
+		}
+	}
+	return false
+}
+
+// acmeSite is the acme package's view of a site (paths resolved).
+func (c *Config) acmeSite(s Site) acme.Site {
+	return acme.Site{Host: s.Host, TLS: s.TLS, CertFile: c.Path(s.Cert), KeyFile: c.Path(s.Key)}
+}
+
+// acmeConfig is the acme package's view of the config; httpAddr and
+// httpsAddr are the addresses actually bound (ports chosen by the kernel
+// for ":0" are known there).
+func (c *Config) acmeConfig(httpAddr, httpsAddr string) acme.Config {
+	ac := acme.Config{
+		DataDir:          c.Path(c.DataDir),
+		CA:               c.ACME.CA,
+		Email:            c.ACME.Email,
+		CARoot:           c.Path(c.ACME.CARoot),
+		HTTPAddr:         httpAddr,
+		HTTPSAddr:        httpsAddr,
+		DisableHTTP01:    true,
+		DisableTLSALPN01: true,
+	}
+	for _, ch := range c.ACME.Challenges {
+		switch ch {
+		case "http-01":
+			ac.DisableHTTP01 = false
+		case "tls-alpn-01":
+			ac.DisableTLSALPN01 = false
+		}
+	}
+	for _, s := range c.Sites {
+		if s.TLS != "off" {
+			ac.Sites = append(ac.Sites, c.acmeSite(s))
+		}
+	}
+	return ac
 }

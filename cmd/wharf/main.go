@@ -155,6 +155,24 @@ func cmdServe(args []string, stdout, stderr io.Writer) int {
 		log.Error().Err(err).Msg("cannot start")
 		return 1
 	}
+	if path != "" {
+		// SIGHUP reloads the config; a bad one is logged and ignored.
+		hup := make(chan os.Signal, 1)
+		signal.Notify(hup, syscall.SIGHUP)
+		defer signal.Stop(hup)
+		go func() {
+			for {
+				select {
+				case <-ctx.Done():
+					return
+				case <-hup:
+					if err := g.ReloadFile(ctx, path); err != nil {
+						log.Error().Err(err).Msg("reload rejected; the running config stays")
+					}
+				}
+			}
+		}()
+	}
 	if path == "" {
 		log.Info().Msgf("dev registry on http://%s (data in ./%s, no auth). Try: docker tag alpine %s/alpine && docker push %s/alpine",
 			cfg.Listen.HTTP, cfg.DataDir, cfg.Listen.HTTP, cfg.Listen.HTTP)
