@@ -97,3 +97,60 @@ allow = ["pull", "push"]
 		t.Fatal("a token appears in the log")
 	}
 }
+
+// A reload applies a new policy to a site whose backend it keeps.
+func TestReloadAppliesNewPolicy(t *testing.T) {
+	dir := t.TempDir()
+	line, _ := auth.PasswdLine("alice", []byte("pw"))
+	os.WriteFile(filepath.Join(dir, "htpasswd"), []byte(line+"\n"), 0o600)
+	conf := func(allow string) *Config {
+		c, err := ParseConfig(filepath.Join(dir, "gw.toml"), []byte(`
+data_dir = "data"
+[listen]
+http = "127.0.0.1:0"
+[auth]
+htpasswd = "htpasswd"
+[[site]]
+host = "reg.example"
+backend = "registry"
+tls = "off"
+[[policy]]
+users = ["alice"]
+allow = [`+allow+`]
+`))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return c
+	}
+	g, err := New(context.Background(), conf(`"pull", "push"`), zerolog.Nop())
+	if err != nil {
+		t.Fatal(err)
+	}
+	before := g.sites.Load().byHost["reg.example"].site
+	grant := func() string {
+		req := httptest.NewRequest("GET", "http://reg.example/v2/token?service=reg.example&scope=repository:app:pull,push", nil)
+		req.SetBasicAuth("alice", "pw")
+		rec := httptest.NewRecorder()
+		g.ServeHTTP(rec, req)
+		var tok struct{ Token string }
+		json.NewDecoder(rec.Body).Decode(&tok)
+		req = httptest.NewRequest("POST", "http://reg.example/v2/app/blobs/uploads/", nil)
+		req.Header.Set("Authorization", "Bearer "+tok.Token)
+		rec = httptest.NewRecorder()
+		g.ServeHTTP(rec, req)
+		return http.StatusText(rec.Code)
+	}
+	if got := grant(); got != "Accepted" {
+		t.Fatalf("push before reload: %s", got)
+	}
+	if err := g.Reload(context.Background(), conf(`"pull"`)); err != nil {
+		t.Fatal(err)
+	}
+	if got := grant(); got == "Accepted" {
+		t.Fatal("push still allowed after a reload that took it away")
+	}
+	if after := g.sites.Load().byHost["reg.example"].site; after != before {
+		t.Fatal("reload replaced an unchanged site's backend")
+	}
+}
