@@ -19,14 +19,14 @@ import (
 // API. It answers auth challenges itself: Bearer (the token dance, tokens
 // cached per scope until they expire) and Basic.
 type upstream struct {
-	base       *url.URL // scheme://host[:port]
-	dockerHub  bool     // single-component names get library/
-	username   string
-	password   string
-	client     *http.Client
-	tokenMu    sync.Mutex
-	tokens     map[string]token // by scope
-	basicMode  bool             // the upstream asked for Basic once
+	base      *url.URL // scheme://host[:port]
+	dockerHub bool     // single-component names get library/
+	username  string
+	password  string
+	client    *http.Client
+	tokenMu   sync.Mutex
+	tokens    map[string]token // by scope
+	basicMode bool             // the upstream asked for Basic once
 }
 
 type token struct {
