@@ -40,14 +40,22 @@ type upstreamEnv struct {
 	counts map[string]int // "GET manifest", "HEAD blob", ...
 }
 
-func startUpstream(t *testing.T) *upstreamEnv {
+func startUpstream(t *testing.T) *upstreamEnv { return startUpstreamWith(t, false) }
+
+// startUpstreamWith starts the upstream, over TLS if asked (the
+// httptest certificate is for example.com and 127.0.0.1).
+func startUpstreamWith(t *testing.T, useTLS bool) *upstreamEnv {
 	t.Helper()
 	reg, err := registry.New(context.Background(), registry.Options{Root: t.TempDir(), Delete: true})
 	if err != nil {
 		t.Fatal(err)
 	}
 	u := &upstreamEnv{t: t, reg: reg, counts: map[string]int{}}
-	u.srv = httptest.NewServer(http.HandlerFunc(u.serve))
+	if useTLS {
+		u.srv = httptest.NewTLSServer(http.HandlerFunc(u.serve))
+	} else {
+		u.srv = httptest.NewServer(http.HandlerFunc(u.serve))
+	}
 	t.Cleanup(func() {
 		u.srv.Close()
 		reg.Close()
