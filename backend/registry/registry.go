@@ -153,7 +153,8 @@ func (r *Registry) fail(w http.ResponseWriter, req *http.Request, rt *backend.Ro
 		be = backend.Errorf(http.StatusBadRequest, backend.CodeUnknown, "request cancelled")
 	default:
 		r.log.Error().Err(err).Str("method", req.Method).Str("path", req.URL.Path).Msg("registry: internal error")
-		be = backend.Errorf(http.StatusInternalServerError, backend.CodeUnknown, "internal error: %v", err)
+		// the details (file names) stay in the server's log
+		be = backend.Errorf(http.StatusInternalServerError, backend.CodeUnknown, "internal error in the registry's storage; see the server log")
 	}
 	backend.WriteError(w, req, be)
 }
