@@ -124,6 +124,9 @@ func BenchmarkPushBlob(b *testing.B) { benchPush(b, Options{}) }
 // every blob before it becomes visible).
 func BenchmarkPushBlobSynced(b *testing.B) { benchPush(b, Options{SyncBlobs: true}) }
 
+// BenchmarkPushBlobDirect writes uploads with O_DIRECT.
+func BenchmarkPushBlobDirect(b *testing.B) { benchPush(b, Options{DirectIO: true}) }
+
 func benchPush(b *testing.B, o Options) {
 	size := benchSize()
 	_, srv := benchServer(b, o)

@@ -30,6 +30,9 @@ type Options struct {
 	// safety at some cost in push speed; see backend/storage/README.md).
 	// Manifests, tags and links are always synced.
 	SyncBlobs bool
+	// DirectIO writes uploaded blobs with O_DIRECT, bypassing the page
+	// cache (see backend/storage/README.md).
+	DirectIO bool
 	// Store replaces the local file system store (Root is then unused).
 	Store storage.Store
 }
@@ -46,7 +49,7 @@ type Registry struct {
 func New(ctx context.Context, o Options) (*Registry, error) {
 	st := o.Store
 	if st == nil {
-		fs, err := localfs.New(localfs.Options{Root: o.Root, UploadTTL: o.UploadTTL, SyncBlobs: o.SyncBlobs, Logger: o.Logger})
+		fs, err := localfs.New(localfs.Options{Root: o.Root, UploadTTL: o.UploadTTL, SyncBlobs: o.SyncBlobs, DirectIO: o.DirectIO, Logger: o.Logger})
 		if err != nil {
 			return nil, fmt.Errorf("registry: %w", err)
 		}
