@@ -36,7 +36,7 @@ import (
 
 const (
 	bufSize  = 1 << 20 // one read/write/hash unit
-	bufCount = 4       // buffers in flight per upload: read+write overlaps hashing
+	bufCount = 6       // buffers in flight per upload (read, write and hash overlap)
 )
 
 // dioAlign is the alignment O_DIRECT needs for buffers, offsets and
@@ -251,51 +251,79 @@ func (u *upload) Append(ctx context.Context, r io.Reader) (int64, error) {
 		}
 	}
 
+	// Three stages, each on its own goroutine, so that on two cores
+	// reading the socket, writing the file and hashing overlap:
+	//   this goroutine: read into a free buffer -> toWrite
+	//   writer:         write at its offset     -> toHash (or drop on error)
+	//   hasher:         hash                    -> free
+	type chunk struct {
+		b   *[]byte
+		n   int
+		off int64
+	}
 	free := make(chan *[]byte, bufCount)
 	for i := 0; i < bufCount; i++ {
 		free <- bufPool.Get().(*[]byte)
 	}
-	type chunk struct {
-		b *[]byte
-		n int
-	}
-	full := make(chan chunk, bufCount)
+	toWrite := make(chan chunk, bufCount)
+	toHash := make(chan chunk, bufCount)
+	failed := make(chan struct{}) // closed by the writer on a write error
+	var werr error                // the writer's; read after writerDone
+	written := se.size            // end of the last chunk written; the writer's
+	writerDone := make(chan struct{})
+	go func() {
+		defer close(writerDone)
+		defer close(toHash)
+		for c := range toWrite {
+			if werr != nil {
+				free <- c.b // after a failure: drain
+				continue
+			}
+			if e := writeAt(f, &fd, (*c.b)[:c.n], c.off); e != nil {
+				werr = mapErr(fmt.Errorf("write upload data: %w", e))
+				// drop a partial write: file and hash stay in step
+				if te := f.Truncate(c.off); te != nil {
+					werr = fmt.Errorf("%w (and truncating back failed: %v)", werr, te)
+				}
+				close(failed)
+				free <- c.b
+				continue
+			}
+			written = c.off + int64(c.n)
+			toHash <- c
+		}
+	}()
 	hashed := make(chan struct{})
 	go func() {
-		for c := range full {
+		for c := range toHash {
 			se.h.Write((*c.b)[:c.n])
 			free <- c.b
 		}
 		close(hashed)
 	}()
 
-	var total int64
-	var rerr, werr error
+	var rerr error
 	off := se.size
+read:
 	for {
 		if err := ctx.Err(); err != nil {
 			rerr = err
 			break
 		}
-		b := <-free
+		var b *[]byte
+		select {
+		case b = <-free:
+		case <-failed:
+			break read
+		}
 		want := bufSize
 		if rem := int(off % dioAlign); fd != nil && rem != 0 {
 			want -= rem // realign: the next buffer starts on a block boundary
 		}
 		n, err := io.ReadFull(r, (*b)[:want])
 		if n > 0 {
-			if e := writeAt(f, &fd, (*b)[:n], off); e != nil {
-				werr = mapErr(fmt.Errorf("write upload data: %w", e))
-				// drop a partial write: file and hash stay in step
-				if te := f.Truncate(off); te != nil {
-					werr = fmt.Errorf("%w (and truncating back failed: %v)", werr, te)
-				}
-				free <- b
-				break
-			}
+			toWrite <- chunk{b, n, off}
 			off += int64(n)
-			total += int64(n)
-			full <- chunk{b, n}
 		} else {
 			free <- b
 		}
@@ -307,11 +335,14 @@ func (u *upload) Append(ctx context.Context, r io.Reader) (int64, error) {
 			break
 		}
 	}
-	close(full)
+	close(toWrite)
+	<-writerDone
 	<-hashed
 	for i := 0; i < bufCount; i++ {
 		bufPool.Put(<-free)
 	}
+	total := written - se.size
+	off = written
 	se.size = off
 	if total > 0 {
 		if err := u.saveState(); err != nil && werr == nil {
