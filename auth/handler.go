@@ -222,7 +222,7 @@ func (h *handler) authenticate(w http.ResponseWriter, r *http.Request) (caller, 
 		h.challenge(w, r, "", "invalid_request", "authorization header too long")
 		return caller{}, false
 	case strings.EqualFold(scheme, "Bearer"):
-		claims, err := h.s.sig.verify(rest, h.site.Host, h.s.now())
+		claims, err := h.s.verifyToken(rest, h.site.Host)
 		if err != nil {
 			h.s.log.Debug().Str("addr", clientAddr(r)).Str("reason", err.Error()).Msg("bearer token refused")
 			h.challenge(w, r, "", "invalid_token", err.Error())

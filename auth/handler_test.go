@@ -618,3 +618,13 @@ func sha256hex(s string) string {
 	sum := sha256.Sum256([]byte(s))
 	return hex.EncodeToString(sum[:])
 }
+
+func discardLogger() zerolog.Logger { return zerolog.Nop() }
+
+func mustPolicy(t testing.TB) *policy.Policy {
+	p, err := policy.New(testRules, map[string][]string{"ci": {"ci-bot"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
