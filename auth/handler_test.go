@@ -628,3 +628,47 @@ func mustPolicy(t testing.TB) *policy.Policy {
 	}
 	return p
 }
+
+// TestWildcardSite: on the catch-all site ("*") the host the client asked
+// for is the service name, for the policy and for token audiences.
+func TestWildcardSite(t *testing.T) {
+	p, err := policy.New([]policy.Rule{{Hosts: []string{"r.test"}, Users: []string{"alice"}, Allow: []string{"pull", "push"}, Line: 1}}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := newFixture(t, Site{Host: "*", Policy: p}, Config{})
+	req := func(host, method, path, authz string) *http.Response {
+		r, _ := http.NewRequest(method, f.srv.URL+path, nil)
+		r.Host = host
+		if authz != "" {
+			r.Header.Set("Authorization", authz)
+		}
+		resp, err := http.DefaultClient.Do(r)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { resp.Body.Close() })
+		return resp
+	}
+	resp := req("r.test:5000", "GET", "/v2/", "")
+	if got := resp.Header.Get("WWW-Authenticate"); got != `Bearer realm="http://r.test:5000/v2/token",service="r.test"` {
+		t.Fatalf("challenge %q", got)
+	}
+	if resp := req("r.test:5000", "PUT", "/v2/a/manifests/v1", basic("alice", "apw")); resp.StatusCode != 200 {
+		t.Fatalf("alice on r.test: %d", resp.StatusCode)
+	}
+	if resp := req("other.test", "PUT", "/v2/a/manifests/v1", basic("alice", "apw")); resp.StatusCode != 403 {
+		t.Fatalf("alice on other.test: %d", resp.StatusCode)
+	}
+	tr := req("r.test", "GET", TokenPath+"?service=r.test&scope=repository:a:pull", basic("alice", "apw"))
+	var body tokenResponse
+	if err := json.NewDecoder(tr.Body).Decode(&body); err != nil {
+		t.Fatal(err)
+	}
+	if resp := req("r.test", "GET", "/v2/a/manifests/v1", "Bearer "+body.Token); resp.StatusCode != 200 {
+		t.Fatalf("token on its host: %d", resp.StatusCode)
+	}
+	if resp := req("other.test", "GET", "/v2/a/manifests/v1", "Bearer "+body.Token); resp.StatusCode != 401 {
+		t.Fatalf("token on another host: %d", resp.StatusCode)
+	}
+}

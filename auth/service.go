@@ -62,6 +62,8 @@ type Service struct {
 	// every use).
 	tokens *expirable.LRU[string, *Claims]
 
+	stop context.CancelFunc // ends the file watcher
+
 	reloadMu sync.Mutex
 	stamp    fileStamp
 	sum      [sha256.Size]byte
@@ -116,10 +118,20 @@ func New(ctx context.Context, cfg Config, log zerolog.Logger) (*Service, error) 
 			return nil, err
 		}
 		if cfg.Watch > 0 {
-			go s.watch(ctx)
+			wctx, cancel := context.WithCancel(ctx)
+			s.stop = cancel
+			go s.watch(wctx)
 		}
 	}
 	return s, nil
+}
+
+// Close stops watching the htpasswd file (when a reload replaces this
+// Service with one for another [auth] table). Requests still work.
+func (s *Service) Close() {
+	if s.stop != nil {
+		s.stop()
+	}
 }
 
 // Reload rereads the htpasswd file (SIGHUP) and empties the credential
