@@ -105,7 +105,7 @@ func New(ctx context.Context, cfg Config, log zerolog.Logger) (*Service, error) 
 	}
 	s := &Service{
 		cfg: cfg,
-		log: log.With().Str("component", "auth").Logger(),
+		log: log,
 		now: cfg.Now,
 		v:   newVerifier(cfg.CacheSize, cfg.CacheTTL),
 		thr: newThrottle(cfg.Throttle, cfg.Now),
