@@ -185,6 +185,14 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			case c.claims != nil && h.can(host, rt.Repo, c.user, act):
 				// the policy allows it; the token was asked for less
 				h.challenge(w, r, scope, "insufficient_scope", "token does not cover this request")
+			case r.Method == http.MethodHead && rt.Kind == backend.KindBlob:
+				// A HEAD answer has no body to carry DENIED, and
+				// containers/image (podman, skopeo) stops a push at a
+				// bodiless 403 with "403 (Forbidden)". Saying the blob is
+				// not there reveals nothing to a caller who may not pull,
+				// and the upload that follows gets a 403 DENIED that every
+				// client shows as "denied".
+				backend.WriteError(w, r, backend.Errorf(http.StatusNotFound, backend.CodeBlobUnknown, "blob unknown"))
 			default:
 				backend.WriteError(w, r, backend.Errorf(http.StatusForbidden, backend.CodeDenied,
 					"requested access to the resource is denied"))
