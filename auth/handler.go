@@ -250,6 +250,11 @@ func (h *handler) authenticate(w http.ResponseWriter, r *http.Request, host stri
 			h.challenge(w, r, "", "invalid_token", err.Error())
 			return caller{}, false
 		}
+		if claims.Subject != "" && !h.s.v.hasUser(claims.Subject) {
+			// removed from the htpasswd file since the token was issued
+			h.challenge(w, r, "", "invalid_token", "unknown user")
+			return caller{}, false
+		}
 		return caller{user: claims.Subject, claims: claims}, true
 	case strings.EqualFold(scheme, "Basic"):
 		user, ok := h.s.checkBasic(w, r, rest, func(msg string) { h.challenge(w, r, "", "", msg) })
@@ -459,6 +464,9 @@ func (h *handler) serveToken(w http.ResponseWriter, r *http.Request) {
 		Expiry:    now.Add(h.s.cfg.TokenTTL).Unix(),
 		ID:        randomID(),
 		Access:    h.grant(host, ParseScopes(scopes), user),
+	}
+	if id := IdentityFrom(r.Context()); id != nil {
+		id.User = user
 	}
 	tok, err := h.s.sig.sign(claims)
 	if err != nil {

@@ -564,6 +564,10 @@ func TestReload(t *testing.T) {
 	if resp := f.do(t, "GET", "/v2/", basic("alice", "apw")); resp.StatusCode != 200 {
 		t.Fatal(resp.Status)
 	}
+	aliceTok := f.token(t, "alice", "apw")
+	if resp := f.do(t, "GET", "/v2/", aliceTok); resp.StatusCode != 200 {
+		t.Fatal(resp.Status)
+	}
 	// A changed file takes effect without a restart: alice out, carol in.
 	tmp := filepath.Join(dir, "new")
 	writeHtpasswd(t, tmp, map[string]string{"carol": "cpw"})
@@ -573,6 +577,9 @@ func TestReload(t *testing.T) {
 	waitFor(t, func() bool { return f.s.UserCount() == 1 && f.s.v.verify("carol", []byte("cpw")) })
 	if resp := f.do(t, "GET", "/v2/", basic("alice", "apw")); resp.StatusCode != 401 {
 		t.Fatalf("removed user still logs in: %d", resp.StatusCode)
+	}
+	if resp := f.do(t, "GET", "/v2/", aliceTok); resp.StatusCode != 401 {
+		t.Fatalf("removed user's token still works: %d", resp.StatusCode)
 	}
 	// A broken file keeps the old users and says why.
 	if err := os.WriteFile(path, []byte("carol:$apr1$x$y\n"), 0o600); err != nil {
@@ -674,5 +681,32 @@ func TestWildcardSite(t *testing.T) {
 	}
 	if resp := req("other.test", "GET", "/v2/a/manifests/v1", "Bearer "+body.Token); resp.StatusCode != 401 {
 		t.Fatalf("token on another host: %d", resp.StatusCode)
+	}
+}
+
+// TestIdentity: the access log's Identity names the user on API requests
+// and token requests, and stays empty for failures and anonymous callers.
+func TestIdentity(t *testing.T) {
+	f := newFixture(t, Site{}, Config{})
+	h := f.s.Handler(Site{Host: testHost, Policy: mustPolicy(t)}, http.HandlerFunc(stubBackend))
+	tests := []struct {
+		path, authz, want string
+	}{
+		{"/v2/", basic("alice", "apw"), "alice"},
+		{TokenPath + "?scope=repository:team-a/app:pull", basic("ci-bot", "cpw"), "ci-bot"},
+		{TokenPath, "", ""},
+		{"/v2/", basic("alice", "wrong"), ""},
+		{"/v2/public/x/manifests/latest", "", ""},
+	}
+	for _, tt := range tests {
+		req := httptest.NewRequest("GET", tt.path, nil)
+		if tt.authz != "" {
+			req.Header.Set("Authorization", tt.authz)
+		}
+		ctx, id := NewIdentity(req.Context())
+		h.ServeHTTP(httptest.NewRecorder(), req.WithContext(ctx))
+		if id.User != tt.want {
+			t.Errorf("%s with %q: identity %q, want %q", tt.path, tt.authz, id.User, tt.want)
+		}
 	}
 }
