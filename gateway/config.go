@@ -312,7 +312,7 @@ func (c *Config) Validate() error {
 	if c.Listen.MaxConns < 0 {
 		add("listen.max_conns", "must be positive")
 	}
-	if c.Listen.HTTP != "" && c.Listen.HTTP == c.Listen.HTTPS {
+	if c.Listen.HTTP != "" && c.Listen.HTTP == c.Listen.HTTPS && !strings.HasSuffix(c.Listen.HTTP, ":0") {
 		add("listen.https", "http and https listen on the same address %q", c.Listen.HTTP)
 	}
 	if len(c.ACME.Challenges) == 0 {
