@@ -18,6 +18,7 @@ import (
 	"github.com/BurntSushi/toml"
 
 	"github.com/wharf-dev/wharf/acme"
+	"github.com/wharf-dev/wharf/backend/proxy"
 )
 
 // Config is gateway.toml, the whole user-facing contract (see DESIGN.md).
@@ -439,7 +440,7 @@ func (c *Config) Validate() error {
 			other("cache", s.Cache != nil)
 			if s.Proxy == nil {
 				add(key("backend"), "backend = \"proxy\" needs [site.proxy] upstream")
-			} else if err := checkUpstream(s.Proxy.Upstream); err != nil {
+			} else if _, err := proxy.ParseUpstream(s.Proxy.Upstream); err != nil {
 				add(key("proxy.upstream"), "%v", err)
 			}
 		case "":
