@@ -19,6 +19,7 @@ import (
 
 	"github.com/wharf-dev/wharf/acme"
 	"github.com/wharf-dev/wharf/backend/proxy"
+	"github.com/wharf-dev/wharf/policy"
 )
 
 // Config is gateway.toml, the whole user-facing contract (see DESIGN.md).
@@ -356,6 +357,36 @@ func (c *Config) Validate() error {
 			add("auth.htpasswd", "cannot read htpasswd file: %v (create it with `wharf passwd USER >> FILE`)", err)
 		}
 	}
+	if _, err := c.BuildPolicy(); err != nil {
+		var pes policy.Errors
+		if errors.As(err, &pes) {
+			for _, pe := range pes {
+				line := pe.Line
+				if line == 0 {
+					line = c.lineOf("groups")
+				}
+				probs = append(probs, fmt.Sprintf("%s:%d: %s", c.File, line, pe.Msg))
+			}
+		} else {
+			add("policy", "%v", err)
+		}
+	}
+	if c.Auth.Htpasswd == "" {
+		if len(c.Policies) > 0 {
+			add("policy", "[[policy]] needs users: set [auth] htpasswd")
+		}
+	}
+	hosts := map[string]bool{}
+	for _, s := range c.Sites {
+		hosts[strings.ToLower(s.Host)] = true
+	}
+	for i, p := range c.Policies {
+		for _, h := range p.Hosts {
+			if !hosts[strings.ToLower(h)] {
+				add(fmt.Sprintf("policy[%d].hosts", i), "policy host %q is not the host of any [[site]], so this rule can never match", h)
+			}
+		}
+	}
 	seen := map[string]int{}
 	for i := range c.Sites {
 		s := &c.Sites[i]
@@ -406,6 +437,9 @@ func (c *Config) Validate() error {
 			}
 		default:
 			add(key("tls"), "invalid tls %q: want acme, manual or off", s.TLS)
+		}
+		if s.Anonymous != "" && c.Auth.Htpasswd == "" {
+			add(key("anonymous"), "anonymous only means something with logins: set [auth] htpasswd (without it every caller may pull and push)")
 		}
 		if s.TLS != "manual" && (s.Cert != "" || s.Key != "") {
 			add(key("cert"), "cert and key are only used with tls = \"manual\"")
@@ -644,6 +678,15 @@ func keyLines(data []byte) map[string]int {
 		}
 	}
 	return lines
+}
+
+// BuildPolicy turns [[policy]] and [groups] into a policy.Policy.
+func (c *Config) BuildPolicy() (*policy.Policy, error) {
+	rules := make([]policy.Rule, len(c.Policies))
+	for i, p := range c.Policies {
+		rules[i] = policy.Rule{Hosts: p.Hosts, Repos: p.Repos, Users: p.Users, Allow: p.Allow, Line: p.Line}
+	}
+	return policy.New(rules, c.Groups)
 }
 
 // SortedHosts lists the configured site hosts, for logs.

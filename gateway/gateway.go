@@ -14,6 +14,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/wharf-dev/wharf/acme"
+	"github.com/wharf-dev/wharf/auth"
 	"github.com/wharf-dev/wharf/backend"
 	"github.com/wharf-dev/wharf/backend/proxy"
 	"github.com/wharf-dev/wharf/backend/registry"
@@ -34,12 +35,25 @@ type Gateway struct {
 	certs     *acme.Manager // TLS certificates; nil without [listen] https (set under mu)
 	running   bool          // Serve has set up its listeners (under mu)
 	httpsPort string        // ":8443" in redirects when https is not on 443
+
+	// auth checks logins for every site; nil when [auth] htpasswd is
+	// empty, in which case every caller may do everything (under mu).
+	auth *auth.Service
+	// life is the gateway's lifetime context (the auth file watcher).
+	life context.Context
 }
 
 // siteTable is one generation of sites, built from one Config.
 type siteTable struct {
-	byHost   map[string]*site
-	wildcard *site // host = "*": any Host (development and internal use)
+	byHost   map[string]*entry
+	wildcard *entry // host = "*": any Host (development and internal use)
+}
+
+// entry is a site as one table serves it: the site's backend behind this
+// generation's middleware (auth, policy).
+type entry struct {
+	site    *site
+	handler http.Handler
 }
 
 // site is one [[site]] ready to serve: its config and its handler chain.
@@ -48,7 +62,7 @@ type siteTable struct {
 // request is done.
 type site struct {
 	cfg      Site
-	handler  http.Handler
+	backend  http.Handler
 	closer   io.Closer
 	inflight atomic.Int64
 }
@@ -56,6 +70,12 @@ type site struct {
 // New builds every site's backend from cfg.
 func New(ctx context.Context, cfg *Config, log zerolog.Logger) (*Gateway, error) {
 	g := &Gateway{log: log, cfg: cfg, metrics: newMetrics()}
+	g.life = ctx
+	svc, err := g.newAuth(cfg)
+	if err != nil {
+		return nil, err
+	}
+	g.auth = svc
 	t, err := g.build(ctx, cfg, nil)
 	if err != nil {
 		return nil, err
@@ -67,7 +87,11 @@ func New(ctx context.Context, cfg *Config, log zerolog.Logger) (*Gateway, error)
 // build makes a site table from a config, taking unchanged sites over
 // from old (may be nil); on error nothing new is left open.
 func (g *Gateway) build(ctx context.Context, cfg *Config, old *siteTable) (*siteTable, error) {
-	t := &siteTable{byHost: map[string]*site{}}
+	t := &siteTable{byHost: map[string]*entry{}}
+	pol, err := cfg.BuildPolicy()
+	if err != nil {
+		return nil, fmt.Errorf("policy: %w", err)
+	}
 	var made []*site
 	for _, sc := range cfg.Sites {
 		s := old.reusable(sc)
@@ -79,24 +103,59 @@ func (g *Gateway) build(ctx context.Context, cfg *Config, old *siteTable) (*site
 				}
 				return nil, fmt.Errorf("site %s: %w", sc.Host, err)
 			}
-			s = &site{cfg: sc, handler: chain(be,
-				withRequestID,
-				accessLog(&g.log, g.metrics, sc.Host),
-				withAPIVersion,
-				withRoute,
-			)}
+			s = &site{cfg: sc, backend: be}
 			if c, ok := be.(io.Closer); ok {
 				s.closer = c
 			}
 			made = append(made, s)
 		}
+		// The chain in front of the backend is made anew each time, so a
+		// reload applies new users, policy and anonymous settings to a
+		// site whose backend it keeps.
+		h := s.backend
+		if g.auth != nil {
+			h = g.auth.Handler(auth.Site{Host: sc.Host, Anonymous: sc.Anonymous, Scheme: sc.AuthScheme, Policy: pol}, h)
+			if sc.TLS == "off" {
+				g.log.Warn().Str("site", sc.Host).Msg("logins on a plain-HTTP site: passwords and tokens cross the network in clear text; use tls = \"acme\" or \"manual\" outside tests and trusted networks")
+			}
+		}
+		e := &entry{site: s, handler: chain(h,
+			withRequestID,
+			accessLog(&g.log, g.metrics, sc.Host),
+			withAPIVersion,
+			withRoute,
+		)}
 		if sc.Host == "*" {
-			t.wildcard = s
+			t.wildcard = e
 		} else {
-			t.byHost[sc.Host] = s
+			t.byHost[sc.Host] = e
 		}
 	}
 	return t, nil
+}
+
+// authConfig maps [auth] to the auth service's settings; the token key is
+// kept under data_dir so tokens survive a restart.
+func authConfig(cfg *Config) auth.Config {
+	return auth.Config{
+		Htpasswd: cfg.Path(cfg.Auth.Htpasswd),
+		Realm:    cfg.Auth.Realm,
+		TokenTTL: cfg.Auth.TokenTTL.Std(),
+		KeyFile:  cfg.DataPath("auth/token.key"),
+	}
+}
+
+// newAuth starts the auth service for cfg, or returns nil when cfg has no
+// [auth] htpasswd.
+func (g *Gateway) newAuth(cfg *Config) (*auth.Service, error) {
+	if cfg.Auth.Htpasswd == "" {
+		return nil, nil
+	}
+	svc, err := auth.New(g.life, authConfig(cfg), g.log.With().Str("component", "auth").Logger())
+	if err != nil {
+		return nil, fmt.Errorf("auth: %w", err)
+	}
+	return svc, nil
 }
 
 // reusable returns the site of t serving exactly sc, if any.
@@ -104,14 +163,14 @@ func (t *siteTable) reusable(sc Site) *site {
 	if t == nil {
 		return nil
 	}
-	s := t.wildcard
+	e := t.wildcard
 	if sc.Host != "*" {
-		s = t.byHost[sc.Host]
+		e = t.byHost[sc.Host]
 	}
-	if s == nil || !reflect.DeepEqual(s.cfg, sc) {
+	if e == nil || !reflect.DeepEqual(e.site.cfg, sc) {
 		return nil
 	}
-	return s
+	return e.site
 }
 
 func (g *Gateway) backend(ctx context.Context, cfg *Config, sc Site) (http.Handler, error) {
@@ -150,11 +209,11 @@ func (c closerFunc) Close() error { c.close(); return nil }
 // sites lists every site of the table once.
 func (t *siteTable) sites() []*site {
 	out := make([]*site, 0, len(t.byHost)+1)
-	for _, s := range t.byHost {
-		out = append(out, s)
+	for _, e := range t.byHost {
+		out = append(out, e.site)
 	}
 	if t.wildcard != nil {
-		out = append(out, t.wildcard)
+		out = append(out, t.wildcard.site)
 	}
 	return out
 }
@@ -181,9 +240,9 @@ func hostName(h string) string {
 }
 
 // lookup finds the site for a Host header value.
-func (t *siteTable) lookup(host string) *site {
-	if s, ok := t.byHost[hostName(host)]; ok {
-		return s
+func (t *siteTable) lookup(host string) *entry {
+	if e, ok := t.byHost[hostName(host)]; ok {
+		return e
 	}
 	return t.wildcard
 }
@@ -191,8 +250,8 @@ func (t *siteTable) lookup(host string) *site {
 // ServeHTTP routes a request to its site by the Host header (port ignored,
 // case-insensitive). An unknown host gets a clear 404.
 func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	s := g.sites.Load().lookup(r.Host)
-	if s == nil {
+	e := g.sites.Load().lookup(r.Host)
+	if e == nil {
 		if r.Host == "" {
 			g.reject(w, r, http.StatusBadRequest, "missing Host header")
 			return
@@ -200,9 +259,9 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		g.reject(w, r, http.StatusNotFound, fmt.Sprintf("no site for host %q on this server", hostName(r.Host)))
 		return
 	}
-	s.inflight.Add(1)
-	defer s.inflight.Add(-1)
-	s.handler.ServeHTTP(w, r)
+	e.site.inflight.Add(1)
+	defer e.site.inflight.Add(-1)
+	e.handler.ServeHTTP(w, r)
 }
 
 func (g *Gateway) reject(w http.ResponseWriter, r *http.Request, status int, msg string) {

@@ -205,7 +205,7 @@ func (g *Gateway) Serve(ctx context.Context, httpLn, httpsLn, adminLn net.Listen
 // with 308 (a PUT stays a PUT), unknown hosts get 404.
 func (g *Gateway) serveHTTPPort(w http.ResponseWriter, r *http.Request) {
 	s := g.sites.Load().lookup(r.Host)
-	if s == nil || s.cfg.TLS == "off" {
+	if s == nil || s.site.cfg.TLS == "off" {
 		g.ServeHTTP(w, r)
 		return
 	}

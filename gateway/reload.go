@@ -47,14 +47,30 @@ func (g *Gateway) Reload(ctx context.Context, cfg *Config) error {
 			return fmt.Errorf("reload: site %s: tls = %q needs [listen] https, which this process does not serve (restart wharf)", s.Host, s.TLS)
 		}
 	}
+	prevAuth := g.auth
+	if !reflect.DeepEqual(cfg.Auth, old.Auth) {
+		svc, err := g.newAuth(cfg)
+		if err != nil {
+			return fmt.Errorf("reload: %w", err)
+		}
+		g.auth = svc
+	} else if g.auth != nil {
+		// SIGHUP also rereads the htpasswd file; a broken file keeps the
+		// users it had, and the rest of the reload goes on.
+		if err := g.auth.Reload(); err != nil {
+			g.log.Error().Err(err).Msg("reload: htpasswd not reloaded, keeping the users it had")
+		}
+	}
 	prev := g.sites.Load()
 	t, err := g.build(ctx, cfg, prev)
 	if err != nil {
+		g.auth = prevAuth
 		return fmt.Errorf("reload: %w", err)
 	}
 	if g.certs != nil {
 		if err := g.certs.Update(cfg.acmeConfig("", "").Sites); err != nil {
 			closeNew(t, prev)
+			g.auth = prevAuth
 			return fmt.Errorf("reload: %w", err)
 		}
 	}
