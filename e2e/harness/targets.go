@@ -1,0 +1,87 @@
+package harness
+
+import (
+	"os"
+	"strings"
+	"testing"
+)
+
+// Registry is a registry server under test: wharf or the reference
+// docker-registry. Start/Stop/Kill/Restart keep its address and data.
+type Registry interface {
+	// Name is "wharf" or "docker-registry".
+	Name() string
+	// Addr is the registry host for image references ("127.0.0.1:port").
+	Addr() string
+	// URL is the base URL ("http://127.0.0.1:port").
+	URL() string
+	// Start starts it again after Stop or Kill.
+	Start(t testing.TB)
+	// Stop shuts it down with SIGTERM and returns the exit error.
+	Stop(t testing.TB) error
+	// Kill sends SIGKILL.
+	Kill(t testing.TB)
+	// Restart is Stop then Start.
+	Restart(t testing.TB)
+	// PeakRSS is the server's peak resident memory in bytes.
+	PeakRSS(t testing.TB) int64
+}
+
+// Target is one kind of registry the push/pull suite runs against.
+type Target struct {
+	// Name is used as the subtest name.
+	Name string
+	// Start starts a fresh, empty registry server for one test.
+	Start func(t testing.TB) Registry
+	// Referrers says whether the server implements the OCI 1.1 referrers
+	// API (docker-registry 2.8 does not).
+	Referrers bool
+}
+
+// WharfTarget is wharf serving RegistryConfig.
+var WharfTarget = Target{
+	Name:      "wharf",
+	Start:     func(t testing.TB) Registry { return StartWharf(t, RegistryConfig) },
+	Referrers: true,
+}
+
+// DockerRegistryTarget is Debian's docker-registry (distribution 2.8).
+var DockerRegistryTarget = Target{
+	Name:  "docker-registry",
+	Start: func(t testing.TB) Registry { return StartDockerRegistry(t, "") },
+}
+
+// Targets returns the registries named in WHARF_E2E_TARGETS (a comma list
+// of "wharf", "docker-registry"; "all" for both). The default is wharf
+// alone; set WHARF_E2E_TARGETS=docker-registry to check the suite itself
+// against the reference registry.
+func Targets(t testing.TB) []Target {
+	t.Helper()
+	v := strings.TrimSpace(os.Getenv("WHARF_E2E_TARGETS"))
+	if v == "" {
+		v = "wharf"
+	}
+	var out []Target
+	for _, n := range strings.Split(v, ",") {
+		switch strings.TrimSpace(n) {
+		case "wharf":
+			out = append(out, WharfTarget)
+		case "docker-registry":
+			out = append(out, DockerRegistryTarget)
+		case "all":
+			out = append(out, WharfTarget, DockerRegistryTarget)
+		case "":
+		default:
+			t.Fatalf("WHARF_E2E_TARGETS: unknown target %q (want wharf, docker-registry or all)", n)
+		}
+	}
+	return out
+}
+
+// ForEachTarget runs f as a subtest per target from Targets.
+func ForEachTarget(t *testing.T, f func(t *testing.T, tg Target)) {
+	t.Helper()
+	for _, tg := range Targets(t) {
+		t.Run(tg.Name, func(t *testing.T) { f(t, tg) })
+	}
+}
