@@ -41,6 +41,7 @@ storage:
 http:
   addr: %s
   secret: wharf-e2e-fixed-secret
+  draintimeout: 10s
   headers:
     X-Content-Type-Options: [nosniff]
 %s`, r.Root, r.HTTPAddr, extraYAML)

@@ -94,7 +94,7 @@ func RandomIndex(t testing.TB, platforms []string, layers int, layerSize int64) 
 			t.Fatalf("platform %q: %v", ps, err)
 		}
 		idx = mutate.AppendManifests(idx, mutate.IndexAddendum{
-			Add:        img,
+			Add:        plainDescriptor{img},
 			Descriptor: v1.Descriptor{Platform: p, MediaType: types.OCIManifestSchema1},
 		})
 	}
@@ -169,4 +169,29 @@ func ReadOCILayout(t testing.TB, dir, refName string) (v1.Descriptor, v1.ImageIn
 
 func safeFileName(s string) string {
 	return strings.NewReplacer("/", "_", ":", "_", "@", "_").Replace(s)
+}
+
+func mediaTypeOf(s string) types.MediaType { return types.MediaType(s) }
+
+// plainDescriptor makes go-containerregistry describe an image in an index
+// with mediaType, digest and size only. Without it the descriptor also gets
+// an artifactType (the config media type), which older clients such as
+// skopeo 1.9 drop when they re-serialize the index, changing its digest.
+type plainDescriptor struct{ v1.Image }
+
+// Descriptor implements partial.Describable.
+func (p plainDescriptor) Descriptor() (*v1.Descriptor, error) {
+	mt, err := p.MediaType()
+	if err != nil {
+		return nil, err
+	}
+	d, err := p.Digest()
+	if err != nil {
+		return nil, err
+	}
+	n, err := p.Size()
+	if err != nil {
+		return nil, err
+	}
+	return &v1.Descriptor{MediaType: mt, Digest: d, Size: n}, nil
 }

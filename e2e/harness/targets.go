@@ -85,3 +85,15 @@ func ForEachTarget(t *testing.T, f func(t *testing.T, tg Target)) {
 		t.Run(tg.Name, func(t *testing.T) { f(t, tg) })
 	}
 }
+
+// WharfEnabled reports whether WHARF_E2E_TARGETS includes wharf, for
+// wharf-only tests that have no reference counterpart.
+func WharfEnabled(t testing.TB) bool {
+	t.Helper()
+	for _, tg := range Targets(t) {
+		if tg.Name == WharfTarget.Name {
+			return true
+		}
+	}
+	return false
+}

@@ -5,6 +5,7 @@
 package registry_test
 
 import (
+	"bytes"
 	"os"
 	"strings"
 	"testing"
@@ -28,3 +29,5 @@ func repoName(t *testing.T, suffix string) string {
 	n = strings.NewReplacer("/", "-", "_", "-").Replace(n)
 	return "e2e/" + n + "/" + suffix
 }
+
+func bytesReader(b []byte) *bytes.Reader { return bytes.NewReader(b) }
