@@ -62,6 +62,7 @@ func startDockerd(path string) (*Dockerd, error) {
 		return nil, fmt.Errorf("daemon.json: %w", err)
 	}
 	sock := filepath.Join(dir, "docker.sock")
+	ns := "wharf-e2e-" + filepath.Base(dir)
 	d.proc = &Process{
 		Name: "dockerd",
 		Path: path,
@@ -77,6 +78,11 @@ func startDockerd(path string) (*Dockerd, error) {
 			"--ip-masq=false",
 			"--bridge=none",
 			"--userland-proxy=false",
+			// If a system containerd runs, dockerd uses it instead of
+			// starting its own; private namespaces keep parallel test
+			// binaries' daemons apart there.
+			"--containerd-namespace", ns,
+			"--containerd-plugins-namespace", ns + "-plugins",
 		},
 		Dir:     dir,
 		LogPath: filepath.Join(dir, "dockerd.log"),
