@@ -42,6 +42,18 @@ func TestDockerPushPull(t *testing.T) {
 			t.Fatalf("docker push said %s, registry serves %s", m[1], got)
 		}
 
+		// Pushing the same image to a second repository: docker mounts the
+		// layers it just pushed instead of uploading them again.
+		mounted := reg.Addr() + "/" + repoName(t, "mounted") + ":v1"
+		docker.Must(t, "tag", src, mounted)
+		out = docker.Must(t, "push", mounted)
+		if !strings.Contains(out, "Mounted from "+repoName(t, "docker")) {
+			t.Errorf("second push did not mount the layers from %s:\n%s", repoName(t, "docker"), out)
+		}
+		if got2 := harness.VerifyRemoteImage(t, mounted, img, harness.Same{Config: true}); got2 != got {
+			t.Errorf("mounted copy has digest %s, first push %s", got2, got)
+		}
+
 		cfgDigest := harness.MustDigestOf(t, img.ConfigName)
 		docker.Must(t, "rmi", "-f", cfgDigest.String())
 		if _, err := docker.Run(t, "image", "inspect", dst); err == nil {
