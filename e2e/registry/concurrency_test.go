@@ -16,6 +16,7 @@ import (
 // once must not fail or corrupt either upload.
 func TestConcurrentPushesOfSameBlobs(t *testing.T) {
 	harness.ForEachTarget(t, func(t *testing.T, tg harness.Target) {
+		tg.SkipIfBroken(t, harness.FeatureConcurrentSameBlob)
 		crane := harness.Crane(t)
 		skopeo := harness.Skopeo(t)
 		reg := tg.Start(t)

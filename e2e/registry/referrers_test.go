@@ -30,9 +30,7 @@ const (
 // a subject answers with OCI-Subject.
 func TestReferrers(t *testing.T) {
 	harness.ForEachTarget(t, func(t *testing.T, tg harness.Target) {
-		if !tg.Referrers {
-			t.Skipf("%s has no OCI 1.1 referrers API", tg.Name)
-		}
+		tg.SkipIfBroken(t, harness.FeatureReferrers)
 		testReferrers(t, tg.Start(t))
 	})
 }
