@@ -3,6 +3,7 @@ package registry_test
 import (
 	"encoding/json"
 	"net/http"
+	"net/url"
 	"slices"
 	"testing"
 
@@ -151,7 +152,7 @@ func getReferrers(t *testing.T, raw *harness.RawClient, repo string, d v1.Hash, 
 	t.Helper()
 	path := "/v2/" + repo + "/referrers/" + d.String()
 	if artifactType != "" {
-		path += "?artifactType=" + artifactType
+		path += "?artifactType=" + url.QueryEscape(artifactType)
 	}
 	r := raw.Do(t, http.MethodGet, path, http.Header{"Accept": {string(types.OCIImageIndex)}}, nil)
 	if r.Status != http.StatusOK {
