@@ -62,7 +62,12 @@ func StartProcess(t testing.TB, p *Process) *Process {
 		p.LogPath = filepath.Join(t.TempDir(), p.Name+".log")
 	}
 	t.Cleanup(func() {
-		p.stop(t, syscall.SIGTERM)
+		if running, err := p.stop(t, syscall.SIGTERM); running && err != nil {
+			t.Errorf("%s did not exit cleanly on SIGTERM at the end of the test: %v", p.Name, err)
+		}
+		if strings.Contains(p.Log(), "WARNING: DATA RACE") {
+			t.Errorf("%s reported a data race (see its log)", p.Name)
+		}
 		if t.Failed() || os.Getenv("WHARF_E2E_LOGS") != "" {
 			t.Logf("----- %s log (%s), last 64 KiB -----\n%s", p.Name, p.LogPath, p.LogTail(64<<10))
 		}
@@ -195,7 +200,8 @@ func (p *Process) Signal(t testing.TB, sig syscall.Signal) {
 // 30 s). It returns the exit error of the run (nil for exit status 0).
 func (p *Process) Stop(t testing.TB) error {
 	t.Helper()
-	return p.stop(t, syscall.SIGTERM)
+	_, err := p.stop(t, syscall.SIGTERM)
+	return err
 }
 
 // Kill sends SIGKILL and waits for the process to be gone.
@@ -213,16 +219,19 @@ func (p *Process) Restart(t testing.TB) {
 	p.Start(t)
 }
 
-func (p *Process) stop(t testing.TB, sig syscall.Signal) error {
+// stop signals the current run and waits for it to end. running says
+// whether it was still running; err is its exit error (nil after SIGKILL).
+func (p *Process) stop(t testing.TB, sig syscall.Signal) (running bool, err error) {
 	p.mu.Lock()
 	cmd, done := p.cmd, p.done
 	p.mu.Unlock()
 	if cmd == nil {
-		return nil
+		return false, nil
 	}
 	select {
 	case <-done:
 	default:
+		running = true
 		_ = cmd.Process.Signal(sig)
 		select {
 		case <-done:
@@ -235,9 +244,9 @@ func (p *Process) stop(t testing.TB, sig syscall.Signal) error {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if sig == syscall.SIGKILL {
-		return nil
+		return running, nil
 	}
-	return p.waitErr
+	return running, p.waitErr
 }
 
 // PeakRSS returns the peak resident set size (VmHWM) of the running process
