@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/mutate"
@@ -93,6 +94,21 @@ func TestProcStatusBytes(t *testing.T) {
 	}
 	if _, err := procStatusBytes(os.Getpid(), "NoSuchField"); err == nil {
 		t.Fatal("missing field: want an error")
+	}
+}
+
+func TestProcCPUTime(t *testing.T) {
+	// Burn some CPU so the figure is not zero.
+	deadline := time.Now().Add(50 * time.Millisecond)
+	for x := 0; time.Now().Before(deadline); x++ {
+		_ = x * x
+	}
+	d, err := procCPUTime(os.Getpid())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d <= 0 {
+		t.Fatalf("CPU time of a busy test binary = %s, want > 0", d)
 	}
 }
 

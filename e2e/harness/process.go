@@ -62,6 +62,13 @@ func StartProcess(t testing.TB, p *Process) *Process {
 		p.LogPath = filepath.Join(t.TempDir(), p.Name+".log")
 	}
 	t.Cleanup(func() {
+		if pid := p.PID(); pid != 0 {
+			if exited, _ := p.Exited(); !exited {
+				if n, err := procStatusBytes(pid, "VmHWM"); err == nil {
+					t.Logf("%s peak RSS %.1f MiB", p.Name, float64(n)/(1<<20))
+				}
+			}
+		}
 		if running, err := p.stop(t, syscall.SIGTERM); running && err != nil {
 			t.Errorf("%s did not exit cleanly on SIGTERM at the end of the test: %v", p.Name, err)
 		}
@@ -232,6 +239,10 @@ func (p *Process) stop(t testing.TB, sig syscall.Signal) (running bool, err erro
 	case <-done:
 	default:
 		running = true
+		start := time.Now()
+		defer func() {
+			t.Logf("%s exited %s after %s (%v)", p.Name, time.Since(start).Round(time.Millisecond), sig, err)
+		}()
 		_ = cmd.Process.Signal(sig)
 		select {
 		case <-done:
@@ -262,6 +273,51 @@ func (p *Process) PeakRSS(t testing.TB) int64 {
 		t.Fatalf("PeakRSS of %s: %v", p.Name, err)
 	}
 	return n
+}
+
+// CPUTime returns the user plus system CPU time the running process has
+// used so far (from /proc/PID/stat), for CPU-per-GiB figures.
+func (p *Process) CPUTime(t testing.TB) time.Duration {
+	t.Helper()
+	pid := p.PID()
+	if pid == 0 {
+		t.Fatalf("CPUTime: %s not started", p.Name)
+	}
+	d, err := procCPUTime(pid)
+	if err != nil {
+		t.Fatalf("CPUTime of %s: %v", p.Name, err)
+	}
+	return d
+}
+
+// clockTicks is USER_HZ, the unit of /proc/PID/stat times; 100 on every
+// Linux architecture Go supports.
+const clockTicks = 100
+
+func procCPUTime(pid int) (time.Duration, error) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0, fmt.Errorf("read stat: %w", err)
+	}
+	// The command name (field 2) may hold spaces; fields after ")" are fixed.
+	i := bytes.LastIndexByte(b, ')')
+	if i < 0 {
+		return 0, fmt.Errorf("malformed /proc/%d/stat", pid)
+	}
+	f := strings.Fields(string(b[i+1:]))
+	// f[0] is field 3 (state); utime and stime are fields 14 and 15.
+	if len(f) < 13 {
+		return 0, fmt.Errorf("short /proc/%d/stat", pid)
+	}
+	var ticks int64
+	for _, s := range f[11:13] {
+		n, err := strconv.ParseInt(s, 10, 64)
+		if err != nil {
+			return 0, fmt.Errorf("parse cpu time %q: %w", s, err)
+		}
+		ticks += n
+	}
+	return time.Duration(ticks) * time.Second / clockTicks, nil
 }
 
 // procStatusBytes reads a "kB" field of /proc/PID/status.

@@ -165,3 +165,13 @@ func Podman(t testing.TB) *Tool {
 		Env: env,
 	}
 }
+
+// Login runs `<tool> login` for host with the password on stdin (docker,
+// podman and skopeo take the same flags; add "--tls-verify=false" in extra
+// for podman or skopeo on plain HTTP). It returns the output and error so
+// tests can check both successful and refused logins.
+func Login(t testing.TB, tool *Tool, host, user, password string, extra ...string) (string, error) {
+	t.Helper()
+	args := append([]string{"login", "-u", user, "--password-stdin"}, extra...)
+	return tool.RunStdin(t, password+"\n", append(args, host)...)
+}
