@@ -117,11 +117,11 @@ func TestTargets(t *testing.T) {
 		env  string
 		want []string
 	}{
-		{"", []string{"wharf"}},
+		{"", []string{"wharf", "wharf-proxy"}},
 		{"wharf", []string{"wharf"}},
 		{"docker-registry", []string{"docker-registry"}},
 		{"docker-registry, wharf", []string{"docker-registry", "wharf"}},
-		{"all", []string{"wharf", "docker-registry"}},
+		{"all", []string{"wharf", "wharf-proxy", "docker-registry"}},
 	}
 	for _, tc := range tests {
 		t.Run(tc.env, func(t *testing.T) {

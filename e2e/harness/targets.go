@@ -73,28 +73,70 @@ var DockerRegistryTarget = Target{
 	},
 }
 
-// Targets returns the registries named in WHARF_E2E_TARGETS (a comma list
-// of "wharf", "docker-registry"; "all" for both). The default is wharf
-// alone; set WHARF_E2E_TARGETS=docker-registry to check the suite itself
-// against the reference registry.
+// ProxyConfig is a wharf config with one plain-HTTP proxy site for host
+// 127.0.0.1 in front of the upstream in .Vars.upstream.
+const ProxyConfig = `data_dir = "{{.DataDir}}"
+
+[listen]
+http  = "{{.HTTP}}"
+https = ""
+admin = ""
+
+[[site]]
+host    = "127.0.0.1"
+backend = "proxy"
+tls     = "off"
+[site.proxy]
+upstream = "{{.Vars.upstream}}"
+`
+
+// proxiedRegistry is wharf's proxy site in front of a docker-registry.
+// Start, Stop, Kill and Restart act on wharf; the data lives upstream.
+type proxiedRegistry struct {
+	*Wharf
+	Upstream *DockerRegistry
+}
+
+func (p proxiedRegistry) Name() string { return "wharf-proxy" }
+
+// WharfProxyTarget is wharf's proxy backend in front of Debian's
+// docker-registry (issue #3: the same push/pull tests pass through it). It
+// inherits the upstream's gaps.
+var WharfProxyTarget = Target{
+	Name: "wharf-proxy",
+	Start: func(t testing.TB) Registry {
+		up := StartDockerRegistry(t, "")
+		w := StartWharf(t, ProxyConfig, WithVars(map[string]any{"upstream": up.URL()}))
+		return proxiedRegistry{Wharf: w, Upstream: up}
+	},
+	Broken: DockerRegistryTarget.Broken,
+}
+
+// Targets returns the registries named in WHARF_E2E_TARGETS, a comma list
+// of "wharf", "wharf-proxy" (wharf's proxy site in front of
+// docker-registry) and "docker-registry", or "all". The default is
+// "wharf,wharf-proxy"; WHARF_E2E_TARGETS=docker-registry checks the suite
+// itself against the reference registry.
 func Targets(t testing.TB) []Target {
 	t.Helper()
 	v := strings.TrimSpace(os.Getenv("WHARF_E2E_TARGETS"))
 	if v == "" {
-		v = "wharf"
+		v = "wharf,wharf-proxy"
 	}
 	var out []Target
 	for _, n := range strings.Split(v, ",") {
 		switch strings.TrimSpace(n) {
 		case "wharf":
 			out = append(out, WharfTarget)
+		case "wharf-proxy":
+			out = append(out, WharfProxyTarget)
 		case "docker-registry":
 			out = append(out, DockerRegistryTarget)
 		case "all":
-			out = append(out, WharfTarget, DockerRegistryTarget)
+			out = append(out, WharfTarget, WharfProxyTarget, DockerRegistryTarget)
 		case "":
 		default:
-			t.Fatalf("WHARF_E2E_TARGETS: unknown target %q (want wharf, docker-registry or all)", n)
+			t.Fatalf("WHARF_E2E_TARGETS: unknown target %q (want wharf, wharf-proxy, docker-registry or all)", n)
 		}
 	}
 	return out
