@@ -45,7 +45,16 @@ const (
 	// FeatureConcurrentSameBlob is pushing one blob to one repository
 	// from several clients at once.
 	FeatureConcurrentSameBlob = "concurrent-same-blob"
+	// FeatureDeleteTag is DELETE /v2/<name>/manifests/<tag> (OCI 1.1).
+	FeatureDeleteTag = "delete-tag"
 )
+
+// Works reports whether the target is not known to lack feature, for
+// tests that check the feature as one step among others.
+func (tg Target) Works(feature string) bool {
+	_, broken := tg.Broken[feature]
+	return !broken
+}
 
 // SkipIfBroken skips the test if the target is known to lack feature. Only
 // reference servers list broken features; wharf lists none.
@@ -70,6 +79,7 @@ var DockerRegistryTarget = Target{
 		FeatureReferrers: "registry 2.8 has no OCI 1.1 referrers API",
 		FeatureConcurrentSameBlob: "registry 2.8 sometimes fails one of two concurrent pushes of a blob " +
 			"to one repository (manifest PUT: DIGEST_INVALID / MANIFEST_BLOB_UNKNOWN)",
+		FeatureDeleteTag: "registry 2.8 deletes manifests by digest only",
 	},
 }
 
