@@ -47,6 +47,8 @@ const (
 	FeatureConcurrentSameBlob = "concurrent-same-blob"
 	// FeatureDeleteTag is DELETE /v2/<name>/manifests/<tag> (OCI 1.1).
 	FeatureDeleteTag = "delete-tag"
+	// FeatureLexicalTags is listing tags in lexical order.
+	FeatureLexicalTags = "lexical-tags"
 )
 
 // Works reports whether the target is not known to lack feature, for
@@ -79,7 +81,8 @@ var DockerRegistryTarget = Target{
 		FeatureReferrers: "registry 2.8 has no OCI 1.1 referrers API",
 		FeatureConcurrentSameBlob: "registry 2.8 sometimes fails one of two concurrent pushes of a blob " +
 			"to one repository (manifest PUT: DIGEST_INVALID / MANIFEST_BLOB_UNKNOWN)",
-		FeatureDeleteTag: "registry 2.8 deletes manifests by digest only",
+		FeatureDeleteTag:   "registry 2.8 deletes manifests by digest only",
+		FeatureLexicalTags: "registry 2.8 lists tags in its own order, not lexical",
 	},
 }
 
