@@ -61,8 +61,21 @@ func TestKillDuringUpload(t *testing.T) {
 			}
 			patchDone <- err
 		}()
-		if _, err := pw.Write(blobB[:size/2]); err != nil {
-			t.Fatalf("stream first half of B: %v", err)
+		// The write returns once the client has taken the bytes; if the
+		// server answers the PATCH before reading them, fail instead of
+		// waiting forever.
+		wrote := make(chan error, 1)
+		go func() {
+			_, err := pw.Write(blobB[:size/2])
+			wrote <- err
+		}()
+		select {
+		case err := <-wrote:
+			if err != nil {
+				t.Fatalf("stream first half of B: %v", err)
+			}
+		case err := <-patchDone:
+			t.Fatalf("streamed PATCH ended before its body was sent: %v", err)
 		}
 
 		reg.Kill(t)
