@@ -1,4 +1,164 @@
-// Command wharf is a self-hosted container registry gateway.
+// Command wharf is a self-hosted container registry gateway: one process
+// that terminates TLS with ACME certificates, checks logins, and routes by
+// host name to an embedded registry, a pull-through cache or a proxy.
 package main
 
-func main() {}
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"runtime/debug"
+	"syscall"
+	"time"
+
+	"github.com/rs/zerolog"
+
+	"github.com/wharf-dev/wharf/gateway"
+)
+
+// version is set at build time with -ldflags "-X main.version=...".
+var version = ""
+
+const usage = `wharf - a container registry gateway
+
+Usage:
+  wharf serve [-config gateway.toml]   serve (no config: dev registry on http://127.0.0.1:5000)
+  wharf check -config gateway.toml     validate the config; exit 1 with file:line: messages
+  wharf version                        print the version
+`
+
+func main() {
+	os.Exit(run(os.Args[1:], os.Stdin, os.Stdout, os.Stderr))
+}
+
+func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
+	if len(args) == 0 {
+		fmt.Fprint(stderr, usage)
+		return 2
+	}
+	switch args[0] {
+	case "serve":
+		return cmdServe(args[1:], stdout, stderr)
+	case "check":
+		return cmdCheck(args[1:], stdout, stderr)
+	case "version", "-version", "--version":
+		fmt.Fprintln(stdout, "wharf", versionString())
+		return 0
+	case "help", "-h", "-help", "--help":
+		fmt.Fprint(stdout, usage)
+		return 0
+	}
+	fmt.Fprintf(stderr, "wharf: unknown command %q\n\n%s", args[0], usage)
+	return 2
+}
+
+func versionString() string {
+	if version != "" {
+		return version
+	}
+	if bi, ok := debug.ReadBuildInfo(); ok {
+		rev, dirty := "", ""
+		for _, s := range bi.Settings {
+			switch s.Key {
+			case "vcs.revision":
+				rev = s.Value
+			case "vcs.modified":
+				if s.Value == "true" {
+					dirty = "-dirty"
+				}
+			}
+		}
+		if rev != "" {
+			if len(rev) > 12 {
+				rev = rev[:12]
+			}
+			return "dev-" + rev + dirty
+		}
+		if bi.Main.Version != "" && bi.Main.Version != "(devel)" {
+			return bi.Main.Version
+		}
+	}
+	return "dev"
+}
+
+func loadFlags(name string, args []string, stderr io.Writer, needConfig bool) (string, *flag.FlagSet, bool) {
+	fs := flag.NewFlagSet(name, flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	path := fs.String("config", "", "path to gateway.toml")
+	if err := fs.Parse(args); err != nil {
+		return "", fs, false
+	}
+	if fs.NArg() > 0 {
+		fmt.Fprintf(stderr, "wharf %s: unexpected argument %q\n", name, fs.Arg(0))
+		return "", fs, false
+	}
+	if needConfig && *path == "" {
+		fmt.Fprintf(stderr, "wharf %s: -config is required\n", name)
+		return "", fs, false
+	}
+	return *path, fs, true
+}
+
+func cmdCheck(args []string, stdout, stderr io.Writer) int {
+	path, _, ok := loadFlags("check", args, stderr, true)
+	if !ok {
+		return 2
+	}
+	cfg, err := gateway.LoadConfig(path)
+	if err != nil {
+		fmt.Fprintln(stderr, err)
+		return 1
+	}
+	fmt.Fprintf(stdout, "%s: ok (%d sites)\n", path, len(cfg.Sites))
+	return 0
+}
+
+func newLogger(cfg *gateway.Config, out io.Writer) zerolog.Logger {
+	lvl, err := zerolog.ParseLevel(cfg.Log.Level)
+	if err != nil {
+		lvl = zerolog.InfoLevel
+	}
+	if cfg.Log.Format == "console" {
+		out = zerolog.ConsoleWriter{Out: out, TimeFormat: time.TimeOnly}
+	}
+	return zerolog.New(out).Level(lvl).With().Timestamp().Logger()
+}
+
+func cmdServe(args []string, stdout, stderr io.Writer) int {
+	path, _, ok := loadFlags("serve", args, stderr, false)
+	if !ok {
+		return 2
+	}
+	var cfg *gateway.Config
+	if path == "" {
+		cfg = gateway.DevConfig()
+	} else {
+		var err error
+		if cfg, err = gateway.LoadConfig(path); err != nil {
+			fmt.Fprintln(stderr, err)
+			return 1
+		}
+	}
+	log := newLogger(cfg, stderr)
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
+	g, err := gateway.New(ctx, cfg, log)
+	if err != nil {
+		log.Error().Err(err).Msg("cannot start")
+		return 1
+	}
+	if path == "" {
+		log.Info().Msgf("dev registry on http://%s (data in ./%s, no auth). Try: docker tag alpine %s/alpine && docker push %s/alpine",
+			cfg.Listen.HTTP, cfg.DataDir, cfg.Listen.HTTP, cfg.Listen.HTTP)
+	}
+	if err := g.Run(ctx); err != nil && !errors.Is(err, context.Canceled) {
+		log.Error().Err(err).Msg("stopped")
+		return 1
+	}
+	log.Info().Msg("stopped")
+	return 0
+}

@@ -1,0 +1,103 @@
+package gateway
+
+import (
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestParseConfigErrors(t *testing.T) {
+	tests := []struct {
+		name, toml string
+		want       string // substring of the error, including file:line
+	}{
+		{"unknown top key", "data_dir = \"/d\"\nbogus = 1\n", "gw.toml:2: unknown key \"bogus\""},
+		{"unknown site key", "[listen]\nhttp = \":80\"\n[[site]]\nhost = \"a.example\"\nbackend = \"registry\"\ntls = \"off\"\n[site.registry]\nrot = \"x\"\n", "gw.toml:8: unknown key \"site.registry.rot\""},
+		{"bad duration", "[listen]\nhttp = \":80\"\n[[site]]\nhost = \"m.example\"\nbackend = \"cache\"\ntls = \"off\"\n[site.cache]\nupstream = \"https://u.example\"\nttl = \"7 days\"\n", "invalid duration"},
+		{"bad backend", "[listen]\nhttp = \":80\"\n[[site]]\nhost = \"a.example\"\nbackend = \"nginx\"\ntls = \"off\"\n", "gw.toml:5: invalid backend \"nginx\""},
+		{"no sites", "data_dir = \"/d\"\n", "no [[site]]"},
+		{"duplicate host", "[listen]\nhttp = \":80\"\n[[site]]\nhost = \"a.example\"\nbackend = \"registry\"\ntls = \"off\"\n[[site]]\nhost = \"A.example\"\nbackend = \"registry\"\ntls = \"off\"\n", "gw.toml:8: host \"a.example\" is already served by the site on line 4"},
+		{"acme on IP", "[listen]\nhttp = \":80\"\nhttps = \":443\"\n[[site]]\nhost = \"127.0.0.1\"\nbackend = \"registry\"\n", "needs a public DNS name"},
+		{"manual without cert", "[listen]\nhttps = \":443\"\n[[site]]\nhost = \"a.example\"\nbackend = \"registry\"\ntls = \"manual\"\n", "needs cert and key"},
+		{"proxy without upstream", "[listen]\nhttp = \":80\"\n[[site]]\nhost = \"a.example\"\nbackend = \"proxy\"\ntls = \"off\"\n", "needs [site.proxy] upstream"},
+		{"bad upstream", "[listen]\nhttp = \":80\"\n[[site]]\nhost = \"a.example\"\nbackend = \"proxy\"\ntls = \"off\"\n[site.proxy]\nupstream = \"ftp://x\"\n", "gw.toml:8: invalid upstream"},
+		{"bad host", "[listen]\nhttp = \":80\"\n[[site]]\nhost = \"a.example:443\"\nbackend = \"registry\"\ntls = \"off\"\n", "gw.toml:4: invalid host"},
+		{"bad listen", "[listen]\nhttp = \"80\"\n[[site]]\nhost = \"a.example\"\nbackend = \"registry\"\ntls = \"off\"\n", "gw.toml:2: invalid listen address"},
+		{"syntax", "[listen\nhttp = 1\n", "to end table name"},
+		{"wrong type", "[listen]\nhttp = 80\n", "gw.toml"},
+		{"mismatched table", "[listen]\nhttp = \":80\"\n[[site]]\nhost = \"a.example\"\nbackend = \"registry\"\ntls = \"off\"\n[site.proxy]\nupstream = \"http://x\"\n", "[site.proxy] given for a site with backend = \"registry\""},
+		{"missing htpasswd", "[listen]\nhttp = \":80\"\n[auth]\nhtpasswd = \"/nonexistent/htpasswd\"\n[[site]]\nhost = \"a.example\"\nbackend = \"registry\"\ntls = \"off\"\n", "gw.toml:4: cannot read htpasswd file"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			_, err := ParseConfig("gw.toml", []byte(tt.toml))
+			if err == nil {
+				t.Fatalf("no error; want %q", tt.want)
+			}
+			if !strings.Contains(err.Error(), tt.want) {
+				t.Fatalf("error %q does not contain %q", err, tt.want)
+			}
+			var ce *ConfigError
+			if !errors.As(err, &ce) {
+				t.Fatalf("error is %T, want *ConfigError", err)
+			}
+		})
+	}
+}
+
+func TestParseConfigDefaults(t *testing.T) {
+	c, err := ParseConfig("/etc/wharf/gw.toml", []byte(`
+data_dir = "data"
+[listen]
+http = ":8080"
+[[site]]
+host = "Registry.Example.com."
+backend = "registry"
+tls = "off"
+[[site]]
+host = "mirror.example.com"
+backend = "cache"
+tls = "off"
+[site.cache]
+upstream = "https://registry-1.docker.io"
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := c.Sites[0].Host; got != "registry.example.com" {
+		t.Errorf("host = %q, want lower case without dot", got)
+	}
+	if got := c.DataPath(c.Sites[0].Registry.Root); got != "/etc/wharf/data/registry/registry.example.com" {
+		t.Errorf("registry root = %q", got)
+	}
+	if got := c.Sites[1].Cache.TTL.Std(); got != 168*time.Hour {
+		t.Errorf("cache ttl = %v", got)
+	}
+	if c.Sites[0].AuthScheme != "token" || c.Log.Format != "json" || c.Listen.ProgressTimeout.Std() != DefaultProgressTimeout {
+		t.Errorf("defaults not applied: %+v", c)
+	}
+}
+
+// The shipped example must be valid once its files exist.
+func TestExampleConfig(t *testing.T) {
+	data, err := os.ReadFile("../gateway.toml.example")
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	hp := filepath.Join(dir, "htpasswd")
+	if err := os.WriteFile(hp, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	text := strings.Replace(string(data), "/etc/wharf/htpasswd", hp, 1)
+	c, err := ParseConfig(filepath.Join(dir, "gateway.toml"), []byte(text))
+	if err != nil {
+		t.Fatalf("example config: %v", err)
+	}
+	if len(c.Sites) != 3 || len(c.Policies) != 1 || c.Policies[0].Line == 0 {
+		t.Fatalf("example parsed wrong: %d sites, %d policies", len(c.Sites), len(c.Policies))
+	}
+}

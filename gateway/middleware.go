@@ -1,0 +1,196 @@
+package gateway
+
+import (
+	"bufio"
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"io"
+	"net"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/rs/zerolog"
+
+	"github.com/wharf-dev/wharf/backend"
+)
+
+// Middleware wraps a handler; site handlers are built as a chain of these.
+type Middleware func(http.Handler) http.Handler
+
+// chain applies middlewares so that the first one listed runs first.
+func chain(h http.Handler, mw ...Middleware) http.Handler {
+	for i := len(mw) - 1; i >= 0; i-- {
+		h = mw[i](h)
+	}
+	return h
+}
+
+type requestIDKey struct{}
+
+// RequestID returns the id the gateway gave this request ("" outside it).
+func RequestID(ctx context.Context) string {
+	id, _ := ctx.Value(requestIDKey{}).(string)
+	return id
+}
+
+// withRequestID keeps a sane client-sent X-Request-Id or makes a new one,
+// and echoes it in the answer so users can quote it.
+func withRequestID(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		id := r.Header.Get("X-Request-Id")
+		if !saneID(id) {
+			var b [12]byte
+			_, _ = rand.Read(b[:])
+			id = hex.EncodeToString(b[:])
+		}
+		w.Header().Set("X-Request-Id", id)
+		next.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), requestIDKey{}, id)))
+	})
+}
+
+func saneID(id string) bool {
+	if id == "" || len(id) > 64 {
+		return false
+	}
+	for i := 0; i < len(id); i++ {
+		c := id[i]
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-' || c == '_' || c == '.') {
+			return false
+		}
+	}
+	return true
+}
+
+// withAPIVersion sets Docker-Distribution-Api-Version on every /v2/ answer,
+// whichever backend or middleware writes it (401s and errors included).
+func withAPIVersion(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/v2" || strings.HasPrefix(r.URL.Path, "/v2/") {
+			w.Header().Set("Docker-Distribution-Api-Version", "registry/2.0")
+		}
+		next.ServeHTTP(w, r)
+	})
+}
+
+// withRoute parses a /v2/ request once and stores the Route in the context
+// for the policy and the backend; an unparseable request is answered here.
+func withRoute(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		p := r.URL.Path
+		if p != "/v2" && !strings.HasPrefix(p, "/v2/") {
+			next.ServeHTTP(w, r)
+			return
+		}
+		rt, err := backend.ParseRoute(r.Method, p, r.URL.Query().Get)
+		if err != nil {
+			backend.WriteError(w, r, err)
+			return
+		}
+		next.ServeHTTP(w, r.WithContext(backend.WithRoute(r.Context(), rt)))
+	})
+}
+
+// accessLog writes one structured line per request once it is answered.
+func accessLog(log *zerolog.Logger, m *metrics, siteName string) Middleware {
+	return func(next http.Handler) http.Handler {
+		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			start := time.Now()
+			rec := &recorder{ResponseWriter: w}
+			next.ServeHTTP(rec, r)
+			status := rec.status
+			if status == 0 {
+				status = http.StatusOK
+			}
+			ev := log.Info()
+			if status >= 500 {
+				ev = log.Error()
+			}
+			ev = ev.Str("id", RequestID(r.Context())).
+				Str("host", r.Host).
+				Str("remote", r.RemoteAddr).
+				Str("method", r.Method).
+				Str("path", r.URL.Path).
+				Int("status", status).
+				Int64("bytes_in", rec.bodyIn(r)).
+				Int64("bytes", rec.bytes).
+				Dur("duration", time.Since(start))
+			if u := userOf(r.Context()); u != "" {
+				ev = ev.Str("user", u)
+			}
+			ev.Msg("request")
+			m.observe(siteName, r.Method, status, rec.bytes, time.Since(start))
+		})
+	}
+}
+
+// userOf is filled in when authentication is wired; it names the caller in
+// the access log.
+var userOf = func(context.Context) string { return "" }
+
+// recorder notes status and size of an answer without hiding the optional
+// interfaces (io.ReaderFrom for sendfile, http.Flusher for streaming).
+type recorder struct {
+	http.ResponseWriter
+	status int
+	bytes  int64
+}
+
+func (r *recorder) WriteHeader(code int) {
+	if r.status == 0 {
+		r.status = code
+	}
+	r.ResponseWriter.WriteHeader(code)
+}
+
+func (r *recorder) Write(b []byte) (int, error) {
+	if r.status == 0 {
+		r.status = http.StatusOK
+	}
+	n, err := r.ResponseWriter.Write(b)
+	r.bytes += int64(n)
+	return n, err
+}
+
+// ReadFrom keeps the kernel's sendfile path open for blob downloads.
+func (r *recorder) ReadFrom(src io.Reader) (int64, error) {
+	if r.status == 0 {
+		r.status = http.StatusOK
+	}
+	var n int64
+	var err error
+	if rf, ok := r.ResponseWriter.(io.ReaderFrom); ok {
+		n, err = rf.ReadFrom(src)
+	} else {
+		n, err = io.Copy(struct{ io.Writer }{r.ResponseWriter}, src)
+	}
+	r.bytes += n
+	return n, err
+}
+
+// Flush passes through so streamed answers leave at once.
+func (r *recorder) Flush() {
+	if f, ok := r.ResponseWriter.(http.Flusher); ok {
+		f.Flush()
+	}
+}
+
+// Hijack passes through for protocols that take over the connection.
+func (r *recorder) Hijack() (net.Conn, *bufio.ReadWriter, error) {
+	if h, ok := r.ResponseWriter.(http.Hijacker); ok {
+		return h.Hijack()
+	}
+	return nil, nil, errors.New("hijack not supported")
+}
+
+// Unwrap lets http.ResponseController reach the real writer.
+func (r *recorder) Unwrap() http.ResponseWriter { return r.ResponseWriter }
+
+func (r *recorder) bodyIn(req *http.Request) int64 {
+	if req.ContentLength > 0 {
+		return req.ContentLength
+	}
+	return 0
+}
