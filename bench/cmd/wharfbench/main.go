@@ -20,6 +20,7 @@ import (
 	"path/filepath"
 	"runtime"
 	"slices"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -154,8 +155,13 @@ func runCmd(ctx context.Context, args []string) error {
 
 	rep := &Report{Started: time.Now().UTC(), Command: strings.Join(os.Args, " "), Runs: c.runs, Blob: blob.Size,
 		Host: map[string]any{"cpus": runtime.NumCPU(), "go": runtime.Version(), "wharf": c.wharf != ""}}
-	fmt.Fprintf(b.out, "wharf bench: %d run(s) per figure, medians shown; blob %d MiB %s; %d CPUs; sections %s\n",
-		c.runs, c.blobMiB, blob.Digest[:19], runtime.NumCPU(), c.sections)
+	load0 := loadAvg()
+	rep.Host["loadavg_start"] = load0
+	fmt.Fprintf(b.out, "wharf bench: %d run(s) per figure, medians shown; blob %d MiB %s; %d CPUs; sections %s; load average %s\n",
+		c.runs, c.blobMiB, blob.Digest[:19], runtime.NumCPU(), c.sections, load0)
+	if f, err := strconv.ParseFloat(strings.Fields(load0 + " 0")[0], 64); err == nil && f > 0.5 {
+		fmt.Fprintf(b.out, "warning: the machine is not quiet (1-minute load %.2f): figures will be noisy; ratios within this run still compare like with like\n", f)
+	}
 	var secs []*Section
 	for _, id := range []string{"A", "B", "C"} {
 		if !sections[id] {
@@ -177,6 +183,7 @@ func runCmd(ctx context.Context, args []string) error {
 		rep.add(s)
 	}
 	rep.Finished = time.Now().UTC()
+	rep.Host["loadavg_end"] = loadAvg()
 	name, err := rep.write(c.out)
 	if err != nil {
 		return err
@@ -202,6 +209,19 @@ const (
 
 // Repositories used by the scenarios (one token covers them all).
 var repos = []string{"bench/blob", "bench/mono", "bench/small", "bench/thirty"}
+
+// loadAvg returns the first three fields of /proc/loadavg.
+func loadAvg() string {
+	b, err := os.ReadFile("/proc/loadavg")
+	if err != nil {
+		return "?"
+	}
+	f := strings.Fields(string(b))
+	if len(f) < 3 {
+		return "?"
+	}
+	return strings.Join(f[:3], " ")
+}
 
 func logf(format string, a ...any) {
 	fmt.Fprintf(os.Stderr, time.Now().UTC().Format("15:04:05 ")+format+"\n", a...)
@@ -235,15 +255,22 @@ func (p *phase) put(metric string, v float64) { p.s.put(p.name, metric, p.r, v) 
 
 // runPhase starts sp fresh, logs in, runs body, records peak RSS and stops.
 // Failures become notes: the suite goes on with the next setup.
-func (b *bench) runPhase(ctx context.Context, s *Section, r int, sp setup, http2 bool, body func(p *phase) error) {
+//
+// label names the phase (h1, h2, mono...): a wharf phase that fails for
+// want of a feature is skipped in later runs, the setup's other phases not.
+func (b *bench) runPhase(ctx context.Context, s *Section, r int, sp setup, label string, http2 bool, body func(p *phase) error) {
 	key := s.ID + "/" + sp.name
-	if b.skip[key] || ctx.Err() != nil {
+	pkey := key + "/" + label
+	if b.skip[key] || b.skip[pkey] || ctx.Err() != nil {
 		return
 	}
 	st, base, note, err := sp.start(ctx)
 	if err != nil {
 		if sp.wharf || errors.Is(err, servers.ErrUnavailable) {
-			msg := "not available yet: " + err.Error()
+			msg := err.Error()
+			if !errors.Is(err, servers.ErrUnavailable) {
+				msg = "not available yet: " + msg
+			}
 			s.note(sp.name, msg)
 			fmt.Fprintf(b.out, "  %s %s: %s\n", s.ID, sp.name, msg)
 			b.skip[key] = true
@@ -270,11 +297,13 @@ func (b *bench) runPhase(ctx context.Context, s *Section, r int, sp setup, http2
 	if sp.static {
 		p.login = "none"
 	} else if p.login, err = p.c.Login(ctx, repos...); err != nil {
-		s.note(sp.name, "login: "+err.Error())
-		fmt.Fprintf(b.out, "  %s %s: login: %v\n", s.ID, sp.name, err)
+		msg := label + ": login: " + err.Error()
 		if sp.wharf {
-			b.skip[key] = true
+			msg = "not available yet: " + msg
+			b.skip[pkey] = true
 		}
+		s.note(sp.name, msg)
+		fmt.Fprintf(b.out, "  %s %s: %s\n", s.ID, sp.name, msg)
 		return
 	}
 	if sp.auth && p.login == "none" {
@@ -287,12 +316,10 @@ func (b *bench) runPhase(ctx context.Context, s *Section, r int, sp setup, http2
 		what := "failed"
 		if sp.wharf {
 			what = "not available yet"
+			b.skip[pkey] = true
 		}
-		s.note(p.name, fmt.Sprintf("run %d %s: %v", r+1, what, err))
-		fmt.Fprintf(b.out, "  %s %s run %d: %s: %v\n", s.ID, p.name, r+1, what, err)
-		if sp.wharf {
-			b.skip[key] = true
-		}
+		s.note(p.name, fmt.Sprintf("%s: %s: %v", label, what, err))
+		fmt.Fprintf(b.out, "  %s %s %s run %d: %s: %v\n", s.ID, p.name, label, r+1, what, err)
 	}
 	// Peak RSS over the phase: the whole stack, and its front process.
 	g := st.Group()

@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
+	"encoding/json"
 	"fmt"
 	"io"
 	"math/rand/v2"
@@ -197,3 +198,6 @@ func tagBlob(ctx context.Context, c *regclient.Client, repo, tag string, b *Blob
 	}
 	return nil
 }
+
+// jsonUnmarshal decodes JSON (a seam kept small for the manifest reader).
+func jsonUnmarshal(b []byte, v any) error { return json.Unmarshal(b, v) }

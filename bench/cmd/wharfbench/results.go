@@ -83,7 +83,7 @@ func fmtNum(v float64, prec int) string {
 
 // printTable writes the medians of rows (one column per setup with data).
 func (s *Section) printTable(w io.Writer, rows []row, setups []string) {
-	const lw = 34
+	const lw = 38
 	fmt.Fprintf(w, "%-*s", lw, "")
 	for _, st := range setups {
 		fmt.Fprintf(w, " %16s", st)

@@ -32,11 +32,11 @@ func (b *bench) sectionA(ctx context.Context) *Section {
 		logf("A run %d %-16s %-22s %7.0f MB/s", r+1, "machine", "sha256 one core", v)
 		for _, sp := range rotate(setups, r) {
 			if sp.name == "nginx-sendfile" {
-				b.runPhase(ctx, s, r, sp, false, func(p *phase) error { return b.staticPhase(ctx, p) })
+				b.runPhase(ctx, s, r, sp, "static", false, func(p *phase) error { return b.staticPhase(ctx, p, "") })
 				continue
 			}
-			b.runPhase(ctx, s, r, sp, false, func(p *phase) error { return b.registryPhase(ctx, p, true) })
-			b.runPhase(ctx, s, r, sp, false, func(p *phase) error {
+			b.runPhase(ctx, s, r, sp, "h1", false, func(p *phase) error { return b.registryPhase(ctx, p, "", true) })
+			b.runPhase(ctx, s, r, sp, "mono", false, func(p *phase) error {
 				return p.transfer("push monolithic PUT", "push_put_mbs", "cpu_push_put", b.blob.Size,
 					func() error { return pushMonolithic(ctx, p.c, "bench/mono", b.blob) })
 			})
@@ -47,23 +47,24 @@ func (b *bench) sectionA(ctx context.Context) *Section {
 }
 
 // staticPhase pulls the blob as a static file, once and in parallel.
-func (b *bench) staticPhase(ctx context.Context, p *phase) error {
+func (b *bench) staticPhase(ctx context.Context, p *phase, sfx string) error {
 	url := p.c.URL("/" + baseOf(b.blob.Path))
-	if err := p.transfer("pull", "pull_mbs", "cpu_pull", b.blob.Size, func() error {
+	if err := p.transfer("pull"+sfx, "pull"+sfx+"_mbs", "cpu_pull"+sfx, b.blob.Size, func() error {
 		return staticPulls(ctx, p.c, url, b.blob.Size, 1)
 	}); err != nil {
 		return err
 	}
 	n := b.cfg.pulls
-	return p.transfer(fmt.Sprintf("%d parallel pulls", n), "pull8_mbs", "cpu_pull8", int64(n)*b.blob.Size, func() error {
+	return p.transfer(fmt.Sprintf("%d parallel pulls%s", n, sfx), "pull8"+sfx+"_mbs", "cpu_pull8"+sfx, int64(n)*b.blob.Size, func() error {
 		return staticPulls(ctx, p.c, url, b.blob.Size, n)
 	})
 }
 
 // registryPhase pushes the blob as Docker does, tags it, pulls it once and
-// in parallel, and, when withRates, measures the manifest HEAD rate.
-func (b *bench) registryPhase(ctx context.Context, p *phase, withRates bool) error {
-	if err := p.transfer("push POST+PATCH+PUT", "push_mbs", "cpu_push", b.blob.Size, func() error {
+// in parallel, and, when withRates, measures the manifest HEAD rate. sfx
+// ("", "_h2") is appended to the metric names.
+func (b *bench) registryPhase(ctx context.Context, p *phase, sfx string, withRates bool) error {
+	if err := p.transfer("push POST+PATCH+PUT"+sfx, "push"+sfx+"_mbs", "cpu_push"+sfx, b.blob.Size, func() error {
 		return pushStreamed(ctx, p.c, "bench/blob", b.blob)
 	}); err != nil {
 		return err
@@ -71,13 +72,13 @@ func (b *bench) registryPhase(ctx context.Context, p *phase, withRates bool) err
 	if err := tagBlob(ctx, p.c, "bench/blob", "latest", b.blob); err != nil {
 		return err
 	}
-	if err := p.transfer("pull", "pull_mbs", "cpu_pull", b.blob.Size, func() error {
+	if err := p.transfer("pull"+sfx, "pull"+sfx+"_mbs", "cpu_pull"+sfx, b.blob.Size, func() error {
 		return pulls(ctx, p.c, "bench/blob", b.blob, 1)
 	}); err != nil {
 		return err
 	}
 	n := b.cfg.pulls
-	if err := p.transfer(fmt.Sprintf("%d parallel pulls", n), "pull8_mbs", "cpu_pull8", int64(n)*b.blob.Size, func() error {
+	if err := p.transfer(fmt.Sprintf("%d parallel pulls%s", n, sfx), "pull8"+sfx+"_mbs", "cpu_pull8"+sfx, int64(n)*b.blob.Size, func() error {
 		return pulls(ctx, p.c, "bench/blob", b.blob, n)
 	}); err != nil {
 		return err

@@ -5,6 +5,7 @@ package servers
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net"
@@ -133,7 +134,22 @@ func (p *Proc) WaitHTTP(ctx context.Context, hc *http.Client, url string, timeou
 	return fmt.Errorf("%s did not answer %s within %s: %v; log: %s", p.Name, url, timeout, last, oneLine(p.LogTail(3)))
 }
 
-func oneLine(s string) string { return strings.ReplaceAll(strings.TrimSpace(s), "\n", " | ") }
+// oneLine joins log lines for an error message; JSON log lines (zerolog)
+// are shortened to their message and error.
+func oneLine(s string) string {
+	var out []string
+	for _, l := range strings.Split(strings.TrimSpace(s), "\n") {
+		var j struct {
+			Message string `json:"message"`
+			Error   string `json:"error"`
+		}
+		if strings.HasPrefix(l, "{") && json.Unmarshal([]byte(l), &j) == nil && (j.Message != "" || j.Error != "") {
+			l = strings.TrimSuffix(j.Message+": "+j.Error, ": ")
+		}
+		out = append(out, l)
+	}
+	return strings.Join(out, " | ")
+}
 
 // FreePort returns a TCP port on 127.0.0.1 that was free a moment ago.
 func FreePort() (int, error) {
