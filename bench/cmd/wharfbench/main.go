@@ -155,6 +155,7 @@ func runCmd(ctx context.Context, args []string) error {
 
 	rep := &Report{Started: time.Now().UTC(), Command: strings.Join(os.Args, " "), Runs: c.runs, Blob: blob.Size,
 		Host: map[string]any{"cpus": runtime.NumCPU(), "go": runtime.Version(), "wharf": c.wharf != ""}}
+	fmt.Fprintf(b.out, "command: BENCH=%s BENCH_RUNS=%d BENCH_BLOB_MIB=%d BENCH_DURATION=%s bench/run\n", c.sections, c.runs, c.blobMiB, c.duration)
 	load0 := loadAvg()
 	rep.Host["loadavg_start"] = load0
 	fmt.Fprintf(b.out, "wharf bench: %d run(s) per figure, medians shown; blob %d MiB %s; %d CPUs; sections %s; load average %s\n",
