@@ -16,6 +16,9 @@ import (
 	"time"
 
 	"github.com/BurntSushi/toml"
+
+	"github.com/wharf-dev/wharf/acme"
+	"github.com/wharf-dev/wharf/policy"
 )
 
 // Config is gateway.toml, the whole user-facing contract (see DESIGN.md).
@@ -50,6 +53,9 @@ type Listen struct {
 	ProgressTimeout Duration `toml:"progress_timeout"`
 	// MaxHeaderBytes bounds request headers; larger gets 431.
 	MaxHeaderBytes int `toml:"max_header_bytes"`
+	// MaxConns bounds open client connections per listener; further
+	// connections wait in the kernel's accept queue.
+	MaxConns int `toml:"max_conns"`
 }
 
 // Log is the [log] table.
@@ -63,6 +69,9 @@ type ACME struct {
 	Email  string `toml:"email"`
 	CA     string `toml:"ca"`
 	CARoot string `toml:"ca_root"`
+	// Challenges are the ACME challenge types wharf answers: "http-01" on
+	// [listen] http, "tls-alpn-01" on [listen] https. Default: both.
+	Challenges []string `toml:"challenges"`
 }
 
 // Auth is the [auth] table.
@@ -153,6 +162,7 @@ const (
 	DefaultIdleTimeout       = 120 * time.Second
 	DefaultProgressTimeout   = 5 * time.Minute
 	DefaultMaxHeaderBytes    = 64 << 10
+	DefaultMaxConns          = 4096
 )
 
 // ConfigError is a list of problems found in a config file, each with the
@@ -245,6 +255,12 @@ func (c *Config) setDefaults() {
 	if l.MaxHeaderBytes == 0 {
 		l.MaxHeaderBytes = DefaultMaxHeaderBytes
 	}
+	if l.MaxConns == 0 {
+		l.MaxConns = DefaultMaxConns
+	}
+	if c.ACME.Challenges == nil {
+		c.ACME.Challenges = []string{"http-01", "tls-alpn-01"}
+	}
 	for i := range c.Sites {
 		s := &c.Sites[i]
 		s.Host = strings.ToLower(strings.TrimSuffix(s.Host, "."))
@@ -294,6 +310,26 @@ func (c *Config) Validate() error {
 	if c.Listen.MaxHeaderBytes < 0 {
 		add("listen.max_header_bytes", "must be positive")
 	}
+	if c.Listen.MaxConns < 0 {
+		add("listen.max_conns", "must be positive")
+	}
+	if c.Listen.HTTP != "" && c.Listen.HTTP == c.Listen.HTTPS {
+		add("listen.https", "http and https listen on the same address %q", c.Listen.HTTP)
+	}
+	if len(c.ACME.Challenges) == 0 {
+		add("acme.challenges", "no ACME challenge left: want \"http-01\", \"tls-alpn-01\" or both")
+	}
+	for _, ch := range c.ACME.Challenges {
+		switch ch {
+		case "http-01":
+			if c.Listen.HTTP == "" && c.hasACMESite() {
+				add("acme.challenges", "http-01 needs [listen] http")
+			}
+		case "tls-alpn-01":
+		default:
+			add("acme.challenges", "unknown ACME challenge %q: want \"http-01\" or \"tls-alpn-01\"", ch)
+		}
+	}
 	switch c.Log.Level {
 	case "debug", "info", "warn", "error":
 	default:
@@ -318,6 +354,36 @@ func (c *Config) Validate() error {
 	if c.Auth.Htpasswd != "" {
 		if _, err := os.Stat(c.Path(c.Auth.Htpasswd)); err != nil {
 			add("auth.htpasswd", "cannot read htpasswd file: %v (create it with `wharf passwd USER >> FILE`)", err)
+		}
+	}
+	if _, err := c.BuildPolicy(); err != nil {
+		var pes policy.Errors
+		if errors.As(err, &pes) {
+			for _, pe := range pes {
+				line := pe.Line
+				if line == 0 {
+					line = c.lineOf("groups")
+				}
+				probs = append(probs, fmt.Sprintf("%s:%d: %s", c.File, line, pe.Msg))
+			}
+		} else {
+			add("policy", "%v", err)
+		}
+	}
+	if c.Auth.Htpasswd == "" {
+		if len(c.Policies) > 0 {
+			add("policy", "[[policy]] needs users: set [auth] htpasswd")
+		}
+	}
+	hosts := map[string]bool{}
+	for _, s := range c.Sites {
+		hosts[strings.ToLower(s.Host)] = true
+	}
+	for i, p := range c.Policies {
+		for _, h := range p.Hosts {
+			if !hosts[strings.ToLower(h)] {
+				add(fmt.Sprintf("policy[%d].hosts", i), "policy host %q is not the host of any [[site]], so this rule can never match", h)
+			}
 		}
 	}
 	seen := map[string]int{}
@@ -348,12 +414,20 @@ func (c *Config) Validate() error {
 			if s.Cert == "" || s.Key == "" {
 				add(key("tls"), "tls = \"manual\" needs cert and key")
 			}
+			bad := false
 			for _, f := range []struct{ k, p string }{{"cert", s.Cert}, {"key", s.Key}} {
 				if f.p == "" {
 					continue
 				}
 				if _, err := os.ReadFile(c.Path(f.p)); err != nil {
 					add(key(f.k), "cannot read %s: %v", f.k, err)
+					bad = true
+				}
+			}
+			if !bad && s.Cert != "" && s.Key != "" {
+				// parses both files and checks that they belong together
+				if err := acme.CheckSite(c.acmeSite(*s)); err != nil {
+					add(key("cert"), "%v", err)
 				}
 			}
 		case "off":
@@ -362,6 +436,9 @@ func (c *Config) Validate() error {
 			}
 		default:
 			add(key("tls"), "invalid tls %q: want acme, manual or off", s.TLS)
+		}
+		if s.Anonymous != "" && c.Auth.Htpasswd == "" {
+			add(key("anonymous"), "anonymous only means something with logins: set [auth] htpasswd (without it every caller may pull and push)")
 		}
 		if s.TLS != "manual" && (s.Cert != "" || s.Key != "") {
 			add(key("cert"), "cert and key are only used with tls = \"manual\"")
@@ -602,6 +679,15 @@ func keyLines(data []byte) map[string]int {
 	return lines
 }
 
+// BuildPolicy turns [[policy]] and [groups] into a policy.Policy.
+func (c *Config) BuildPolicy() (*policy.Policy, error) {
+	rules := make([]policy.Rule, len(c.Policies))
+	for i, p := range c.Policies {
+		rules[i] = policy.Rule{Hosts: p.Hosts, Repos: p.Repos, Users: p.Users, Allow: p.Allow, Line: p.Line}
+	}
+	return policy.New(rules, c.Groups)
+}
+
 // SortedHosts lists the configured site hosts, for logs.
 func (c *Config) SortedHosts() []string {
 	hs := make([]string, 0, len(c.Sites))
@@ -610,4 +696,48 @@ func (c *Config) SortedHosts() []string {
 	}
 	sort.Strings(hs)
 	return hs
+}
+
+func (c *Config) hasACMESite() bool {
+	for _, s := range c.Sites {
+		if s.TLS == "acme" {
+			return true
+		}
+	}
+	return false
+}
+
+// acmeSite is the acme package's view of a site (paths resolved).
+func (c *Config) acmeSite(s Site) acme.Site {
+	return acme.Site{Host: s.Host, TLS: s.TLS, CertFile: c.Path(s.Cert), KeyFile: c.Path(s.Key)}
+}
+
+// acmeConfig is the acme package's view of the config; httpAddr and
+// httpsAddr are the addresses actually bound (ports chosen by the kernel
+// for ":0" are known there).
+func (c *Config) acmeConfig(httpAddr, httpsAddr string) acme.Config {
+	ac := acme.Config{
+		DataDir:          c.Path(c.DataDir),
+		CA:               c.ACME.CA,
+		Email:            c.ACME.Email,
+		CARoot:           c.Path(c.ACME.CARoot),
+		HTTPAddr:         httpAddr,
+		HTTPSAddr:        httpsAddr,
+		DisableHTTP01:    true,
+		DisableTLSALPN01: true,
+	}
+	for _, ch := range c.ACME.Challenges {
+		switch ch {
+		case "http-01":
+			ac.DisableHTTP01 = false
+		case "tls-alpn-01":
+			ac.DisableTLSALPN01 = false
+		}
+	}
+	for _, s := range c.Sites {
+		if s.TLS != "off" {
+			ac.Sites = append(ac.Sites, c.acmeSite(s))
+		}
+	}
+	return ac
 }

@@ -2,19 +2,21 @@ package gateway
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
+	"reflect"
 	"strings"
 	"sync"
 	"sync/atomic"
-	"time"
 
 	"github.com/rs/zerolog"
 
+	"github.com/wharf-dev/wharf/acme"
+	"github.com/wharf-dev/wharf/auth"
 	"github.com/wharf-dev/wharf/backend"
+	"github.com/wharf-dev/wharf/backend/proxy"
 	"github.com/wharf-dev/wharf/backend/registry"
 )
 
@@ -29,25 +31,52 @@ type Gateway struct {
 
 	metrics *metrics
 	ready   atomic.Bool // listeners are up; /readyz answers 200
+
+	certs     *acme.Manager // TLS certificates; nil without [listen] https (set under mu)
+	running   bool          // Serve has set up its listeners (under mu)
+	httpsPort string        // ":8443" in redirects when https is not on 443
+
+	// auth checks logins for every site; nil when [auth] htpasswd is
+	// empty, in which case every caller may do everything (under mu).
+	auth *auth.Service
+	// life is the gateway's lifetime context (the auth file watcher).
+	life context.Context
 }
 
 // siteTable is one generation of sites, built from one Config.
 type siteTable struct {
-	byHost   map[string]*site
-	wildcard *site // host = "*": any Host (development and internal use)
-	closers  []io.Closer
+	byHost   map[string]*entry
+	wildcard *entry // host = "*": any Host (development and internal use)
+}
+
+// entry is a site as one table serves it: the site's backend behind this
+// generation's middleware (auth, policy).
+type entry struct {
+	site    *site
+	handler http.Handler
 }
 
 // site is one [[site]] ready to serve: its config and its handler chain.
+// A reload keeps a site whose config did not change (uploads in progress
+// keep their backend); a removed or changed one is closed once its last
+// request is done.
 type site struct {
-	cfg     Site
-	handler http.Handler
+	cfg      Site
+	backend  http.Handler
+	closer   io.Closer
+	inflight atomic.Int64
 }
 
 // New builds every site's backend from cfg.
 func New(ctx context.Context, cfg *Config, log zerolog.Logger) (*Gateway, error) {
 	g := &Gateway{log: log, cfg: cfg, metrics: newMetrics()}
-	t, err := g.build(ctx, cfg)
+	g.life = ctx
+	svc, err := g.newAuth(cfg)
+	if err != nil {
+		return nil, err
+	}
+	g.auth = svc
+	t, err := g.build(ctx, cfg, nil)
 	if err != nil {
 		return nil, err
 	}
@@ -55,31 +84,93 @@ func New(ctx context.Context, cfg *Config, log zerolog.Logger) (*Gateway, error)
 	return g, nil
 }
 
-// build makes a site table from a config; on error nothing is left open.
-func (g *Gateway) build(ctx context.Context, cfg *Config) (*siteTable, error) {
-	t := &siteTable{byHost: map[string]*site{}}
+// build makes a site table from a config, taking unchanged sites over
+// from old (may be nil); on error nothing new is left open.
+func (g *Gateway) build(ctx context.Context, cfg *Config, old *siteTable) (*siteTable, error) {
+	t := &siteTable{byHost: map[string]*entry{}}
+	pol, err := cfg.BuildPolicy()
+	if err != nil {
+		return nil, fmt.Errorf("policy: %w", err)
+	}
+	var made []*site
 	for _, sc := range cfg.Sites {
-		be, err := g.backend(ctx, cfg, sc)
-		if err != nil {
-			t.close()
-			return nil, fmt.Errorf("site %s: %w", sc.Host, err)
+		s := old.reusable(sc)
+		if s == nil {
+			be, err := g.backend(ctx, cfg, sc)
+			if err != nil {
+				for _, m := range made {
+					m.close()
+				}
+				return nil, fmt.Errorf("site %s: %w", sc.Host, err)
+			}
+			s = &site{cfg: sc, backend: be}
+			if c, ok := be.(io.Closer); ok {
+				s.closer = c
+			}
+			made = append(made, s)
 		}
-		if c, ok := be.(io.Closer); ok {
-			t.closers = append(t.closers, c)
+		// The chain in front of the backend is made anew each time, so a
+		// reload applies new users, policy and anonymous settings to a
+		// site whose backend it keeps.
+		h := s.backend
+		if g.auth != nil {
+			h = g.auth.Handler(auth.Site{Host: sc.Host, Anonymous: sc.Anonymous, Scheme: sc.AuthScheme, Policy: pol}, h)
+			if sc.TLS == "off" {
+				g.log.Warn().Str("site", sc.Host).Msg("logins on a plain-HTTP site: passwords and tokens cross the network in clear text; use tls = \"acme\" or \"manual\" outside tests and trusted networks")
+			}
 		}
-		s := &site{cfg: sc, handler: chain(be,
+		e := &entry{site: s, handler: chain(h,
 			withRequestID,
 			accessLog(&g.log, g.metrics, sc.Host),
 			withAPIVersion,
 			withRoute,
 		)}
 		if sc.Host == "*" {
-			t.wildcard = s
+			t.wildcard = e
 		} else {
-			t.byHost[sc.Host] = s
+			t.byHost[sc.Host] = e
 		}
 	}
 	return t, nil
+}
+
+// authConfig maps [auth] to the auth service's settings; the token key is
+// kept under data_dir so tokens survive a restart.
+func authConfig(cfg *Config) auth.Config {
+	return auth.Config{
+		Htpasswd: cfg.Path(cfg.Auth.Htpasswd),
+		Realm:    cfg.Auth.Realm,
+		TokenTTL: cfg.Auth.TokenTTL.Std(),
+		KeyFile:  cfg.DataPath("auth/token.key"),
+	}
+}
+
+// newAuth starts the auth service for cfg, or returns nil when cfg has no
+// [auth] htpasswd.
+func (g *Gateway) newAuth(cfg *Config) (*auth.Service, error) {
+	if cfg.Auth.Htpasswd == "" {
+		return nil, nil
+	}
+	svc, err := auth.New(g.life, authConfig(cfg), g.log.With().Str("component", "auth").Logger())
+	if err != nil {
+		return nil, fmt.Errorf("auth: %w", err)
+	}
+	return svc, nil
+}
+
+// reusable returns the site of t serving exactly sc, if any.
+func (t *siteTable) reusable(sc Site) *site {
+	if t == nil {
+		return nil
+	}
+	e := t.wildcard
+	if sc.Host != "*" {
+		e = t.byHost[sc.Host]
+	}
+	if e == nil || !reflect.DeepEqual(e.site.cfg, sc) {
+		return nil
+	}
+	return e.site
 }
 
 func (g *Gateway) backend(ctx context.Context, cfg *Config, sc Site) (http.Handler, error) {
@@ -94,13 +185,48 @@ func (g *Gateway) backend(ctx context.Context, cfg *Config, sc Site) (http.Handl
 			return nil, fmt.Errorf("open registry: %w", err)
 		}
 		return r, nil
+	case "proxy":
+		p, err := proxy.New(proxy.Options{
+			Upstream: sc.Proxy.Upstream,
+			Log:      g.log.With().Str("site", sc.Host).Logger(),
+		})
+		if err != nil {
+			return nil, err
+		}
+		return closerFunc{p, p.Close}, nil
 	}
 	return nil, fmt.Errorf("backend %q is not available in this build", sc.Backend)
 }
 
+// closerFunc gives a handler with a Close() method io.Closer's shape.
+type closerFunc struct {
+	http.Handler
+	close func()
+}
+
+func (c closerFunc) Close() error { c.close(); return nil }
+
+// sites lists every site of the table once.
+func (t *siteTable) sites() []*site {
+	out := make([]*site, 0, len(t.byHost)+1)
+	for _, e := range t.byHost {
+		out = append(out, e.site)
+	}
+	if t.wildcard != nil {
+		out = append(out, t.wildcard.site)
+	}
+	return out
+}
+
 func (t *siteTable) close() {
-	for _, c := range t.closers {
-		_ = c.Close()
+	for _, s := range t.sites() {
+		s.close()
+	}
+}
+
+func (s *site) close() {
+	if s.closer != nil {
+		_ = s.closer.Close()
 	}
 }
 
@@ -114,9 +240,9 @@ func hostName(h string) string {
 }
 
 // lookup finds the site for a Host header value.
-func (t *siteTable) lookup(host string) *site {
-	if s, ok := t.byHost[hostName(host)]; ok {
-		return s
+func (t *siteTable) lookup(host string) *entry {
+	if e, ok := t.byHost[hostName(host)]; ok {
+		return e
 	}
 	return t.wildcard
 }
@@ -124,8 +250,8 @@ func (t *siteTable) lookup(host string) *site {
 // ServeHTTP routes a request to its site by the Host header (port ignored,
 // case-insensitive). An unknown host gets a clear 404.
 func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	s := g.sites.Load().lookup(r.Host)
-	if s == nil {
+	e := g.sites.Load().lookup(r.Host)
+	if e == nil {
 		if r.Host == "" {
 			g.reject(w, r, http.StatusBadRequest, "missing Host header")
 			return
@@ -133,66 +259,12 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		g.reject(w, r, http.StatusNotFound, fmt.Sprintf("no site for host %q on this server", hostName(r.Host)))
 		return
 	}
-	s.handler.ServeHTTP(w, r)
+	e.site.inflight.Add(1)
+	defer e.site.inflight.Add(-1)
+	e.handler.ServeHTTP(w, r)
 }
 
 func (g *Gateway) reject(w http.ResponseWriter, r *http.Request, status int, msg string) {
 	g.log.Info().Str("host", r.Host).Str("method", r.Method).Str("path", r.URL.Path).Int("status", status).Msg(msg)
 	backend.WriteError(w, r, backend.Errorf(status, backend.CodeNameUnknown, "%s", msg))
-}
-
-// Run serves on the configured listeners until ctx ends, then drains
-// in-flight requests and returns.
-func (g *Gateway) Run(ctx context.Context) error {
-	cfg := g.cfg
-	for _, s := range cfg.Sites {
-		if s.TLS != "off" {
-			return fmt.Errorf("site %s: tls = %q is not available in this build yet; use tls = \"off\"", s.Host, s.TLS)
-		}
-	}
-	ln, err := net.Listen("tcp", cfg.Listen.HTTP)
-	if err != nil {
-		return fmt.Errorf("listen http: %w", err)
-	}
-	srv := &http.Server{
-		Handler:           g,
-		ReadHeaderTimeout: cfg.Listen.ReadHeaderTimeout.Std(),
-		IdleTimeout:       cfg.Listen.IdleTimeout.Std(),
-		MaxHeaderBytes:    cfg.Listen.MaxHeaderBytes,
-		ErrorLog:          nil,
-	}
-	g.log.Info().Str("addr", ln.Addr().String()).Strs("hosts", cfg.SortedHosts()).Msg("serving http")
-	errc := make(chan error, 2)
-	go func() { errc <- srv.Serve(ln) }()
-	if cfg.Listen.Admin != "" {
-		aln, err := net.Listen("tcp", cfg.Listen.Admin)
-		if err != nil {
-			_ = srv.Close()
-			return fmt.Errorf("listen admin: %w", err)
-		}
-		admin := &http.Server{Handler: g.AdminHandler(), ReadHeaderTimeout: 10 * time.Second}
-		defer admin.Close()
-		g.log.Info().Str("addr", aln.Addr().String()).Msg("serving admin: /metrics /healthz /readyz")
-		go func() {
-			if err := admin.Serve(aln); err != nil && !errors.Is(err, http.ErrServerClosed) {
-				errc <- fmt.Errorf("admin: %w", err)
-			}
-		}()
-	}
-	g.ready.Store(true)
-	select {
-	case err := <-errc:
-		return fmt.Errorf("serve http: %w", err)
-	case <-ctx.Done():
-	}
-	g.ready.Store(false)
-	g.log.Info().Msg("shutting down: draining in-flight requests")
-	sctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
-	defer cancel()
-	err = srv.Shutdown(sctx)
-	g.sites.Load().close()
-	if err != nil && !errors.Is(err, http.ErrServerClosed) {
-		return fmt.Errorf("shutdown: %w", err)
-	}
-	return nil
 }

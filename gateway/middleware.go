@@ -14,6 +14,7 @@ import (
 
 	"github.com/rs/zerolog"
 
+	"github.com/wharf-dev/wharf/auth"
 	"github.com/wharf-dev/wharf/backend"
 )
 
@@ -80,7 +81,7 @@ func withAPIVersion(next http.Handler) http.Handler {
 func withRoute(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		p := r.URL.Path
-		if p != "/v2" && !strings.HasPrefix(p, "/v2/") {
+		if p != "/v2" && !strings.HasPrefix(p, "/v2/") || p == auth.TokenPath {
 			next.ServeHTTP(w, r)
 			return
 		}
@@ -99,7 +100,8 @@ func accessLog(log *zerolog.Logger, m *metrics, siteName string) Middleware {
 		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			start := time.Now()
 			rec := &recorder{ResponseWriter: w}
-			next.ServeHTTP(rec, r)
+			ctx, id := auth.NewIdentity(r.Context())
+			next.ServeHTTP(rec, r.WithContext(ctx))
 			status := rec.status
 			if status == 0 {
 				status = http.StatusOK
@@ -117,18 +119,14 @@ func accessLog(log *zerolog.Logger, m *metrics, siteName string) Middleware {
 				Int64("bytes_in", rec.bodyIn(r)).
 				Int64("bytes", rec.bytes).
 				Dur("duration", time.Since(start))
-			if u := userOf(r.Context()); u != "" {
-				ev = ev.Str("user", u)
+			if id.User != "" {
+				ev = ev.Str("user", id.User)
 			}
 			ev.Msg("request")
 			m.observe(siteName, r.Method, status, rec.bytes, time.Since(start))
 		})
 	}
 }
-
-// userOf is filled in when authentication is wired; it names the caller in
-// the access log.
-var userOf = func(context.Context) string { return "" }
 
 // recorder notes status and size of an answer without hiding the optional
 // interfaces (io.ReaderFrom for sendfile, http.Flusher for streaming).

@@ -17,6 +17,7 @@ import (
 
 	"github.com/rs/zerolog"
 
+	"github.com/wharf-dev/wharf/auth"
 	"github.com/wharf-dev/wharf/gateway"
 )
 
@@ -28,6 +29,7 @@ const usage = `wharf - a container registry gateway
 Usage:
   wharf serve [-config gateway.toml]   serve (no config: dev registry on http://127.0.0.1:5000)
   wharf check -config gateway.toml     validate the config; exit 1 with file:line: messages
+  wharf passwd USER                    read a password from stdin, print a bcrypt htpasswd line
   wharf version                        print the version
 `
 
@@ -45,6 +47,8 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		return cmdServe(args[1:], stdout, stderr)
 	case "check":
 		return cmdCheck(args[1:], stdout, stderr)
+	case "passwd":
+		return cmdPasswd(args[1:], stdin, stdout, stderr)
 	case "version", "-version", "--version":
 		fmt.Fprintln(stdout, "wharf", versionString())
 		return 0
@@ -151,6 +155,24 @@ func cmdServe(args []string, stdout, stderr io.Writer) int {
 		log.Error().Err(err).Msg("cannot start")
 		return 1
 	}
+	if path != "" {
+		// SIGHUP reloads the config; a bad one is logged and ignored.
+		hup := make(chan os.Signal, 1)
+		signal.Notify(hup, syscall.SIGHUP)
+		defer signal.Stop(hup)
+		go func() {
+			for {
+				select {
+				case <-ctx.Done():
+					return
+				case <-hup:
+					if err := g.ReloadFile(ctx, path); err != nil {
+						log.Error().Err(err).Msg("reload rejected; the running config stays")
+					}
+				}
+			}
+		}()
+	}
 	if path == "" {
 		log.Info().Msgf("dev registry on http://%s (data in ./%s, no auth). Try: docker tag alpine %s/alpine && docker push %s/alpine",
 			cfg.Listen.HTTP, cfg.DataDir, cfg.Listen.HTTP, cfg.Listen.HTTP)
@@ -160,5 +182,31 @@ func cmdServe(args []string, stdout, stderr io.Writer) int {
 		return 1
 	}
 	log.Info().Msg("stopped")
+	return 0
+}
+
+// cmdPasswd prints "USER:<bcrypt>" for an htpasswd file, replacing
+// `docker run httpd htpasswd -Bbn USER PASSWORD`.
+func cmdPasswd(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
+	if len(args) != 1 {
+		fmt.Fprintln(stderr, "usage: wharf passwd USER   (the password is read from stdin: echo 'secret' | wharf passwd alice >> htpasswd)")
+		return 2
+	}
+	if f, ok := stdin.(*os.File); ok {
+		if fi, err := f.Stat(); err == nil && fi.Mode()&os.ModeCharDevice != 0 {
+			fmt.Fprint(stderr, "password (echoed; end with Enter): ")
+		}
+	}
+	pw, err := auth.ReadPassword(stdin)
+	if err != nil {
+		fmt.Fprintln(stderr, "wharf passwd:", err)
+		return 1
+	}
+	line, err := auth.PasswdLine(args[0], pw)
+	if err != nil {
+		fmt.Fprintln(stderr, "wharf passwd:", err)
+		return 1
+	}
+	fmt.Fprintln(stdout, line)
 	return 0
 }

@@ -1,0 +1,211 @@
+// Package auth authenticates registry clients: users and bcrypt hashes from
+// an htpasswd file (reloaded when it changes), a cache of verified
+// credentials so bcrypt runs once per user and password, throttling of
+// failed logins, and the Docker registry token service (a token endpoint
+// on every site, short-lived HMAC-signed tokens whose granted actions come
+// from the policy). Handler puts it all in front of a site's /v2/ API.
+package auth
+
+import (
+	"context"
+	"crypto/sha256"
+	"errors"
+	"fmt"
+	"os"
+	"sync"
+	"time"
+
+	"github.com/rs/zerolog"
+)
+
+// Config is the [auth] table plus the knobs the gateway may set.
+type Config struct {
+	// Htpasswd is the path of the htpasswd file; "" means no users at all
+	// (only what anonymous callers may do works).
+	Htpasswd string
+	// Realm is the realm of Basic challenges and the issuer of tokens.
+	// Default "wharf".
+	Realm string
+	// TokenTTL is how long an issued token is good for. Default 5m.
+	TokenTTL time.Duration
+	// KeyFile holds the token signing key (hex); it is created when
+	// missing. "" = a new key each start (tokens die with the process).
+	// Suggested: <data_dir>/auth/token.key.
+	KeyFile string
+	// CacheSize and CacheTTL bound the cache of verified credentials.
+	// Defaults 1024 entries, 10m.
+	CacheSize int
+	CacheTTL  time.Duration
+	// Watch is how often the htpasswd file is checked for changes.
+	// Default 2s; negative = never (SIGHUP / Reload only).
+	Watch time.Duration
+	// Throttle slows down failed logins.
+	Throttle Throttle
+	// Now is the clock; nil = time.Now. For tests.
+	Now func() time.Time
+}
+
+// Service holds the users, the caches and the token key. One Service
+// serves every site; Handler makes the per-site middleware.
+type Service struct {
+	cfg Config
+	log zerolog.Logger
+	now func() time.Time
+
+	v   *verifier
+	thr *throttle
+	sig *signer
+
+	reloadMu sync.Mutex
+	stamp    fileStamp
+	sum      [sha256.Size]byte
+}
+
+func sameStamp(a, b os.FileInfo) bool {
+	return a.ModTime().Equal(b.ModTime()) && a.Size() == b.Size() && os.SameFile(a, b)
+}
+
+type fileStamp struct {
+	info os.FileInfo // of the file last read
+}
+
+// New loads the htpasswd file and the token key and, until ctx is done,
+// watches the file for changes. A missing or broken htpasswd file is an
+// error here (at start); later it only keeps the old users.
+func New(ctx context.Context, cfg Config, log zerolog.Logger) (*Service, error) {
+	if cfg.Realm == "" {
+		cfg.Realm = "wharf"
+	}
+	if cfg.TokenTTL <= 0 {
+		cfg.TokenTTL = 5 * time.Minute
+	}
+	if cfg.CacheSize <= 0 {
+		cfg.CacheSize = 1024
+	}
+	if cfg.CacheTTL <= 0 {
+		cfg.CacheTTL = 10 * time.Minute
+	}
+	if cfg.Watch == 0 {
+		cfg.Watch = 2 * time.Second
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	key, err := loadKey(cfg.KeyFile)
+	if err != nil {
+		return nil, err
+	}
+	s := &Service{
+		cfg: cfg,
+		log: log.With().Str("component", "auth").Logger(),
+		now: cfg.Now,
+		v:   newVerifier(cfg.CacheSize, cfg.CacheTTL),
+		thr: newThrottle(cfg.Throttle, cfg.Now),
+		sig: &signer{key: key, issuer: cfg.Realm},
+	}
+	if cfg.Htpasswd != "" {
+		if err := s.reload(true); err != nil {
+			return nil, err
+		}
+		if cfg.Watch > 0 {
+			go s.watch(ctx)
+		}
+	}
+	return s, nil
+}
+
+// Reload rereads the htpasswd file (SIGHUP) and empties the credential
+// cache. If the new file is missing or broken, the old users stay and the
+// error says why (it is logged too).
+func (s *Service) Reload() error {
+	if s.cfg.Htpasswd == "" {
+		return nil
+	}
+	return s.reload(true)
+}
+
+// BcryptChecks is how many bcrypt comparisons ran since start: tests and
+// the benchmark show it to prove the cache works.
+func (s *Service) BcryptChecks() int64 { return s.v.bcrypts.Load() }
+
+// UserCount is how many users the current htpasswd file has.
+func (s *Service) UserCount() int { return len(*s.v.users.Load()) }
+
+// reload loads the file; unless force, it does nothing when the content
+// did not change since the last load.
+func (s *Service) reload(force bool) error {
+	s.reloadMu.Lock()
+	defer s.reloadMu.Unlock()
+	path := s.cfg.Htpasswd
+	st, err := os.Stat(path)
+	if err == nil {
+		s.stamp = fileStamp{info: st}
+	}
+	data, err := os.ReadFile(path)
+	if err != nil {
+		if errors.Is(err, os.ErrNotExist) {
+			err = fmt.Errorf("htpasswd file %s does not exist: create it with `wharf passwd USER >> %s`", path, path)
+		} else {
+			err = fmt.Errorf("read htpasswd file: %w", err)
+		}
+		s.log.Error().Err(err).Msg("htpasswd not reloaded; keeping the previous users")
+		return err
+	}
+	sum := sha256.Sum256(data)
+	if !force && sum == s.sum {
+		return nil
+	}
+	if len(data) == 0 && s.UserCount() > 0 {
+		// most likely caught in the middle of a rewrite; an intentionally
+		// empty file can say so with a comment line
+		err := fmt.Errorf("htpasswd file %s is empty (add a '#' comment line if that is meant)", path)
+		s.log.Error().Err(err).Msg("htpasswd not reloaded; keeping the previous users")
+		return err
+	}
+	users, warnings, err := ParseHtpasswd(path, data)
+	for _, w := range warnings {
+		s.log.Warn().Msg(w)
+	}
+	if err != nil {
+		s.log.Error().Err(err).Msg("htpasswd not reloaded; keeping the previous users")
+		return err
+	}
+	s.sum = sum
+	s.v.setUsers(users)
+	s.log.Info().Str("file", path).Int("users", len(users)).Msg("htpasswd loaded")
+	return nil
+}
+
+// watch polls the file: polling survives editors that replace the file,
+// bind mounts and network file systems, and costs one stat per interval.
+func (s *Service) watch(ctx context.Context) {
+	t := time.NewTicker(s.cfg.Watch)
+	defer t.Stop()
+	var pending os.FileInfo // a change seen on the previous tick
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		st, err := os.Stat(s.cfg.Htpasswd)
+		if err != nil {
+			continue // a missing file is reported when it is read; editors swap files
+		}
+		s.reloadMu.Lock()
+		old := s.stamp
+		s.reloadMu.Unlock()
+		if old.info != nil && sameStamp(st, old.info) {
+			pending = nil
+			continue
+		}
+		// Reload once the file has stopped changing for one interval, so a
+		// file being written is not read half-way.
+		if pending == nil || !sameStamp(st, pending) {
+			pending = st
+			continue
+		}
+		pending = nil
+		_ = s.reload(false) // logged inside
+	}
+}

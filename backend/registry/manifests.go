@@ -1,0 +1,492 @@
+package registry
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"mime"
+	"net/http"
+	"strconv"
+	"strings"
+
+	digest "github.com/opencontainers/go-digest"
+
+	"github.com/wharf-dev/wharf/backend"
+	"github.com/wharf-dev/wharf/backend/storage"
+)
+
+func tagKey(tag string) string { return "tags/" + tag }
+
+func referrersDir(subject digest.Digest) string {
+	return "referrers/" + string(subject.Algorithm()) + "/" + subject.Encoded()
+}
+
+func referrerKey(subject, d digest.Digest) string {
+	return referrersDir(subject) + "/" + string(d.Algorithm()) + "-" + d.Encoded()
+}
+
+func manifestUnknown(ref string) error {
+	return backend.Errorf(http.StatusNotFound, backend.CodeManifestUnknown, "manifest %q unknown to this repository", clip(ref))
+}
+
+// resolve turns a manifest reference (tag or digest) into a digest.
+func (r *Registry) resolve(ctx context.Context, repo, ref string) (digest.Digest, error) {
+	if backend.IsDigestShaped(ref) {
+		d, e := backend.ParseDigest(ref)
+		if e != nil {
+			return "", e
+		}
+		return d, nil
+	}
+	if d, ok := r.cache.tag(repo, ref); ok {
+		return d, nil
+	}
+	raw, err := r.store.GetRecord(ctx, repo, tagKey(ref))
+	if err != nil {
+		if errors.Is(err, storage.ErrNotFound) {
+			return "", manifestUnknown(ref)
+		}
+		return "", err
+	}
+	d, perr := digest.Parse(strings.TrimSpace(string(raw)))
+	if perr != nil {
+		return "", fmt.Errorf("tag %s of %s holds a bad digest: %w", ref, repo, perr)
+	}
+	r.cache.setTag(repo, ref, d)
+	return d, nil
+}
+
+// loadManifest returns the bytes and media type of manifest d in repo.
+func (r *Registry) loadManifest(ctx context.Context, repo string, d digest.Digest) (*cachedManifest, error) {
+	if m, ok := r.cache.manifest(repo, d); ok {
+		return m, nil
+	}
+	mt, err := r.store.GetRecord(ctx, repo, manifestKey(d))
+	if err != nil {
+		if errors.Is(err, storage.ErrNotFound) {
+			return nil, manifestUnknown(string(d))
+		}
+		return nil, err
+	}
+	b, err := r.store.OpenBlob(ctx, d)
+	if err != nil {
+		if errors.Is(err, storage.ErrNotFound) {
+			return nil, manifestUnknown(string(d))
+		}
+		return nil, err
+	}
+	defer b.Close()
+	if b.Size() > backend.MaxManifestSize {
+		return nil, fmt.Errorf("manifest %s larger than %d bytes", d, backend.MaxManifestSize)
+	}
+	data := make([]byte, b.Size())
+	if _, err := io.ReadFull(b, data); err != nil {
+		return nil, fmt.Errorf("read manifest %s: %w", d, err)
+	}
+	m := &cachedManifest{digest: d, mediaType: string(mt), data: data}
+	r.cache.setManifest(repo, m)
+	return m, nil
+}
+
+// accepts reports whether the Accept headers allow media type mt. No
+// Accept header, or a wildcard, accepts anything.
+func accepts(req *http.Request, mt string) bool {
+	vals := req.Header.Values("Accept")
+	if len(vals) == 0 {
+		return true
+	}
+	any := false
+	for _, v := range vals {
+		for _, part := range strings.Split(v, ",") {
+			t, _, err := mime.ParseMediaType(strings.TrimSpace(part))
+			if err != nil || t == "" {
+				continue
+			}
+			any = true
+			if t == mt || t == "*/*" || t == "application/*" || t == "application/json" {
+				return true
+			}
+		}
+	}
+	return !any
+}
+
+func (r *Registry) getManifest(w http.ResponseWriter, req *http.Request, rt *backend.Route) error {
+	ctx := req.Context()
+	d, err := r.resolve(ctx, rt.Repo, rt.Reference)
+	if err != nil {
+		return err
+	}
+	m, err := r.loadManifest(ctx, rt.Repo, d)
+	if err != nil {
+		if be := (*backend.Error)(nil); errors.As(err, &be) && be.Code == backend.CodeManifestUnknown {
+			return manifestUnknown(rt.Reference)
+		}
+		return err
+	}
+	if !accepts(req, m.mediaType) {
+		// What registry:2 does for clients that cannot read this type:
+		// an index is answered with its linux/amd64 entry if acceptable.
+		if alt := r.platformFallback(ctx, req, rt.Repo, m); alt != nil {
+			m = alt
+		} else {
+			return backend.Errorf(http.StatusNotFound, backend.CodeManifestUnknown, "manifest %s is %s, which the Accept header does not allow", m.digest, m.mediaType)
+		}
+	}
+	h := w.Header()
+	h.Set("Content-Type", m.mediaType)
+	h.Set("Docker-Content-Digest", string(m.digest))
+	h.Set("ETag", `"`+string(m.digest)+`"`)
+	h.Set("Content-Length", strconv.Itoa(len(m.data)))
+	if inm := req.Header.Get("If-None-Match"); inm != "" && strings.Contains(inm, string(m.digest)) {
+		w.WriteHeader(http.StatusNotModified)
+		return nil
+	}
+	w.WriteHeader(http.StatusOK)
+	if req.Method != http.MethodHead {
+		_, _ = w.Write(m.data)
+	}
+	return nil
+}
+
+func (r *Registry) platformFallback(ctx context.Context, req *http.Request, repo string, m *cachedManifest) *cachedManifest {
+	if !backend.IsIndex(m.mediaType) {
+		return nil
+	}
+	var idx backend.Manifest
+	if json.Unmarshal(m.data, &idx) != nil {
+		return nil
+	}
+	for _, c := range idx.Manifests {
+		if c.Platform == nil || c.Platform.OS != "linux" || c.Platform.Architecture != "amd64" || !accepts(req, c.MediaType) {
+			continue
+		}
+		if alt, err := r.loadManifest(ctx, repo, c.Digest); err == nil && accepts(req, alt.mediaType) {
+			return alt
+		}
+	}
+	return nil
+}
+
+// putManifest validates and stores a manifest. The exact request bytes
+// are stored and later served; the order of writes (content, revision
+// link, referrer link, tag) means a crash never leaves a tag pointing at
+// nothing.
+func (r *Registry) putManifest(w http.ResponseWriter, req *http.Request, rt *backend.Route) error {
+	ctx := req.Context()
+	if req.ContentLength > backend.MaxManifestSize {
+		return backend.Errorf(http.StatusRequestEntityTooLarge, backend.CodeSizeInvalid, "manifest of %d bytes is larger than the limit of %d", req.ContentLength, backend.MaxManifestSize)
+	}
+	body, err := io.ReadAll(io.LimitReader(req.Body, backend.MaxManifestSize+1))
+	if err != nil {
+		return backend.Errorf(http.StatusBadRequest, backend.CodeManifestInvalid, "reading manifest: %v", err)
+	}
+	if len(body) > backend.MaxManifestSize {
+		return backend.Errorf(http.StatusRequestEntityTooLarge, backend.CodeSizeInvalid, "manifest larger than the limit of %d bytes", backend.MaxManifestSize)
+	}
+	m, mt, e := backend.ParseManifest(req.Header.Get("Content-Type"), body)
+	if e != nil {
+		return e
+	}
+	var tags []string
+	d := digest.SHA256.FromBytes(body)
+	if backend.IsDigestShaped(rt.Reference) {
+		want, e := backend.ParseDigest(rt.Reference)
+		if e != nil {
+			return e
+		}
+		if got := want.Algorithm().FromBytes(body); got != want {
+			return backend.Errorf(http.StatusBadRequest, backend.CodeDigestInvalid, "manifest digest is %s, not %s", got, want)
+		}
+		d = want
+		for _, t := range req.URL.Query()["tag"] {
+			if !backend.ValidTag(t) {
+				return backend.Errorf(http.StatusBadRequest, backend.CodeManifestInvalid, "invalid tag %q", clip(t))
+			}
+			tags = append(tags, t)
+		}
+	} else {
+		tags = append(tags, rt.Reference)
+		// Pushed by tag, the digest is sha256, unless the repository
+		// already holds these bytes under another algorithm (pushed by a
+		// sha512 digest before): then the tag names that revision.
+		if alt := digest.SHA512.FromBytes(body); r.hasManifest(ctx, rt.Repo, alt) {
+			d = alt
+		}
+	}
+	if err := r.checkReferences(ctx, rt.Repo, m, mt); err != nil {
+		return err
+	}
+	if err := r.store.PutBlob(ctx, d, body); err != nil {
+		return fmt.Errorf("store manifest: %w", err)
+	}
+	if err := r.store.PutRecord(ctx, rt.Repo, manifestKey(d), []byte(mt)); err != nil {
+		return fmt.Errorf("link manifest: %w", err)
+	}
+	r.cache.setManifest(rt.Repo, &cachedManifest{digest: d, mediaType: mt, data: body})
+	if m.Subject != nil {
+		desc := backend.Descriptor{
+			MediaType:    mt,
+			Digest:       d,
+			Size:         int64(len(body)),
+			ArtifactType: m.ArtifactType,
+			Annotations:  m.Annotations,
+		}
+		if desc.ArtifactType == "" && m.Config != nil {
+			desc.ArtifactType = m.Config.MediaType
+		}
+		raw, err := json.Marshal(desc)
+		if err != nil {
+			return err
+		}
+		if err := r.store.PutRecord(ctx, rt.Repo, referrerKey(m.Subject.Digest, d), raw); err != nil {
+			return fmt.Errorf("record referrer: %w", err)
+		}
+	}
+	for _, t := range tags {
+		if err := r.store.PutRecord(ctx, rt.Repo, tagKey(t), []byte(d)); err != nil {
+			return fmt.Errorf("tag manifest: %w", err)
+		}
+		r.cache.setTag(rt.Repo, t, d)
+	}
+	h := w.Header()
+	h.Set("Location", "/v2/"+rt.Repo+"/manifests/"+string(d))
+	h.Set("Docker-Content-Digest", string(d))
+	if m.Subject != nil {
+		h.Set("OCI-Subject", string(m.Subject.Digest))
+	}
+	if backend.IsDigestShaped(rt.Reference) {
+		for _, t := range tags { // tags given as ?tag= parameters
+			h.Add("OCI-Tag", t)
+		}
+	}
+	h.Set("Content-Length", "0")
+	w.WriteHeader(http.StatusCreated)
+	return nil
+}
+
+func (r *Registry) hasManifest(ctx context.Context, repo string, d digest.Digest) bool {
+	_, err := r.store.GetRecord(ctx, repo, manifestKey(d))
+	return err == nil
+}
+
+// checkReferences: every blob an image manifest uses must be in the
+// repository, and every manifest an index lists must be too.
+func (r *Registry) checkReferences(ctx context.Context, repo string, m *backend.Manifest, mt string) error {
+	if backend.IsIndex(mt) {
+		for _, c := range m.Manifests {
+			if _, err := r.store.GetRecord(ctx, repo, manifestKey(c.Digest)); err != nil {
+				if errors.Is(err, storage.ErrNotFound) {
+					return backend.Errorf(http.StatusBadRequest, backend.CodeManifestBlobUnknown, "index lists manifest %s, which is not in the repository", c.Digest)
+				}
+				return err
+			}
+		}
+		return nil
+	}
+	descs := append([]backend.Descriptor{*m.Config}, m.Layers...)
+	for i, c := range descs {
+		if i > 0 && c.IsNonDistributable() {
+			continue
+		}
+		size, ok, err := r.hasBlob(ctx, repo, c.Digest)
+		if err != nil {
+			return err
+		}
+		if !ok {
+			return backend.Errorf(http.StatusBadRequest, backend.CodeManifestBlobUnknown, "manifest references blob %s, which is not in the repository", c.Digest)
+		}
+		if size != c.Size {
+			return backend.Errorf(http.StatusBadRequest, backend.CodeManifestInvalid, "manifest gives blob %s size %d, but it has %d bytes", c.Digest, c.Size, size)
+		}
+	}
+	return nil
+}
+
+func (r *Registry) deleteManifest(w http.ResponseWriter, req *http.Request, rt *backend.Route) error {
+	if err := r.deleteAllowed(); err != nil {
+		return err
+	}
+	ctx := req.Context()
+	if !backend.IsDigestShaped(rt.Reference) {
+		if err := r.store.DeleteRecord(ctx, rt.Repo, tagKey(rt.Reference)); err != nil {
+			if errors.Is(err, storage.ErrNotFound) {
+				return manifestUnknown(rt.Reference)
+			}
+			return err
+		}
+		r.cache.dropTag(rt.Repo, rt.Reference)
+		w.Header().Set("Content-Length", "0")
+		w.WriteHeader(http.StatusAccepted)
+		return nil
+	}
+	d, e := backend.ParseDigest(rt.Reference)
+	if e != nil {
+		return e
+	}
+	m, err := r.loadManifest(ctx, rt.Repo, d)
+	if err != nil {
+		return err
+	}
+	// tags pointing at it go first, so no tag is left dangling
+	tags, err := r.store.ListRecords(ctx, rt.Repo, "tags")
+	if err != nil {
+		return err
+	}
+	for _, t := range tags {
+		raw, err := r.store.GetRecord(ctx, rt.Repo, tagKey(t))
+		if err == nil && strings.TrimSpace(string(raw)) == string(d) {
+			if err := r.store.DeleteRecord(ctx, rt.Repo, tagKey(t)); err != nil && !errors.Is(err, storage.ErrNotFound) {
+				return err
+			}
+		}
+		r.cache.dropTag(rt.Repo, t)
+	}
+	var parsed backend.Manifest
+	if json.Unmarshal(m.data, &parsed) == nil && parsed.Subject != nil && parsed.Subject.Digest.Validate() == nil {
+		if err := r.store.DeleteRecord(ctx, rt.Repo, referrerKey(parsed.Subject.Digest, d)); err != nil && !errors.Is(err, storage.ErrNotFound) {
+			return err
+		}
+	}
+	r.cache.dropManifest(rt.Repo, d)
+	if err := r.store.DeleteRecord(ctx, rt.Repo, manifestKey(d)); err != nil {
+		if errors.Is(err, storage.ErrNotFound) {
+			return manifestUnknown(rt.Reference)
+		}
+		return err
+	}
+	w.Header().Set("Content-Length", "0")
+	w.WriteHeader(http.StatusAccepted)
+	return nil
+}
+
+// repoExists reports whether repo holds anything at all.
+func (r *Registry) repoExists(ctx context.Context, repo string) (bool, error) {
+	for _, dir := range []string{"tags", "manifests", "blobs"} {
+		l, err := r.store.ListRecords(ctx, repo, dir)
+		if err != nil {
+			return false, err
+		}
+		if len(l) > 0 {
+			return true, nil
+		}
+	}
+	return false, nil
+}
+
+func (r *Registry) tagsList(w http.ResponseWriter, req *http.Request, rt *backend.Route) error {
+	ctx := req.Context()
+	tags, err := r.store.ListRecords(ctx, rt.Repo, "tags")
+	if err != nil {
+		return err
+	}
+	if len(tags) == 0 {
+		ok, err := r.repoExists(ctx, rt.Repo)
+		if err != nil {
+			return err
+		}
+		if !ok {
+			return backend.Errorf(http.StatusNotFound, backend.CodeNameUnknown, "repository %q unknown", rt.Repo)
+		}
+	}
+	page, err := paginate(w, req, tags, "/v2/"+rt.Repo+"/tags/list")
+	if err != nil {
+		return err
+	}
+	return writeJSON(w, req, "application/json", struct {
+		Name string   `json:"name"`
+		Tags []string `json:"tags"`
+	}{rt.Repo, page})
+}
+
+func (r *Registry) catalog(w http.ResponseWriter, req *http.Request) error {
+	ctx := req.Context()
+	repos, err := r.store.ListRepos(ctx)
+	if err != nil {
+		return err
+	}
+	if f := backend.RepoFilterFrom(ctx); f != nil {
+		kept := repos[:0]
+		for _, n := range repos {
+			if f(n) {
+				kept = append(kept, n)
+			}
+		}
+		repos = kept
+	}
+	page, err := paginate(w, req, repos, "/v2/_catalog")
+	if err != nil {
+		return err
+	}
+	return writeJSON(w, req, "application/json", struct {
+		Repositories []string `json:"repositories"`
+	}{page})
+}
+
+func (r *Registry) referrers(w http.ResponseWriter, req *http.Request, rt *backend.Route) error {
+	ctx := req.Context()
+	subject, e := backend.ParseDigest(rt.Reference)
+	if e != nil {
+		return e
+	}
+	names, err := r.store.ListRecords(ctx, rt.Repo, referrersDir(subject))
+	if err != nil {
+		return err
+	}
+	filter := req.URL.Query()["artifactType"]
+	list := make([]backend.Descriptor, 0, len(names))
+	for _, n := range names {
+		raw, err := r.store.GetRecord(ctx, rt.Repo, referrersDir(subject)+"/"+n)
+		if err != nil {
+			if errors.Is(err, storage.ErrNotFound) {
+				continue // deleted meanwhile
+			}
+			return err
+		}
+		var d backend.Descriptor
+		if err := json.Unmarshal(raw, &d); err != nil {
+			r.log.Warn().Err(err).Str("repo", rt.Repo).Str("record", n).Msg("registry: bad referrer record")
+			continue
+		}
+		if len(filter) > 0 && !contains(filter, d.ArtifactType) {
+			continue
+		}
+		list = append(list, d)
+	}
+	if len(filter) > 0 {
+		w.Header().Set("OCI-Filters-Applied", "artifactType")
+	}
+	return writeJSON(w, req, backend.MediaTypeOCIIndex, struct {
+		SchemaVersion int                  `json:"schemaVersion"`
+		MediaType     string               `json:"mediaType"`
+		Manifests     []backend.Descriptor `json:"manifests"` // [] even when empty
+	}{2, backend.MediaTypeOCIIndex, list})
+}
+
+func contains(l []string, s string) bool {
+	for _, x := range l {
+		if x == s {
+			return true
+		}
+	}
+	return false
+}
+
+func writeJSON(w http.ResponseWriter, req *http.Request, ct string, v any) error {
+	var buf bytes.Buffer
+	enc := json.NewEncoder(&buf)
+	if err := enc.Encode(v); err != nil {
+		return fmt.Errorf("encode response: %w", err)
+	}
+	h := w.Header()
+	h.Set("Content-Type", ct)
+	h.Set("Content-Length", strconv.Itoa(buf.Len()))
+	w.WriteHeader(http.StatusOK)
+	if req.Method != http.MethodHead {
+		_, _ = w.Write(buf.Bytes())
+	}
+	return nil
+}

@@ -1,0 +1,200 @@
+// Package registry is wharf's embedded OCI registry: the whole distribution
+// API (v1.1) on top of a storage.Store, by default the local file system.
+package registry
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"net/url"
+	"strconv"
+	"time"
+
+	"github.com/rs/zerolog"
+
+	"github.com/wharf-dev/wharf/backend"
+	"github.com/wharf-dev/wharf/backend/storage"
+	"github.com/wharf-dev/wharf/backend/storage/localfs"
+)
+
+// Options configures a Registry.
+type Options struct {
+	Root   string         // directory holding all registry data (created if missing)
+	Delete bool           // allow DELETE of manifests, tags, blobs; else 405 UNSUPPORTED
+	Logger zerolog.Logger // zero value = quiet
+	// UploadTTL is how long an idle upload session is kept before it is
+	// removed; default 24h.
+	UploadTTL time.Duration
+	// SyncBlobs fsyncs every blob before it becomes visible (power-loss
+	// safety at some cost in push speed; see backend/storage/README.md).
+	// Manifests, tags and links are always synced.
+	SyncBlobs bool
+	// Store replaces the local file system store (Root is then unused).
+	Store storage.Store
+}
+
+// Registry serves the distribution API. It is an http.Handler.
+type Registry struct {
+	store  storage.Store
+	delete bool
+	log    zerolog.Logger
+	cache  *cache
+}
+
+// New opens the registry's storage under o.Root.
+func New(ctx context.Context, o Options) (*Registry, error) {
+	st := o.Store
+	if st == nil {
+		fs, err := localfs.New(localfs.Options{Root: o.Root, UploadTTL: o.UploadTTL, SyncBlobs: o.SyncBlobs, Logger: o.Logger})
+		if err != nil {
+			return nil, fmt.Errorf("registry: %w", err)
+		}
+		st = fs
+	}
+	return &Registry{store: st, delete: o.Delete, log: o.Logger, cache: newCache()}, nil
+}
+
+// Close stops the storage's background work.
+func (r *Registry) Close() error { return r.store.Close() }
+
+// ServeHTTP answers one /v2/ request. It uses the Route the gateway parsed
+// (backend.RouteFrom) or parses the request itself.
+func (r *Registry) ServeHTTP(w http.ResponseWriter, req *http.Request) {
+	w.Header().Set("Docker-Distribution-Api-Version", "registry/2.0")
+	rt := backend.RouteFrom(req.Context())
+	if rt == nil {
+		var e *backend.Error
+		q := req.URL.Query()
+		rt, e = backend.ParseRoute(req.Method, req.URL.Path, q.Get)
+		if e != nil {
+			backend.WriteError(w, req, e)
+			return
+		}
+	}
+	if err := r.serve(w, req, rt); err != nil {
+		r.fail(w, req, rt, err)
+	}
+}
+
+func (r *Registry) serve(w http.ResponseWriter, req *http.Request, rt *backend.Route) error {
+	m := req.Method
+	get := m == http.MethodGet || m == http.MethodHead
+	switch rt.Kind {
+	case backend.KindPing:
+		if get {
+			w.Header().Set("Content-Type", "application/json")
+			w.Header().Set("Content-Length", "2")
+			w.WriteHeader(http.StatusOK)
+			if m == http.MethodGet {
+				_, _ = w.Write([]byte("{}"))
+			}
+			return nil
+		}
+	case backend.KindCatalog:
+		if get {
+			return r.catalog(w, req)
+		}
+	case backend.KindTags:
+		if get {
+			return r.tagsList(w, req, rt)
+		}
+	case backend.KindManifest:
+		switch m {
+		case http.MethodGet, http.MethodHead:
+			return r.getManifest(w, req, rt)
+		case http.MethodPut:
+			return r.putManifest(w, req, rt)
+		case http.MethodDelete:
+			return r.deleteManifest(w, req, rt)
+		}
+	case backend.KindBlob:
+		switch m {
+		case http.MethodGet, http.MethodHead:
+			return r.getBlob(w, req, rt)
+		case http.MethodDelete:
+			return r.deleteBlob(w, req, rt)
+		}
+	case backend.KindUploadStart:
+		if m == http.MethodPost {
+			return r.startUpload(w, req, rt)
+		}
+	case backend.KindUpload:
+		switch m {
+		case http.MethodGet, http.MethodHead:
+			return r.uploadStatus(w, req, rt)
+		case http.MethodPatch:
+			return r.patchUpload(w, req, rt)
+		case http.MethodPut:
+			return r.putUpload(w, req, rt)
+		case http.MethodDelete:
+			return r.cancelUpload(w, req, rt)
+		}
+	case backend.KindReferrers:
+		if get {
+			return r.referrers(w, req, rt)
+		}
+	}
+	return backend.Errorf(http.StatusMethodNotAllowed, backend.CodeUnsupported, "method %s not allowed here", m)
+}
+
+// fail writes err: a *backend.Error as it is, storage errors mapped to a
+// clear status, anything else as a logged 500.
+func (r *Registry) fail(w http.ResponseWriter, req *http.Request, rt *backend.Route, err error) {
+	var be *backend.Error
+	switch {
+	case errors.As(err, &be):
+	case errors.Is(err, storage.ErrNoSpace):
+		// 507 Insufficient Storage says exactly what happened; clients
+		// show the status and message, and may retry once space is freed.
+		be = backend.Errorf(http.StatusInsufficientStorage, backend.CodeUnknown, "registry storage is full; nothing was stored, upload sessions can resume once space is freed")
+		r.log.Error().Err(err).Str("repo", rt.Repo).Msg("registry: storage full")
+	case errors.Is(err, context.Canceled):
+		be = backend.Errorf(http.StatusBadRequest, backend.CodeUnknown, "request cancelled")
+	default:
+		r.log.Error().Err(err).Str("method", req.Method).Str("path", req.URL.Path).Msg("registry: internal error")
+		be = backend.Errorf(http.StatusInternalServerError, backend.CodeUnknown, "internal error: %v", err)
+	}
+	backend.WriteError(w, req, be)
+}
+
+func (r *Registry) deleteAllowed() error {
+	if !r.delete {
+		return backend.Errorf(http.StatusMethodNotAllowed, backend.CodeUnsupported, "deletion is disabled on this registry")
+	}
+	return nil
+}
+
+// paginate applies the n and last query parameters to a sorted list and
+// sets the Link header for the next page.
+func paginate(w http.ResponseWriter, req *http.Request, all []string, path string) ([]string, error) {
+	q := req.URL.Query()
+	last := q.Get("last")
+	out := all
+	if last != "" {
+		i := 0
+		for i < len(out) && out[i] <= last {
+			i++
+		}
+		out = out[i:]
+	}
+	if ns := q.Get("n"); ns != "" {
+		n, err := strconv.Atoi(ns)
+		if err != nil || n < 0 {
+			return nil, backend.Errorf(http.StatusBadRequest, backend.CodeUnsupported, "invalid page size n=%q", ns)
+		}
+		if n < len(out) {
+			out = out[:n]
+			if n > 0 {
+				v := url.Values{}
+				v.Set("n", strconv.Itoa(n))
+				v.Set("last", out[n-1])
+				w.Header().Set("Link", fmt.Sprintf("<%s?%s>; rel=\"next\"", path, v.Encode()))
+			}
+		}
+	}
+	if out == nil {
+		out = []string{}
+	}
+	return out, nil
+}

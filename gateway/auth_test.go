@@ -1,0 +1,156 @@
+package gateway
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/rs/zerolog"
+
+	"github.com/wharf-dev/wharf/auth"
+)
+
+// The gateway puts the auth service and the policy in front of every site,
+// the token endpoint answers under /v2/token, and the access log names
+// the user.
+func TestGatewayAuthWiring(t *testing.T) {
+	dir := t.TempDir()
+	line, err := auth.PasswdLine("alice", []byte("pw"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "htpasswd"), []byte(line+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := ParseConfig(filepath.Join(dir, "gw.toml"), []byte(`
+data_dir = "data"
+[listen]
+http = "127.0.0.1:0"
+[auth]
+htpasswd = "htpasswd"
+[[site]]
+host = "reg.example"
+backend = "registry"
+tls = "off"
+anonymous = "pull"
+[[policy]]
+repos = ["team/*"]
+users = ["alice"]
+allow = ["pull", "push"]
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var logBuf bytes.Buffer
+	g, err := New(context.Background(), cfg, zerolog.New(&logBuf))
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := httptest.NewServer(g)
+	defer srv.Close()
+	do := func(method, path, authz string) *http.Response {
+		req, _ := http.NewRequest(method, srv.URL+path, nil)
+		req.Host = "reg.example"
+		if authz != "" {
+			req.Header.Set("Authorization", authz)
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { resp.Body.Close() })
+		return resp
+	}
+	resp := do("GET", "/v2/", "")
+	if resp.StatusCode != http.StatusUnauthorized || !strings.HasPrefix(resp.Header.Get("WWW-Authenticate"), "Bearer realm=\"http://reg.example/v2/token\"") {
+		t.Fatalf("ping without login: %d %q", resp.StatusCode, resp.Header.Get("WWW-Authenticate"))
+	}
+	if resp.Header.Get("Docker-Distribution-Api-Version") != "registry/2.0" {
+		t.Fatal("401 without API version header")
+	}
+	req, _ := http.NewRequest("GET", "/v2/token?service=reg.example&scope=repository:team/app:pull,push", nil)
+	req.SetBasicAuth("alice", "pw")
+	resp = do("GET", req.URL.String(), req.Header.Get("Authorization"))
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("token endpoint: %d", resp.StatusCode)
+	}
+	var tok struct{ Token string }
+	if err := json.NewDecoder(resp.Body).Decode(&tok); err != nil || tok.Token == "" {
+		t.Fatalf("token body: %v", err)
+	}
+	if resp := do("POST", "/v2/team/app/blobs/uploads/", "Bearer "+tok.Token); resp.StatusCode != http.StatusAccepted {
+		t.Fatalf("push with alice's token: %d", resp.StatusCode)
+	}
+	if resp := do("POST", "/v2/other/app/blobs/uploads/", "Bearer "+tok.Token); resp.StatusCode != http.StatusUnauthorized && resp.StatusCode != http.StatusForbidden {
+		t.Fatalf("push to a repo the token does not cover: %d", resp.StatusCode)
+	}
+	if !strings.Contains(logBuf.String(), `"user":"alice"`) {
+		t.Fatalf("access log does not name the user:\n%s", logBuf.String())
+	}
+	if strings.Contains(logBuf.String(), tok.Token) {
+		t.Fatal("a token appears in the log")
+	}
+}
+
+// A reload applies a new policy to a site whose backend it keeps.
+func TestReloadAppliesNewPolicy(t *testing.T) {
+	dir := t.TempDir()
+	line, _ := auth.PasswdLine("alice", []byte("pw"))
+	os.WriteFile(filepath.Join(dir, "htpasswd"), []byte(line+"\n"), 0o600)
+	conf := func(allow string) *Config {
+		c, err := ParseConfig(filepath.Join(dir, "gw.toml"), []byte(`
+data_dir = "data"
+[listen]
+http = "127.0.0.1:0"
+[auth]
+htpasswd = "htpasswd"
+[[site]]
+host = "reg.example"
+backend = "registry"
+tls = "off"
+[[policy]]
+users = ["alice"]
+allow = [`+allow+`]
+`))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return c
+	}
+	g, err := New(context.Background(), conf(`"pull", "push"`), zerolog.Nop())
+	if err != nil {
+		t.Fatal(err)
+	}
+	before := g.sites.Load().byHost["reg.example"].site
+	grant := func() string {
+		req := httptest.NewRequest("GET", "http://reg.example/v2/token?service=reg.example&scope=repository:app:pull,push", nil)
+		req.SetBasicAuth("alice", "pw")
+		rec := httptest.NewRecorder()
+		g.ServeHTTP(rec, req)
+		var tok struct{ Token string }
+		json.NewDecoder(rec.Body).Decode(&tok)
+		req = httptest.NewRequest("POST", "http://reg.example/v2/app/blobs/uploads/", nil)
+		req.Header.Set("Authorization", "Bearer "+tok.Token)
+		rec = httptest.NewRecorder()
+		g.ServeHTTP(rec, req)
+		return http.StatusText(rec.Code)
+	}
+	if got := grant(); got != "Accepted" {
+		t.Fatalf("push before reload: %s", got)
+	}
+	if err := g.Reload(context.Background(), conf(`"pull"`)); err != nil {
+		t.Fatal(err)
+	}
+	if got := grant(); got == "Accepted" {
+		t.Fatal("push still allowed after a reload that took it away")
+	}
+	if after := g.sites.Load().byHost["reg.example"].site; after != before {
+		t.Fatal("reload replaced an unchanged site's backend")
+	}
+}

@@ -1,0 +1,168 @@
+package gateway
+
+import (
+	"io"
+	"net"
+	"net/http"
+	"sync/atomic"
+	"time"
+
+	"golang.org/x/net/netutil"
+)
+
+// Timeouts: the http.Server bounds header reads (ReadHeaderTimeout) and
+// idle keep-alive connections (IdleTimeout). Neither a total read nor a
+// total write timeout is set, since either would kill a slow 10 GiB
+// transfer. Instead a transfer is cut when it makes no progress for
+// progress_timeout: request bodies through progressBody (a read deadline
+// pushed forward on every read), responses through progressConn (a write
+// deadline pushed forward on every write).
+
+// progressListener wraps accepted connections in progressConn and bounds
+// how many are open at once.
+func progressListener(ln net.Listener, timeout time.Duration, maxConns int) net.Listener {
+	if maxConns > 0 {
+		ln = netutil.LimitListener(ln, maxConns)
+	}
+	return &progressLn{Listener: ln, timeout: timeout}
+}
+
+type progressLn struct {
+	net.Listener
+	timeout time.Duration
+}
+
+func (l *progressLn) Accept() (net.Conn, error) {
+	c, err := l.Listener.Accept()
+	if err != nil || l.timeout <= 0 {
+		return c, err
+	}
+	return newProgressConn(c, l.timeout), nil
+}
+
+// progressConn gives every Write a deadline of now+timeout (or the
+// server's own write deadline if that is earlier), re-armed as writes
+// succeed, so a client that stops reading is cut after timeout while one
+// that reads slowly but steadily is not. Reads pass through untouched.
+type progressConn struct {
+	net.Conn
+	timeout int64 // ns
+	slack   int64 // re-arm at most this often (ns)
+	armed   atomic.Int64
+	outer   atomic.Int64 // write deadline the server set, unix ns; 0 = none
+}
+
+func newProgressConn(c net.Conn, timeout time.Duration) *progressConn {
+	return &progressConn{Conn: c, timeout: int64(timeout), slack: int64(timeout) / 16}
+}
+
+func (c *progressConn) arm(now int64) {
+	d := now + c.timeout
+	if o := c.outer.Load(); o != 0 && o < d {
+		d = o
+	}
+	_ = c.Conn.SetWriteDeadline(time.Unix(0, d))
+	c.armed.Store(now)
+}
+
+func (c *progressConn) Write(p []byte) (int, error) {
+	if now := time.Now().UnixNano(); now-c.armed.Load() > c.slack {
+		c.arm(now)
+	}
+	return c.Conn.Write(p)
+}
+
+// sendfileChunk is how much one sendfile round may move before the write
+// deadline is pushed forward again.
+const sendfileChunk = 4 << 20
+
+// ReadFrom keeps the kernel's sendfile/splice path for plain-HTTP
+// downloads, in chunks so the deadline follows progress.
+func (c *progressConn) ReadFrom(r io.Reader) (int64, error) {
+	rf, ok := c.Conn.(io.ReaderFrom)
+	if !ok {
+		return io.Copy(struct{ io.Writer }{c}, r)
+	}
+	lr := &io.LimitedReader{R: r}
+	var total int64
+	for {
+		c.arm(time.Now().UnixNano())
+		lr.N = sendfileChunk
+		n, err := rf.ReadFrom(lr)
+		total += n
+		if err != nil || lr.N > 0 {
+			return total, err
+		}
+	}
+}
+
+func (c *progressConn) SetWriteDeadline(t time.Time) error {
+	if t.IsZero() {
+		c.outer.Store(0)
+	} else {
+		c.outer.Store(t.UnixNano())
+	}
+	c.armed.Store(0) // the next Write re-arms
+	return c.Conn.SetWriteDeadline(t)
+}
+
+func (c *progressConn) SetDeadline(t time.Time) error {
+	if err := c.Conn.SetReadDeadline(t); err != nil {
+		return err
+	}
+	return c.SetWriteDeadline(t)
+}
+
+// CloseWrite lets the server half-close a plain TCP connection.
+func (c *progressConn) CloseWrite() error {
+	if cw, ok := c.Conn.(interface{ CloseWrite() error }); ok {
+		return cw.CloseWrite()
+	}
+	return nil
+}
+
+// withProgress cuts request bodies that stop moving: every Read pushes the
+// connection's (HTTP/1) or stream's (HTTP/2) read deadline to
+// now+timeout; when the body ends the deadline is cleared again so the
+// server's idle handling takes over.
+func withProgress(timeout time.Duration, next http.Handler) http.Handler {
+	if timeout <= 0 {
+		return next
+	}
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Body != nil && r.Body != http.NoBody && r.ContentLength != 0 {
+			r.Body = &progressBody{
+				ReadCloser: r.Body,
+				rc:         http.NewResponseController(w),
+				timeout:    int64(timeout),
+				slack:      int64(timeout) / 16,
+			}
+		}
+		next.ServeHTTP(w, r)
+	})
+}
+
+type progressBody struct {
+	io.ReadCloser
+	rc      *http.ResponseController
+	timeout int64
+	slack   int64
+	armed   int64
+	done    bool
+}
+
+func (b *progressBody) Read(p []byte) (int, error) {
+	if b.done {
+		return b.ReadCloser.Read(p)
+	}
+	if now := time.Now().UnixNano(); now-b.armed > b.slack {
+		_ = b.rc.SetReadDeadline(time.Unix(0, now+b.timeout))
+		b.armed = now
+	}
+	n, err := b.ReadCloser.Read(p)
+	if err != nil {
+		b.done = true
+		_ = b.rc.SetReadDeadline(time.Time{})
+	}
+	return n, err
+}
