@@ -307,6 +307,12 @@ func (b *bench) runPhase(ctx context.Context, s *Section, r int, sp setup, label
 		fmt.Fprintf(b.out, "  %s %s: %s\n", s.ID, sp.name, msg)
 		return
 	}
+	if !sp.static {
+		if s.Logins == nil {
+			s.Logins = map[string]string{}
+		}
+		s.Logins[sp.name] = p.login
+	}
 	if sp.auth && p.login == "none" {
 		s.note(sp.name, "auth configured but /v2/ answered 200: measured WITHOUT auth (auth not available yet)")
 		if s.ID == "C" {

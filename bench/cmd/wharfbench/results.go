@@ -23,7 +23,10 @@ type Section struct {
 	// Values[setup][metric] has one entry per run; NaN where a run gave none.
 	Values map[string]map[string][]float64 `json:"-"`
 	// Notes says why a setup has no figures or what was measured instead.
-	Notes  map[string]string `json:"notes,omitempty"`
+	Notes map[string]string `json:"notes,omitempty"`
+	// Logins records how the client logged in to each setup (none, basic,
+	// bearer), so a reader sees that auth was really exercised.
+	Logins map[string]string `json:"logins,omitempty"`
 	Checks []Check           `json:"checks"`
 }
 
@@ -104,6 +107,15 @@ func (s *Section) printTable(w io.Writer, rows []row, setups []string) {
 			fmt.Fprintf(w, " %16s", fmtNum(s.med(st, r.metric), r.prec))
 		}
 		fmt.Fprintln(w)
+	}
+	var logins []string
+	for _, st := range setups {
+		if l, ok := s.Logins[st]; ok {
+			logins = append(logins, st+"="+l)
+		}
+	}
+	if len(logins) > 0 {
+		fmt.Fprintf(w, "  login: %s\n", strings.Join(logins, ", "))
 	}
 	for _, st := range setups {
 		if n, ok := s.Notes[st]; ok {
