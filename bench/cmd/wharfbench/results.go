@@ -64,10 +64,15 @@ func (s *Section) med(setup, metric string) float64 {
 	return stats.Median(s.Values[setup][metric])
 }
 
-// note records why a setup is missing or special (first note wins).
+// note records why a setup is missing or special; distinct notes are
+// joined, repeats (the same failure in every run) kept once.
 func (s *Section) note(setup, msg string) {
-	if _, ok := s.Notes[setup]; !ok {
+	old, ok := s.Notes[setup]
+	switch {
+	case !ok:
 		s.Notes[setup] = msg
+	case !strings.Contains(old, msg):
+		s.Notes[setup] = old + "; " + msg
 	}
 }
 

@@ -95,7 +95,8 @@ func (b *bench) bcrypt30(ctx context.Context, p *phase) error {
 		return err
 	}
 	defer c.Close()
-	if _, err := c.Login(ctx, "bench/thirty"); err != nil {
+	scheme, err := c.Login(ctx, "bench/thirty")
+	if err != nil {
 		return fmt.Errorf("30-layer pull: %w", err)
 	}
 	mb, err := c.GetManifest(ctx, "bench/thirty", "latest")
@@ -119,11 +120,21 @@ func (b *bench) bcrypt30(ctx context.Context, p *phase) error {
 		}
 		p.put("bcrypt30", after-before)
 		logf("%s run %d %-16s 30-layer pull: %.0f bcrypt checks (wharf's counter)", p.s.ID, p.r+1, p.name, after-before)
-	case p.st.Admin == "":
+	default:
+		// A server can only run bcrypt on a request that carries the
+		// password: the count is exact for servers without a credential
+		// cache, an upper bound for wharf when it exposes no counter.
 		p.put("bcrypt30", float64(c.CredentialedRequests()))
-		p.put("req30", float64(len(digests)+2))
-		logf("%s run %d %-16s 30-layer pull: %d requests with a password = bcrypt checks", p.s.ID, p.r+1, p.name, c.CredentialedRequests())
+		logf("%s run %d %-16s 30-layer pull: %d requests carried the password (bcrypt checks <= that)", p.s.ID, p.r+1, p.name, c.CredentialedRequests())
+		if p.st.Admin != "" {
+			p.s.note(p.name, "bcrypt count is the upper bound 'requests that carried the password' (no counter on /metrics)")
+		}
 	}
+	reqs := 2 + len(digests) // ping, manifest, config and layers
+	if scheme == "bearer" {
+		reqs++ // the token request
+	}
+	p.put("req30", float64(reqs))
 	return nil
 }
 
@@ -239,5 +250,6 @@ func (b *bench) printC(s *Section) {
 	}
 	s.atMost("30-layer pull: <= 1 bcrypt check per user", "wharf", "bcrypt30", 1, "checks")
 	b.printSection(s, rowsC)
-	fmt.Fprintln(b.out, "  (bcrypt checks of nginx and registry3 = requests that carried the password: neither caches a verified password)")
+	fmt.Fprintln(b.out, "  (bcrypt checks of nginx and registry3 = requests that carried the password: neither caches a verified password;")
+	fmt.Fprintln(b.out, "   requests = ping, manifest, config and 30 layers, plus the token request with Bearer)")
 }
