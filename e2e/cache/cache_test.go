@@ -4,7 +4,13 @@
 package cache_test
 
 import (
+	crand "crypto/rand"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
+	"io"
+	mrand "math/rand/v2"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
@@ -161,4 +167,84 @@ func TestPullThroughCache(t *testing.T) {
 		t.Fatalf("manifest never cached, upstream down: %v\n%s", err, out)
 	}
 	t.Logf("wharf peak RSS: %d MiB", w.PeakRSS(t)>>20)
+}
+
+// TestOneGiBBlobFlatMemory: a 1 GiB blob pulled through the cache site
+// (a miss: upstream -> disk and client at once; then a hit from disk)
+// arrives intact while wharf's peak RSS stays under 64 MiB.
+func TestOneGiBBlobFlatMemory(t *testing.T) {
+	if testing.Short() {
+		t.Skip("1 GiB test")
+	}
+	up := harness.StartDockerRegistry(t, "")
+	const size = 1 << 30
+	d := pushStreamedBlob(t, up.URL(), "big/blob", size)
+	w := harness.StartWharf(t, cacheConfig, harness.WithVars(map[string]any{"upstream": up.URL()}))
+	for _, round := range []string{"miss", "hit"} {
+		resp, err := http.Get(w.URL() + "/v2/big/blob/blobs/" + d)
+		if err != nil {
+			t.Fatal(err)
+		}
+		h := sha256.New()
+		n, err := io.Copy(h, resp.Body)
+		resp.Body.Close()
+		if err != nil || resp.StatusCode != http.StatusOK || n != size {
+			t.Fatalf("%s: status %d, %d bytes, %v", round, resp.StatusCode, n, err)
+		}
+		if got := "sha256:" + hex.EncodeToString(h.Sum(nil)); got != d {
+			t.Fatalf("%s: digest %s, want %s", round, got, d)
+		}
+		rss := w.PeakRSS(t)
+		t.Logf("wharf peak RSS after the 1 GiB %s: %d MiB", round, rss>>20)
+		if rss >= 64<<20 {
+			t.Fatalf("peak RSS %d MiB after a 1 GiB %s, want < 64 MiB", rss>>20, round)
+		}
+	}
+}
+
+// pushStreamedBlob uploads size pseudo-random bytes to repo in one PUT,
+// generating them twice (to hash, then to send) so nothing holds them.
+func pushStreamedBlob(t *testing.T, base, repo string, size int64) string {
+	t.Helper()
+	var seed [32]byte
+	if _, err := crand.Read(seed[:]); err != nil {
+		t.Fatal(err)
+	}
+	h := sha256.New()
+	if _, err := io.CopyN(h, mrand.NewChaCha8(seed), size); err != nil {
+		t.Fatal(err)
+	}
+	d := "sha256:" + hex.EncodeToString(h.Sum(nil))
+	resp, err := http.Post(base+"/v2/"+repo+"/blobs/uploads/", "", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	loc := resp.Header.Get("Location")
+	if resp.StatusCode != http.StatusAccepted || loc == "" {
+		t.Fatalf("start upload: %d", resp.StatusCode)
+	}
+	if !strings.HasPrefix(loc, "http") {
+		loc = base + loc
+	}
+	sep := "?"
+	if strings.Contains(loc, "?") {
+		sep = "&"
+	}
+	req, err := http.NewRequest("PUT", loc+sep+"digest="+d, io.LimitReader(mrand.NewChaCha8(seed), size))
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.ContentLength = size
+	req.Header.Set("Content-Type", "application/octet-stream")
+	resp, err = http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusCreated {
+		t.Fatalf("upload: %d %s", resp.StatusCode, body)
+	}
+	return d
 }
