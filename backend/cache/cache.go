@@ -75,6 +75,9 @@ type Cache struct {
 	spoolLimit int64
 	now        func() time.Time
 	tr         http.RoundTripper
+
+	manifests flightGroup[*manifest]  // shared manifest GETs
+	heads     flightGroup[*tagRecord] // shared manifest HEADs
 }
 
 // New checks o, opens the store under o.Root and returns the cache. ctx
