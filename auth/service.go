@@ -12,9 +12,11 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"strings"
 	"sync"
 	"time"
 
+	"github.com/hashicorp/golang-lru/v2/expirable"
 	"github.com/rs/zerolog"
 )
 
@@ -55,6 +57,12 @@ type Service struct {
 	v   *verifier
 	thr *throttle
 	sig *signer
+	// tokens remembers tokens that verified, so a pull's many requests
+	// with one token pay for one JSON decode (the expiry is checked on
+	// every use).
+	tokens *expirable.LRU[string, *Claims]
+
+	stop context.CancelFunc // ends the file watcher
 
 	reloadMu sync.Mutex
 	stamp    fileStamp
@@ -97,21 +105,33 @@ func New(ctx context.Context, cfg Config, log zerolog.Logger) (*Service, error) 
 	}
 	s := &Service{
 		cfg: cfg,
-		log: log.With().Str("component", "auth").Logger(),
+		log: log,
 		now: cfg.Now,
 		v:   newVerifier(cfg.CacheSize, cfg.CacheTTL),
 		thr: newThrottle(cfg.Throttle, cfg.Now),
 		sig: &signer{key: key, issuer: cfg.Realm},
+
+		tokens: expirable.NewLRU[string, *Claims](4096, nil, cfg.TokenTTL),
 	}
 	if cfg.Htpasswd != "" {
 		if err := s.reload(true); err != nil {
 			return nil, err
 		}
 		if cfg.Watch > 0 {
-			go s.watch(ctx)
+			wctx, cancel := context.WithCancel(ctx)
+			s.stop = cancel
+			go s.watch(wctx)
 		}
 	}
 	return s, nil
+}
+
+// Close stops watching the htpasswd file (when a reload replaces this
+// Service with one for another [auth] table). Requests still work.
+func (s *Service) Close() {
+	if s.stop != nil {
+		s.stop()
+	}
 }
 
 // Reload rereads the htpasswd file (SIGHUP) and empties the credential
@@ -122,6 +142,26 @@ func (s *Service) Reload() error {
 		return nil
 	}
 	return s.reload(true)
+}
+
+// verifyToken checks a Bearer token for the site with the given audience.
+func (s *Service) verifyToken(tok, audience string) (*Claims, error) {
+	now := s.now()
+	if c, ok := s.tokens.Get(tok); ok {
+		if c.Expiry <= now.Unix() {
+			return nil, errTokenExpired
+		}
+		if !strings.EqualFold(c.Audience, audience) {
+			return nil, errTokenAudience
+		}
+		return c, nil
+	}
+	c, err := s.sig.verify(tok, audience, now)
+	if err != nil {
+		return nil, err
+	}
+	s.tokens.Add(tok, c)
+	return c, nil
 }
 
 // BcryptChecks is how many bcrypt comparisons ran since start: tests and

@@ -14,7 +14,7 @@ import (
 // count (not the address's).
 type Throttle struct {
 	UserFree   int           // failures per user name before blocking; default 5
-	AddrFree   int           // failures per client address before blocking; default 20
+	AddrFree   int           // failures per client address before blocking; default 30
 	Backoff    time.Duration // first block; default 1s
 	MaxBackoff time.Duration // longest block; default 5m
 	Forget     time.Duration // default 15m
@@ -26,7 +26,7 @@ func (t Throttle) withDefaults() Throttle {
 		t.UserFree = 5
 	}
 	if t.AddrFree <= 0 {
-		t.AddrFree = 20
+		t.AddrFree = 30
 	}
 	if t.Backoff <= 0 {
 		t.Backoff = time.Second

@@ -210,7 +210,7 @@ func TestCheckHosts(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	es := p.CheckHosts(rules, []string{"registry.example.com", "mirror.example.com"})
+	es := p.CheckHosts([]string{"registry.example.com", "mirror.example.com"})
 	if len(es) != 1 || es[0].Line != 8 || !strings.Contains(es[0].Msg, "typo.example.com") {
 		t.Fatalf("CheckHosts = %v", es)
 	}
