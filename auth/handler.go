@@ -301,11 +301,13 @@ func (s *Service) checkPassword(w http.ResponseWriter, r *http.Request, user str
 	}
 	addr := clientAddr(r)
 	if wait := s.thr.blocked(addr, user); wait > 0 {
+		s.throttled.Add(1)
 		s.log.Warn().Str("addr", addr).Str("user", user).Dur("retry_after", wait).Msg("login throttled")
 		tooMany(w, r, wait)
 		return "", false
 	}
 	if !s.v.verify(user, pw) {
+		s.failures.Add(1)
 		wait := s.thr.fail(addr, user)
 		ev := s.log.Warn().Str("addr", addr).Str("user", user)
 		if wait > 0 {
@@ -473,6 +475,7 @@ func (h *handler) serveToken(w http.ResponseWriter, r *http.Request) {
 		backend.WriteError(w, r, backend.Errorf(http.StatusInternalServerError, backend.CodeUnknown, "cannot sign token"))
 		return
 	}
+	h.s.issued.Add(1)
 	h.s.log.Debug().Str("user", user).Str("addr", clientAddr(r)).Int("scopes", len(claims.Access)).Msg("token issued")
 	w.Header().Set("Content-Type", "application/json")
 	_ = json.NewEncoder(w).Encode(tokenResponse{

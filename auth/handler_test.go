@@ -554,6 +554,9 @@ func TestThrottledLogins(t *testing.T) {
 	if !strings.Contains(f.logs.String(), "login throttled") {
 		t.Fatal("throttling is not logged")
 	}
+	if st := f.s.Stats(); st.LoginFailures != 6 || st.Throttled != 4 || st.BcryptChecks != 7 {
+		t.Fatalf("stats %+v, want 6 failures, 4 throttled, 7 bcrypt checks", st)
+	}
 }
 
 func TestReload(t *testing.T) {
