@@ -24,8 +24,13 @@ import (
 // repository path can collide with it.
 const TokenPath = "/v2/token"
 
-// MaxAuthHeader bounds the Authorization headers wharf decodes.
-const MaxAuthHeader = 16 << 10
+// Limits on what a client may send: Authorization headers, user names
+// (they key the throttle's table), and scopes in one token request.
+const (
+	MaxAuthHeader = 16 << 10
+	MaxUserLen    = 256
+	MaxScopes     = 100
+)
 
 // Challenge schemes of a site.
 const (
@@ -281,6 +286,9 @@ func ParseBasic(v string) (user string, pw []byte, err error) {
 	if u == "" {
 		return "", nil, errors.New("empty user name")
 	}
+	if len(u) > MaxUserLen {
+		return "", nil, errors.New("user name too long")
+	}
 	return u, []byte(p), nil
 }
 
@@ -296,6 +304,10 @@ func (s *Service) checkBasic(w http.ResponseWriter, r *http.Request, v string, u
 }
 
 func (s *Service) checkPassword(w http.ResponseWriter, r *http.Request, user string, pw []byte, unauthorized func(msg string)) (string, bool) {
+	if len(user) > MaxUserLen {
+		unauthorized("user name too long")
+		return "", false
+	}
 	if s.v.cached(user, pw) {
 		return user, true // known good: never throttled, no bcrypt
 	}
@@ -456,6 +468,12 @@ func (h *handler) serveToken(w http.ResponseWriter, r *http.Request) {
 			"this token endpoint serves %q, not %q", host, clip(service)))
 		return
 	}
+	sc := ParseScopes(scopes)
+	if len(sc) > MaxScopes {
+		backend.WriteError(w, r, backend.Errorf(http.StatusBadRequest, backend.CodeUnsupported,
+			"more than %d scopes in one token request", MaxScopes))
+		return
+	}
 	now := h.s.now()
 	claims := &Claims{
 		Issuer:    h.s.cfg.Realm,
@@ -465,7 +483,7 @@ func (h *handler) serveToken(w http.ResponseWriter, r *http.Request) {
 		NotBefore: now.Unix(),
 		Expiry:    now.Add(h.s.cfg.TokenTTL).Unix(),
 		ID:        randomID(),
-		Access:    h.grant(host, ParseScopes(scopes), user),
+		Access:    h.grant(host, sc, user),
 	}
 	if id := IdentityFrom(r.Context()); id != nil {
 		id.User = user
