@@ -6,6 +6,7 @@ package e2e_test
 
 import (
 	"bufio"
+	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -18,6 +19,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/authn"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 
+	"github.com/wharf-dev/wharf/acme/acmetest"
 	"github.com/wharf-dev/wharf/e2e/harness"
 )
 
@@ -326,4 +328,79 @@ func TestAuthHtpasswdReload(t *testing.T) {
 	if s := status("alice", passwords["alice"]); s != 200 {
 		t.Fatalf("alice after a broken htpasswd: %d", s)
 	}
+}
+
+// tlsConfig is authConfig's policy on a TLS site with a manual certificate,
+// so the token endpoint's realm is an https URL the clients must trust.
+const tlsConfig = `data_dir = "{{.DataDir}}"
+
+[listen]
+http  = "{{.HTTP}}"
+https = "{{.HTTPS}}"
+admin = ""
+
+[auth]
+htpasswd = "{{.Vars.htpasswd}}"
+
+[[site]]
+host    = "auth.test"
+backend = "registry"
+tls     = "manual"
+cert    = "{{.Vars.cert}}"
+key     = "{{.Vars.key}}"
+[site.registry]
+root = "registry"
+
+[[policy]]
+repos = ["team/*"]
+users = ["alice"]
+allow = ["pull", "push"]
+
+[[policy]]
+repos = ["public/*"]
+users = ["alice"]
+allow = ["pull", "push"]
+
+[[policy]]
+repos = ["public/*"]
+users = ["anonymous", "*"]
+allow = ["pull"]
+`
+
+// TestAuthTLS: the token dance over TLS with certificate checks on (skopeo
+// with the CA in --cert-dir, crane with SSL_CERT_FILE): the realm wharf
+// names is https on the port the client used.
+func TestAuthTLS(t *testing.T) {
+	if addrs, err := net.LookupHost("auth.test"); err != nil || len(addrs) == 0 || addrs[0] != "127.0.0.1" {
+		t.Skip("auth.test does not resolve to 127.0.0.1 (the test setup adds it to /etc/hosts)")
+	}
+	skopeo, crane := harness.Skopeo(t), harness.Crane(t)
+	certDir := t.TempDir()
+	cert, key, _ := acmetest.SelfSigned(t, certDir, "site", "auth.test")
+	ca, err := os.ReadFile(cert)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(certDir, "ca.crt"), ca, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	htpasswd := filepath.Join(t.TempDir(), "htpasswd")
+	writeUsers(t, htpasswd, passwords)
+	w := harness.StartWharf(t, tlsConfig, harness.WithVars(map[string]any{"htpasswd": htpasswd, "cert": cert, "key": key}))
+	_, port, _ := net.SplitHostPort(w.HTTPSAddr)
+	r := "auth.test:" + port
+
+	img := harness.RandomImage(t, harness.OCIFormat, "linux/amd64", 2, 128<<10)
+	src := "oci:" + harness.WriteOCILayout(t, "v1", img) + ":v1"
+	skopeo.Must(t, "copy", "--preserve-digests", "--dest-cert-dir", certDir, "--dest-creds", "alice:"+passwords["alice"], src, "docker://"+r+"/public/tls:v1")
+	mustFail(t, skopeo, "denied", "copy", "--dest-cert-dir", certDir, "--dest-creds", "bob:"+passwords["bob"], src, "docker://"+r+"/team/tls:v1")
+	mustFail(t, skopeo, "", "copy", "--dest-cert-dir", certDir, src, "docker://"+r+"/public/tls:anon")
+	skopeo.Must(t, "inspect", "--cert-dir", certDir, "docker://"+r+"/public/tls:v1")
+
+	crane.Env = append(crane.Env, "SSL_CERT_FILE="+cert)
+	want := harness.MustDigest(t, img).String()
+	if got := strings.TrimSpace(crane.Must(t, "digest", r+"/public/tls:v1")); got != want {
+		t.Fatalf("crane digest %s, pushed %s", got, want)
+	}
+	mustFail(t, crane, "", "digest", r+"/team/tls:v1")
 }
