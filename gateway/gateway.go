@@ -16,6 +16,7 @@ import (
 	"github.com/wharf-dev/wharf/acme"
 	"github.com/wharf-dev/wharf/auth"
 	"github.com/wharf-dev/wharf/backend"
+	"github.com/wharf-dev/wharf/backend/cache"
 	"github.com/wharf-dev/wharf/backend/proxy"
 	"github.com/wharf-dev/wharf/backend/registry"
 )
@@ -71,6 +72,7 @@ type site struct {
 func New(ctx context.Context, cfg *Config, log zerolog.Logger) (*Gateway, error) {
 	g := &Gateway{log: log, cfg: cfg, metrics: newMetrics()}
 	g.life = ctx
+	g.metrics.reg.MustRegister(newAuthCollector(g))
 	svc, err := g.newAuth(cfg)
 	if err != nil {
 		return nil, err
@@ -115,9 +117,6 @@ func (g *Gateway) build(ctx context.Context, cfg *Config, old *siteTable) (*site
 		h := s.backend
 		if g.auth != nil {
 			h = g.auth.Handler(auth.Site{Host: sc.Host, Anonymous: sc.Anonymous, Scheme: sc.AuthScheme, Policy: pol}, h)
-			if sc.TLS == "off" {
-				g.log.Warn().Str("site", sc.Host).Msg("logins on a plain-HTTP site: passwords and tokens cross the network in clear text; use tls = \"acme\" or \"manual\" outside tests and trusted networks")
-			}
 		}
 		e := &entry{site: s, handler: chain(h,
 			withRequestID,
@@ -185,6 +184,19 @@ func (g *Gateway) backend(ctx context.Context, cfg *Config, sc Site) (http.Handl
 			return nil, fmt.Errorf("open registry: %w", err)
 		}
 		return r, nil
+	case "cache":
+		c, err := cache.New(ctx, cache.Options{
+			Upstream: sc.Cache.Upstream,
+			TTL:      sc.Cache.TTL.Std(),
+			Username: sc.Cache.Username,
+			Password: sc.Cache.Password,
+			Root:     cfg.DataPath(sc.Cache.Root),
+			Logger:   g.log.With().Str("site", sc.Host).Logger(),
+		})
+		if err != nil {
+			return nil, fmt.Errorf("open cache: %w", err)
+		}
+		return c, nil
 	case "proxy":
 		p, err := proxy.New(proxy.Options{
 			Upstream: sc.Proxy.Upstream,

@@ -1,0 +1,84 @@
+package main
+
+import (
+	"math"
+	"reflect"
+	"strings"
+	"testing"
+)
+
+func TestSumMetric(t *testing.T) {
+	text := `# HELP wharf_auth_bcrypt_checks_total bcrypt comparisons
+# TYPE wharf_auth_bcrypt_checks_total counter
+wharf_auth_bcrypt_checks_total 3
+wharf_http_requests_total{site="a",code="200"} 99
+other_bcrypt_thing{x="1"} 2.5 1700000000
+`
+	tests := []struct {
+		name  string
+		want  float64
+		found bool
+	}{
+		{"", 5.5, true},
+		{"wharf_auth_bcrypt_checks_total", 3, true},
+		{"wharf_http_requests_total", 99, true},
+		{"missing_total", 0, false},
+	}
+	for _, tt := range tests {
+		got, found, err := sumMetric(strings.NewReader(text), tt.name)
+		if err != nil || got != tt.want || found != tt.found {
+			t.Errorf("sumMetric(%q) = %v %v %v, want %v %v", tt.name, got, found, err, tt.want, tt.found)
+		}
+	}
+	if _, _, err := sumMetric(strings.NewReader("x_bcrypt nope\n"), ""); err == nil {
+		t.Error("bad value: want error")
+	}
+}
+
+func TestManifestBlobs(t *testing.T) {
+	m := `{"schemaVersion":2,"config":{"digest":"sha256:c"},"layers":[{"digest":"sha256:a"},{"digest":"sha256:b"}]}`
+	got, err := manifestBlobs([]byte(m))
+	if err != nil || !reflect.DeepEqual(got, []string{"sha256:c", "sha256:a", "sha256:b"}) {
+		t.Fatalf("got %v %v", got, err)
+	}
+	if _, err := manifestBlobs([]byte("{")); err == nil {
+		t.Fatal("bad json: want error")
+	}
+}
+
+func TestSectionMedianAndChecks(t *testing.T) {
+	s := newSection("A", "t", 3, "wharf", "ref")
+	for r, v := range []float64{300, 100, 200} {
+		s.put("wharf", "push_mbs", r, v)
+	}
+	s.put("ref", "push_mbs", 0, 100)
+	if got := s.med("wharf", "push_mbs"); got != 200 {
+		t.Fatalf("median %v, want 200", got)
+	}
+	if got := s.med("ref", "push_mbs"); got != 100 {
+		t.Fatalf("median with missing runs %v, want 100", got)
+	}
+	if !math.IsNaN(s.med("nobody", "push_mbs")) {
+		t.Fatal("missing setup: want NaN")
+	}
+	s.ratioCheck("2x", "wharf", "push_mbs", "ref", "push_mbs", 2)
+	s.ratioCheck("3x", "wharf", "push_mbs", "ref", "push_mbs", 3)
+	s.ratioCheck("absent", "nobody", "push_mbs", "ref", "push_mbs", 1)
+	var got []string
+	for _, c := range s.Checks {
+		got = append(got, string(c.Verdict))
+	}
+	if want := []string{"PASS", "FAIL", "N/A"}; !reflect.DeepEqual(got, want) {
+		t.Fatalf("verdicts %v, want %v", got, want)
+	}
+}
+
+func TestRotate(t *testing.T) {
+	xs := []string{"a", "b", "c"}
+	if got := rotate(xs, 4); !reflect.DeepEqual(got, []string{"b", "c", "a"}) {
+		t.Fatalf("rotate: %v", got)
+	}
+	if !reflect.DeepEqual(xs, []string{"a", "b", "c"}) {
+		t.Fatal("rotate changed its input")
+	}
+}

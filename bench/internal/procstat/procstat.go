@@ -1,0 +1,156 @@
+// Package procstat reads a process's CPU time and peak resident memory from
+// /proc, the two server-side figures every benchmark row reports.
+package procstat
+
+import (
+	"bufio"
+	"bytes"
+	"fmt"
+	"os"
+	"strconv"
+	"strings"
+)
+
+// clockTicks is USER_HZ, the unit of utime/stime in /proc/<pid>/stat. It is
+// 100 on every Linux architecture Go supports in practice.
+const clockTicks = 100
+
+// CPUSeconds returns utime+stime of pid in seconds.
+func CPUSeconds(pid int) (float64, error) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0, fmt.Errorf("read stat of %d: %w", pid, err)
+	}
+	return parseStatCPU(b)
+}
+
+// parseStatCPU extracts utime (field 14) and stime (field 15) from the text
+// of /proc/<pid>/stat. The command name (field 2) may contain spaces and
+// parentheses, so fields are counted after the last ')'.
+func parseStatCPU(b []byte) (float64, error) {
+	i := bytes.LastIndexByte(b, ')')
+	if i < 0 {
+		return 0, fmt.Errorf("parse stat: no ')' in %q", b)
+	}
+	f := strings.Fields(string(b[i+1:]))
+	// After ')' field 3 (state) is f[0], so field n is f[n-3].
+	if len(f) < 13 {
+		return 0, fmt.Errorf("parse stat: only %d fields", len(f))
+	}
+	ut, err := strconv.ParseUint(f[14-3], 10, 64)
+	if err != nil {
+		return 0, fmt.Errorf("parse utime: %w", err)
+	}
+	st, err := strconv.ParseUint(f[15-3], 10, 64)
+	if err != nil {
+		return 0, fmt.Errorf("parse stime: %w", err)
+	}
+	return float64(ut+st) / clockTicks, nil
+}
+
+// PeakRSS returns VmHWM of pid in bytes: the peak resident set size since
+// the process started or since the last ResetPeak.
+func PeakRSS(pid int) (int64, error) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return 0, fmt.Errorf("read status of %d: %w", pid, err)
+	}
+	return parseStatusKB(b, "VmHWM:")
+}
+
+// parseStatusKB returns the value of a "Key:   123 kB" line of
+// /proc/<pid>/status in bytes.
+func parseStatusKB(b []byte, key string) (int64, error) {
+	sc := bufio.NewScanner(bytes.NewReader(b))
+	for sc.Scan() {
+		line := sc.Text()
+		if !strings.HasPrefix(line, key) {
+			continue
+		}
+		f := strings.Fields(line[len(key):])
+		if len(f) < 1 {
+			return 0, fmt.Errorf("parse %s: empty value", key)
+		}
+		kb, err := strconv.ParseInt(f[0], 10, 64)
+		if err != nil {
+			return 0, fmt.Errorf("parse %s: %w", key, err)
+		}
+		return kb * 1024, nil
+	}
+	return 0, fmt.Errorf("parse status: no %s line", key)
+}
+
+// ResetPeak resets VmHWM of pid to its current RSS (clear_refs value 5), so
+// that a later PeakRSS reports the peak of one phase only.
+func ResetPeak(pid int) error {
+	if err := os.WriteFile(fmt.Sprintf("/proc/%d/clear_refs", pid), []byte("5"), 0); err != nil {
+		return fmt.Errorf("reset peak rss of %d: %w", pid, err)
+	}
+	return nil
+}
+
+// Children returns the pids of the direct children of pid, read from
+// /proc/<pid>/task/*/children (nginx's workers are children of its master).
+func Children(pid int) ([]int, error) {
+	tasks, err := os.ReadDir(fmt.Sprintf("/proc/%d/task", pid))
+	if err != nil {
+		return nil, fmt.Errorf("list tasks of %d: %w", pid, err)
+	}
+	var out []int
+	for _, t := range tasks {
+		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/task/%s/children", pid, t.Name()))
+		if err != nil {
+			continue // task ended meanwhile
+		}
+		for _, f := range strings.Fields(string(b)) {
+			c, err := strconv.Atoi(f)
+			if err != nil {
+				return nil, fmt.Errorf("parse child pid %q: %w", f, err)
+			}
+			out = append(out, c)
+		}
+	}
+	return out, nil
+}
+
+// Group is a set of processes measured together (a server and its workers,
+// or a whole stack such as nginx in front of docker-registry).
+type Group []int
+
+// CPUSeconds sums utime+stime over the group.
+func (g Group) CPUSeconds() (float64, error) {
+	var sum float64
+	for _, p := range g {
+		s, err := CPUSeconds(p)
+		if err != nil {
+			return 0, err
+		}
+		sum += s
+	}
+	return sum, nil
+}
+
+// PeakRSS sums VmHWM over the group. Peaks of different processes may have
+// happened at different moments, so this is an upper bound of the group's
+// simultaneous peak, which is how stacks are usually compared.
+func (g Group) PeakRSS() (int64, error) {
+	var sum int64
+	for _, p := range g {
+		s, err := PeakRSS(p)
+		if err != nil {
+			return 0, err
+		}
+		sum += s
+	}
+	return sum, nil
+}
+
+// ResetPeak resets VmHWM of every process in the group.
+func (g Group) ResetPeak() error {
+	for _, p := range g {
+		if err := ResetPeak(p); err != nil {
+			return err
+		}
+	}
+	return nil
+}
