@@ -75,6 +75,15 @@ func (b *bench) registryPhase(ctx context.Context, p *phase, sfx string, withRat
 	if err := tagBlob(ctx, p.c, "bench/blob", "latest", b.blob); err != nil {
 		return err
 	}
+	if p.r == 0 {
+		// Once per setup, untimed: the bytes that come back are the blob.
+		vctx, cancel := transferCtx(ctx)
+		err := p.c.VerifyBlob(vctx, "bench/blob", b.blob.Digest, b.blob.Size)
+		cancel()
+		if err != nil {
+			return fmt.Errorf("verify pulled blob: %w", err)
+		}
+	}
 	if err := p.transfer("pull"+sfx, "pull"+sfx+"_mbs", "cpu_pull"+sfx, b.blob.Size, func() error {
 		return pulls(ctx, p.c, "bench/blob", b.blob, 1)
 	}); err != nil {
