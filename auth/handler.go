@@ -24,8 +24,13 @@ import (
 // repository path can collide with it.
 const TokenPath = "/v2/token"
 
-// MaxAuthHeader bounds the Authorization headers wharf decodes.
-const MaxAuthHeader = 16 << 10
+// Limits on what a client may send: Authorization headers, user names
+// (they key the throttle's table), and scopes in one token request.
+const (
+	MaxAuthHeader = 16 << 10
+	MaxUserLen    = 256
+	MaxScopes     = 100
+)
 
 // Challenge schemes of a site.
 const (
@@ -89,17 +94,30 @@ func (s *Service) Handler(site Site, next http.Handler) http.Handler {
 	return &handler{s: s, site: site, pol: pol, anonPull: site.Anonymous == "pull", next: next}
 }
 
-// allowed is what user ("" = anonymous) may do to repo on this site.
-func (h *handler) allowed(repo, user string) []backend.Action {
-	acts := h.pol.Allowed(h.site.Host, repo, user)
+// service is the site's name as the policy and tokens see it: its host,
+// or for the catch-all site ("*") the host the client asked for.
+func (h *handler) service(r *http.Request) string {
+	if h.site.Host != "*" && h.site.Host != "" {
+		return h.site.Host
+	}
+	host := r.Host
+	if hp, _, err := net.SplitHostPort(host); err == nil {
+		host = hp
+	}
+	return strings.ToLower(host)
+}
+
+// allowed is what user ("" = anonymous) may do to repo on the site host.
+func (h *handler) allowed(host, repo, user string) []backend.Action {
+	acts := h.pol.Allowed(host, repo, user)
 	if h.anonPull && !slices.Contains(acts, backend.ActionPull) {
 		acts = append([]backend.Action{backend.ActionPull}, acts...)
 	}
 	return acts
 }
 
-func (h *handler) can(repo, user string, act backend.Action) bool {
-	return slices.Contains(h.allowed(repo, user), act)
+func (h *handler) can(host, repo, user string, act backend.Action) bool {
+	return slices.Contains(h.allowed(host, repo, user), act)
 }
 
 // caller is the outcome of authentication.
@@ -131,7 +149,8 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 		ctx = backend.WithRoute(ctx, rt)
 	}
-	c, ok := h.authenticate(w, r)
+	host := h.service(r)
+	c, ok := h.authenticate(w, r, host)
 	if !ok {
 		return
 	}
@@ -154,23 +173,31 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 		user := c.user
-		ctx = backend.WithRepoFilter(ctx, func(repo string) bool { return h.can(repo, user, backend.ActionPull) })
+		ctx = backend.WithRepoFilter(ctx, func(repo string) bool { return h.can(host, repo, user, backend.ActionPull) })
 	default:
 		act := rt.Action
 		var granted bool
 		if c.claims != nil {
 			granted = c.claims.grants(rt.Repo, act)
 		} else {
-			granted = h.can(rt.Repo, c.user, act)
+			granted = h.can(host, rt.Repo, c.user, act)
 		}
 		if !granted {
 			scope := "repository:" + rt.Repo + ":" + scopeActions(act)
 			switch {
 			case c.user == "":
 				h.challenge(w, r, scope, errorParam(c), "authentication required")
-			case c.claims != nil && h.can(rt.Repo, c.user, act):
+			case c.claims != nil && h.can(host, rt.Repo, c.user, act):
 				// the policy allows it; the token was asked for less
 				h.challenge(w, r, scope, "insufficient_scope", "token does not cover this request")
+			case r.Method == http.MethodHead && rt.Kind == backend.KindBlob:
+				// A HEAD answer has no body to carry DENIED, and
+				// containers/image (podman, skopeo) stops a push at a
+				// bodiless 403 with "403 (Forbidden)". Saying the blob is
+				// not there reveals nothing to a caller who may not pull,
+				// and the upload that follows gets a 403 DENIED that every
+				// client shows as "denied".
+				backend.WriteError(w, r, backend.Errorf(http.StatusNotFound, backend.CodeBlobUnknown, "blob unknown"))
 			default:
 				backend.WriteError(w, r, backend.Errorf(http.StatusForbidden, backend.CodeDenied,
 					"requested access to the resource is denied"))
@@ -179,7 +206,7 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 		if rt.MountFrom != "" {
 			may := c.claims != nil && c.claims.grants(rt.MountFrom, backend.ActionPull) ||
-				h.can(rt.MountFrom, c.user, backend.ActionPull)
+				h.can(host, rt.MountFrom, c.user, backend.ActionPull)
 			if !may {
 				cp := *rt
 				cp.MountFrom = ""
@@ -210,7 +237,7 @@ func scopeActions(act backend.Action) string {
 
 // authenticate reads the Authorization header. It writes the response
 // itself (401, 429) and returns false when the request must stop here.
-func (h *handler) authenticate(w http.ResponseWriter, r *http.Request) (caller, bool) {
+func (h *handler) authenticate(w http.ResponseWriter, r *http.Request, host string) (caller, bool) {
 	hdr := r.Header.Get("Authorization")
 	if hdr == "" {
 		return caller{none: true}, true
@@ -222,10 +249,15 @@ func (h *handler) authenticate(w http.ResponseWriter, r *http.Request) (caller, 
 		h.challenge(w, r, "", "invalid_request", "authorization header too long")
 		return caller{}, false
 	case strings.EqualFold(scheme, "Bearer"):
-		claims, err := h.s.sig.verify(rest, h.site.Host, h.s.now())
+		claims, err := h.s.verifyToken(rest, host)
 		if err != nil {
 			h.s.log.Debug().Str("addr", clientAddr(r)).Str("reason", err.Error()).Msg("bearer token refused")
 			h.challenge(w, r, "", "invalid_token", err.Error())
+			return caller{}, false
+		}
+		if claims.Subject != "" && !h.s.v.hasUser(claims.Subject) {
+			// removed from the htpasswd file since the token was issued
+			h.challenge(w, r, "", "invalid_token", "unknown user")
 			return caller{}, false
 		}
 		return caller{user: claims.Subject, claims: claims}, true
@@ -254,6 +286,9 @@ func ParseBasic(v string) (user string, pw []byte, err error) {
 	if u == "" {
 		return "", nil, errors.New("empty user name")
 	}
+	if len(u) > MaxUserLen {
+		return "", nil, errors.New("user name too long")
+	}
 	return u, []byte(p), nil
 }
 
@@ -269,16 +304,22 @@ func (s *Service) checkBasic(w http.ResponseWriter, r *http.Request, v string, u
 }
 
 func (s *Service) checkPassword(w http.ResponseWriter, r *http.Request, user string, pw []byte, unauthorized func(msg string)) (string, bool) {
+	if len(user) > MaxUserLen {
+		unauthorized("user name too long")
+		return "", false
+	}
 	if s.v.cached(user, pw) {
 		return user, true // known good: never throttled, no bcrypt
 	}
 	addr := clientAddr(r)
 	if wait := s.thr.blocked(addr, user); wait > 0 {
+		s.throttled.Add(1)
 		s.log.Warn().Str("addr", addr).Str("user", user).Dur("retry_after", wait).Msg("login throttled")
 		tooMany(w, r, wait)
 		return "", false
 	}
 	if !s.v.verify(user, pw) {
+		s.failures.Add(1)
 		wait := s.thr.fail(addr, user)
 		ev := s.log.Warn().Str("addr", addr).Str("user", user)
 		if wait > 0 {
@@ -315,7 +356,7 @@ func (h *handler) challenge(w http.ResponseWriter, r *http.Request, scope, errPa
 	if h.site.Scheme == SchemeBasic {
 		w.Header().Set("WWW-Authenticate", fmt.Sprintf("Basic realm=%q, charset=\"UTF-8\"", h.s.cfg.Realm))
 	} else {
-		v := fmt.Sprintf("Bearer realm=%q,service=%q", h.realmURL(r), h.site.Host)
+		v := fmt.Sprintf("Bearer realm=%q,service=%q", h.realmURL(r), h.service(r))
 		if scope != "" {
 			v += fmt.Sprintf(",scope=%q", scope)
 		}
@@ -335,7 +376,7 @@ func (h *handler) realmURL(r *http.Request) string {
 	}
 	host := r.Host
 	if host == "" {
-		host = h.site.Host
+		host = h.service(r)
 	}
 	return (&url.URL{Scheme: scheme, Host: host, Path: TokenPath}).String()
 }
@@ -363,6 +404,7 @@ type tokenResponse struct {
 // grant_type=password.
 func (h *handler) serveToken(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set("Cache-Control", "no-store")
+	w.Header().Set("Docker-Distribution-Api-Version", "registry/2.0")
 	unauthorized := func(msg string) {
 		w.Header().Set("WWW-Authenticate", fmt.Sprintf("Basic realm=%q, charset=\"UTF-8\"", h.s.cfg.Realm))
 		backend.WriteError(w, r, backend.Errorf(http.StatusUnauthorized, backend.CodeUnauthorized, "%s", msg))
@@ -420,27 +462,38 @@ func (h *handler) serveToken(w http.ResponseWriter, r *http.Request) {
 		backend.WriteError(w, r, backend.Errorf(http.StatusMethodNotAllowed, backend.CodeUnsupported, "use GET or POST"))
 		return
 	}
-	if service != "" && !strings.EqualFold(service, h.site.Host) {
+	host := h.service(r)
+	if service != "" && !strings.EqualFold(service, host) {
 		backend.WriteError(w, r, backend.Errorf(http.StatusBadRequest, backend.CodeUnsupported,
-			"this token endpoint serves %q, not %q", h.site.Host, clip(service)))
+			"this token endpoint serves %q, not %q", host, clip(service)))
+		return
+	}
+	sc := ParseScopes(scopes)
+	if len(sc) > MaxScopes {
+		backend.WriteError(w, r, backend.Errorf(http.StatusBadRequest, backend.CodeUnsupported,
+			"more than %d scopes in one token request", MaxScopes))
 		return
 	}
 	now := h.s.now()
 	claims := &Claims{
 		Issuer:    h.s.cfg.Realm,
 		Subject:   user,
-		Audience:  h.site.Host,
+		Audience:  host,
 		IssuedAt:  now.Unix(),
 		NotBefore: now.Unix(),
 		Expiry:    now.Add(h.s.cfg.TokenTTL).Unix(),
 		ID:        randomID(),
-		Access:    h.grant(ParseScopes(scopes), user),
+		Access:    h.grant(host, sc, user),
+	}
+	if id := IdentityFrom(r.Context()); id != nil {
+		id.User = user
 	}
 	tok, err := h.s.sig.sign(claims)
 	if err != nil {
 		backend.WriteError(w, r, backend.Errorf(http.StatusInternalServerError, backend.CodeUnknown, "cannot sign token"))
 		return
 	}
+	h.s.issued.Add(1)
 	h.s.log.Debug().Str("user", user).Str("addr", clientAddr(r)).Int("scopes", len(claims.Access)).Msg("token issued")
 	w.Header().Set("Content-Type", "application/json")
 	_ = json.NewEncoder(w).Encode(tokenResponse{
@@ -451,12 +504,12 @@ func (h *handler) serveToken(w http.ResponseWriter, r *http.Request) {
 }
 
 // grant intersects the requested scopes with what user may do.
-func (h *handler) grant(scopes []Scope, user string) []Access {
+func (h *handler) grant(host string, scopes []Scope, user string) []Access {
 	out := []Access{}
 	for _, sc := range scopes {
 		switch {
 		case sc.Type == "repository" && backend.ValidateName(sc.Name) == nil:
-			may := h.allowed(sc.Name, user)
+			may := h.allowed(host, sc.Name, user)
 			granted := []string{}
 			for _, a := range may {
 				if slices.Contains(sc.Actions, string(a)) || slices.Contains(sc.Actions, "*") {

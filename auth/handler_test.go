@@ -240,6 +240,7 @@ func TestHandler(t *testing.T) {
 		{"no colon", "GET", "/v2/", "Basic " + base64.StdEncoding.EncodeToString([]byte("alice")), 401, "UNAUTHORIZED", "", ""},
 		{"empty user", "GET", "/v2/", basic("", "apw"), 401, "UNAUTHORIZED", "", ""},
 		{"empty Basic", "GET", "/v2/", "Basic", 401, "UNAUTHORIZED", "", ""},
+		{"huge user name", "GET", "/v2/", basic(strings.Repeat("u", 300), "x"), 401, "UNAUTHORIZED", "", ""},
 		{"huge header", "GET", "/v2/", "Basic " + strings.Repeat("QUFB", 8000), 401, "UNAUTHORIZED", "invalid_request", ""},
 		{"unknown scheme", "GET", "/v2/", "Digest username=alice", 401, "UNAUTHORIZED", "invalid_request", ""},
 		{"bearer garbage", "GET", m, "Bearer abc.def.ghi", 401, "UNAUTHORIZED", `error="invalid_token"`, ""},
@@ -268,6 +269,10 @@ func TestHandler(t *testing.T) {
 		{"token for another repo", "GET", "/v2/team-a/other/manifests/latest", alicePull, 401, "UNAUTHORIZED", "insufficient_scope", ""},
 		{"token of a denied user", "GET", m, bobPush, 403, "DENIED", "", ""},
 		{"token of a denied user, push", "PUT", m, bobPush, 403, "DENIED", "", ""},
+		{"token of a denied user, HEAD blob", "HEAD", "/v2/team-a/app" + blob, bobPush, 404, "", "", ""},
+		{"token of a denied user, GET blob", "GET", "/v2/team-a/app" + blob, bobPush, 403, "DENIED", "", ""},
+		{"Basic denied user, HEAD blob", "HEAD", "/v2/team-a/app" + blob, basic("bob", "bpw"), 404, "", "", ""},
+		{"anonymous HEAD blob", "HEAD", "/v2/team-a/app" + blob, "", 401, "", "Bearer", ""},
 		{"anonymous token pull", "GET", "/v2/public/x/manifests/latest", anonPublic, 200, "", "", ""},
 		{"anonymous token push", "PUT", "/v2/public/x/manifests/latest", anonPublic, 401, "UNAUTHORIZED", "insufficient_scope", ""},
 		{"star scope", "DELETE", "/v2/team-b/x/manifests/latest", adminAll, 200, "", "", "admin"},
@@ -416,6 +421,8 @@ func TestTokenEndpoint(t *testing.T) {
 		{name: "oauth refresh", method: "POST", form: url.Values{"grant_type": {"refresh_token"}, "refresh_token": {"x"}}, status: 400},
 		{name: "oauth unknown grant", method: "POST", form: url.Values{"grant_type": {"magic"}}, status: 400},
 		{name: "PUT", method: "PUT", status: 405},
+		{name: "too many scopes", method: "GET", query: strings.Repeat("scope=repository:a:pull&", 101), status: 400},
+		{name: "oauth huge user", method: "POST", form: url.Values{"grant_type": {"password"}, "username": {strings.Repeat("u", 300)}, "password": {"x"}}, status: 401},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -550,6 +557,9 @@ func TestThrottledLogins(t *testing.T) {
 	if !strings.Contains(f.logs.String(), "login throttled") {
 		t.Fatal("throttling is not logged")
 	}
+	if st := f.s.Stats(); st.LoginFailures != 6 || st.Throttled != 4 || st.BcryptChecks != 7 {
+		t.Fatalf("stats %+v, want 6 failures, 4 throttled, 7 bcrypt checks", st)
+	}
 }
 
 func TestReload(t *testing.T) {
@@ -558,6 +568,10 @@ func TestReload(t *testing.T) {
 	writeHtpasswd(t, path, map[string]string{"alice": "apw"})
 	f := newFixture(t, Site{}, Config{Htpasswd: path, Watch: 10 * time.Millisecond})
 	if resp := f.do(t, "GET", "/v2/", basic("alice", "apw")); resp.StatusCode != 200 {
+		t.Fatal(resp.Status)
+	}
+	aliceTok := f.token(t, "alice", "apw")
+	if resp := f.do(t, "GET", "/v2/", aliceTok); resp.StatusCode != 200 {
 		t.Fatal(resp.Status)
 	}
 	// A changed file takes effect without a restart: alice out, carol in.
@@ -569,6 +583,9 @@ func TestReload(t *testing.T) {
 	waitFor(t, func() bool { return f.s.UserCount() == 1 && f.s.v.verify("carol", []byte("cpw")) })
 	if resp := f.do(t, "GET", "/v2/", basic("alice", "apw")); resp.StatusCode != 401 {
 		t.Fatalf("removed user still logs in: %d", resp.StatusCode)
+	}
+	if resp := f.do(t, "GET", "/v2/", aliceTok); resp.StatusCode != 401 {
+		t.Fatalf("removed user's token still works: %d", resp.StatusCode)
 	}
 	// A broken file keeps the old users and says why.
 	if err := os.WriteFile(path, []byte("carol:$apr1$x$y\n"), 0o600); err != nil {
@@ -617,4 +634,85 @@ func waitFor(t *testing.T, cond func() bool) {
 func sha256hex(s string) string {
 	sum := sha256.Sum256([]byte(s))
 	return hex.EncodeToString(sum[:])
+}
+
+func discardLogger() zerolog.Logger { return zerolog.Nop() }
+
+func mustPolicy(t testing.TB) *policy.Policy {
+	p, err := policy.New(testRules, map[string][]string{"ci": {"ci-bot"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+// TestWildcardSite: on the catch-all site ("*") the host the client asked
+// for is the service name, for the policy and for token audiences.
+func TestWildcardSite(t *testing.T) {
+	p, err := policy.New([]policy.Rule{{Hosts: []string{"r.test"}, Users: []string{"alice"}, Allow: []string{"pull", "push"}, Line: 1}}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := newFixture(t, Site{Host: "*", Policy: p}, Config{})
+	req := func(host, method, path, authz string) *http.Response {
+		r, _ := http.NewRequest(method, f.srv.URL+path, nil)
+		r.Host = host
+		if authz != "" {
+			r.Header.Set("Authorization", authz)
+		}
+		resp, err := http.DefaultClient.Do(r)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { resp.Body.Close() })
+		return resp
+	}
+	resp := req("r.test:5000", "GET", "/v2/", "")
+	if got := resp.Header.Get("WWW-Authenticate"); got != `Bearer realm="http://r.test:5000/v2/token",service="r.test"` {
+		t.Fatalf("challenge %q", got)
+	}
+	if resp := req("r.test:5000", "PUT", "/v2/a/manifests/v1", basic("alice", "apw")); resp.StatusCode != 200 {
+		t.Fatalf("alice on r.test: %d", resp.StatusCode)
+	}
+	if resp := req("other.test", "PUT", "/v2/a/manifests/v1", basic("alice", "apw")); resp.StatusCode != 403 {
+		t.Fatalf("alice on other.test: %d", resp.StatusCode)
+	}
+	tr := req("r.test", "GET", TokenPath+"?service=r.test&scope=repository:a:pull", basic("alice", "apw"))
+	var body tokenResponse
+	if err := json.NewDecoder(tr.Body).Decode(&body); err != nil {
+		t.Fatal(err)
+	}
+	if resp := req("r.test", "GET", "/v2/a/manifests/v1", "Bearer "+body.Token); resp.StatusCode != 200 {
+		t.Fatalf("token on its host: %d", resp.StatusCode)
+	}
+	if resp := req("other.test", "GET", "/v2/a/manifests/v1", "Bearer "+body.Token); resp.StatusCode != 401 {
+		t.Fatalf("token on another host: %d", resp.StatusCode)
+	}
+}
+
+// TestIdentity: the access log's Identity names the user on API requests
+// and token requests, and stays empty for failures and anonymous callers.
+func TestIdentity(t *testing.T) {
+	f := newFixture(t, Site{}, Config{})
+	h := f.s.Handler(Site{Host: testHost, Policy: mustPolicy(t)}, http.HandlerFunc(stubBackend))
+	tests := []struct {
+		path, authz, want string
+	}{
+		{"/v2/", basic("alice", "apw"), "alice"},
+		{TokenPath + "?scope=repository:team-a/app:pull", basic("ci-bot", "cpw"), "ci-bot"},
+		{TokenPath, "", ""},
+		{"/v2/", basic("alice", "wrong"), ""},
+		{"/v2/public/x/manifests/latest", "", ""},
+	}
+	for _, tt := range tests {
+		req := httptest.NewRequest("GET", tt.path, nil)
+		if tt.authz != "" {
+			req.Header.Set("Authorization", tt.authz)
+		}
+		ctx, id := NewIdentity(req.Context())
+		h.ServeHTTP(httptest.NewRecorder(), req.WithContext(ctx))
+		if id.User != tt.want {
+			t.Errorf("%s with %q: identity %q, want %q", tt.path, tt.authz, id.User, tt.want)
+		}
+	}
 }

@@ -12,9 +12,12 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
+	"github.com/hashicorp/golang-lru/v2/expirable"
 	"github.com/rs/zerolog"
 )
 
@@ -55,6 +58,14 @@ type Service struct {
 	v   *verifier
 	thr *throttle
 	sig *signer
+	// tokens remembers tokens that verified, so a pull's many requests
+	// with one token pay for one JSON decode (the expiry is checked on
+	// every use).
+	tokens *expirable.LRU[string, *Claims]
+
+	stop context.CancelFunc // ends the file watcher
+
+	failures, throttled, issued atomic.Int64
 
 	reloadMu sync.Mutex
 	stamp    fileStamp
@@ -97,21 +108,33 @@ func New(ctx context.Context, cfg Config, log zerolog.Logger) (*Service, error) 
 	}
 	s := &Service{
 		cfg: cfg,
-		log: log.With().Str("component", "auth").Logger(),
+		log: log,
 		now: cfg.Now,
 		v:   newVerifier(cfg.CacheSize, cfg.CacheTTL),
 		thr: newThrottle(cfg.Throttle, cfg.Now),
 		sig: &signer{key: key, issuer: cfg.Realm},
+
+		tokens: expirable.NewLRU[string, *Claims](4096, nil, cfg.TokenTTL),
 	}
 	if cfg.Htpasswd != "" {
 		if err := s.reload(true); err != nil {
 			return nil, err
 		}
 		if cfg.Watch > 0 {
-			go s.watch(ctx)
+			wctx, cancel := context.WithCancel(ctx)
+			s.stop = cancel
+			go s.watch(wctx)
 		}
 	}
 	return s, nil
+}
+
+// Close stops watching the htpasswd file (when a reload replaces this
+// Service with one for another [auth] table). Requests still work.
+func (s *Service) Close() {
+	if s.stop != nil {
+		s.stop()
+	}
 }
 
 // Reload rereads the htpasswd file (SIGHUP) and empties the credential
@@ -124,9 +147,47 @@ func (s *Service) Reload() error {
 	return s.reload(true)
 }
 
+// verifyToken checks a Bearer token for the site with the given audience.
+func (s *Service) verifyToken(tok, audience string) (*Claims, error) {
+	now := s.now()
+	if c, ok := s.tokens.Get(tok); ok {
+		if c.Expiry <= now.Unix() {
+			return nil, errTokenExpired
+		}
+		if !strings.EqualFold(c.Audience, audience) {
+			return nil, errTokenAudience
+		}
+		return c, nil
+	}
+	c, err := s.sig.verify(tok, audience, now)
+	if err != nil {
+		return nil, err
+	}
+	s.tokens.Add(tok, c)
+	return c, nil
+}
+
 // BcryptChecks is how many bcrypt comparisons ran since start: tests and
 // the benchmark show it to prove the cache works.
 func (s *Service) BcryptChecks() int64 { return s.v.bcrypts.Load() }
+
+// Stats are the service's counters since start, for /metrics.
+type Stats struct {
+	BcryptChecks  int64 // bcrypt comparisons (cache misses)
+	LoginFailures int64 // wrong user name or password
+	Throttled     int64 // logins refused with 429
+	TokensIssued  int64 // tokens from the token endpoint
+}
+
+// Stats returns the current counters.
+func (s *Service) Stats() Stats {
+	return Stats{
+		BcryptChecks:  s.v.bcrypts.Load(),
+		LoginFailures: s.failures.Load(),
+		Throttled:     s.throttled.Load(),
+		TokensIssued:  s.issued.Load(),
+	}
+}
 
 // UserCount is how many users the current htpasswd file has.
 func (s *Service) UserCount() int { return len(*s.v.users.Load()) }

@@ -13,8 +13,8 @@ import (
 // is forgotten. Successful logins never wait; a success clears the user's
 // count (not the address's).
 type Throttle struct {
-	UserFree   int           // failures per user name before blocking; default 5
-	AddrFree   int           // failures per client address before blocking; default 20
+	UserFree   int           // failures per user name before blocking; default 10
+	AddrFree   int           // failures per client address before blocking; default 30
 	Backoff    time.Duration // first block; default 1s
 	MaxBackoff time.Duration // longest block; default 5m
 	Forget     time.Duration // default 15m
@@ -23,10 +23,10 @@ type Throttle struct {
 
 func (t Throttle) withDefaults() Throttle {
 	if t.UserFree <= 0 {
-		t.UserFree = 5
+		t.UserFree = 10
 	}
 	if t.AddrFree <= 0 {
-		t.AddrFree = 20
+		t.AddrFree = 30
 	}
 	if t.Backoff <= 0 {
 		t.Backoff = time.Second

@@ -145,7 +145,7 @@ func (s *signer) verify(tok, audience string, now time.Time) (*Claims, error) {
 	if !ok || strings.IndexByte(sig, '.') >= 0 {
 		return nil, errTokenMalformed
 	}
-	got, err := base64.RawURLEncoding.DecodeString(sig)
+	got, err := base64.RawURLEncoding.Strict().DecodeString(sig)
 	if err != nil {
 		return nil, errTokenMalformed
 	}

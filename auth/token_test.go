@@ -48,7 +48,7 @@ func TestTokenVerify(t *testing.T) {
 		{"foreign signature", foreign, "r.test", errTokenSignature},
 		{"expired", expTok, "r.test", errTokenExpired},
 		{"not yet valid", futTok, "r.test", errTokenExpired},
-		{"truncated", tok[:len(tok)-5], "r.test", errTokenSignature},
+		{"truncated", tok[:len(parts[0])+len(parts[1])+2+4], "r.test", errTokenSignature},
 		{"truncated to two parts", parts[0] + "." + parts[1], "r.test", errTokenMalformed},
 		{"tampered payload", tampered, "r.test", errTokenSignature},
 		{"alg none", noneAlg, "r.test", errTokenMalformed},

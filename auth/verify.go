@@ -79,6 +79,12 @@ func costOf(h []byte) int {
 	return c
 }
 
+// hasUser reports whether user is in the current htpasswd table.
+func (v *verifier) hasUser(user string) bool {
+	_, ok := (*v.users.Load())[user]
+	return ok
+}
+
 func (v *verifier) key(user string, pw []byte) credKey {
 	m := hmac.New(sha256.New, v.secret)
 	m.Write([]byte(user))

@@ -18,6 +18,7 @@ import (
 	"github.com/BurntSushi/toml"
 
 	"github.com/wharf-dev/wharf/acme"
+	"github.com/wharf-dev/wharf/backend/proxy"
 	"github.com/wharf-dev/wharf/policy"
 )
 
@@ -313,7 +314,7 @@ func (c *Config) Validate() error {
 	if c.Listen.MaxConns < 0 {
 		add("listen.max_conns", "must be positive")
 	}
-	if c.Listen.HTTP != "" && c.Listen.HTTP == c.Listen.HTTPS {
+	if c.Listen.HTTP != "" && c.Listen.HTTP == c.Listen.HTTPS && !strings.HasSuffix(c.Listen.HTTP, ":0") {
 		add("listen.https", "http and https listen on the same address %q", c.Listen.HTTP)
 	}
 	if len(c.ACME.Challenges) == 0 {
@@ -473,7 +474,7 @@ func (c *Config) Validate() error {
 			other("cache", s.Cache != nil)
 			if s.Proxy == nil {
 				add(key("backend"), "backend = \"proxy\" needs [site.proxy] upstream")
-			} else if err := checkUpstream(s.Proxy.Upstream); err != nil {
+			} else if _, err := proxy.ParseUpstream(s.Proxy.Upstream); err != nil {
 				add(key("proxy.upstream"), "%v", err)
 			}
 		case "":

@@ -16,6 +16,7 @@ import (
 	"github.com/wharf-dev/wharf/acme"
 	"github.com/wharf-dev/wharf/auth"
 	"github.com/wharf-dev/wharf/backend"
+	"github.com/wharf-dev/wharf/backend/cache"
 	"github.com/wharf-dev/wharf/backend/proxy"
 	"github.com/wharf-dev/wharf/backend/registry"
 )
@@ -185,6 +186,19 @@ func (g *Gateway) backend(ctx context.Context, cfg *Config, sc Site) (http.Handl
 			return nil, fmt.Errorf("open registry: %w", err)
 		}
 		return r, nil
+	case "cache":
+		c, err := cache.New(ctx, cache.Options{
+			Upstream: sc.Cache.Upstream,
+			TTL:      sc.Cache.TTL.Std(),
+			Username: sc.Cache.Username,
+			Password: sc.Cache.Password,
+			Root:     cfg.DataPath(sc.Cache.Root),
+			Logger:   g.log.With().Str("site", sc.Host).Logger(),
+		})
+		if err != nil {
+			return nil, fmt.Errorf("open cache: %w", err)
+		}
+		return c, nil
 	case "proxy":
 		p, err := proxy.New(proxy.Options{
 			Upstream: sc.Proxy.Upstream,

@@ -160,7 +160,11 @@ func (b *progressBody) Read(p []byte) (int, error) {
 		b.armed = now
 	}
 	n, err := b.ReadCloser.Read(p)
-	if err != nil {
+	if err == io.EOF {
+		// The body is complete: hand the connection back to the server's
+		// own idle handling. After any other error the (passed) deadline
+		// stays, so the server's attempt to drain the rest fails at once
+		// and the answer goes out.
 		b.done = true
 		_ = b.rc.SetReadDeadline(time.Time{})
 	}

@@ -55,6 +55,7 @@ type rule struct {
 	anyone    bool // "*"
 	anonymous bool // "anonymous"
 	allow     []backend.Action
+	line      int
 }
 
 // Error is one problem in the policy, at a line of the config file.
@@ -134,7 +135,7 @@ func New(rules []Rule, groups map[string][]string) (*Policy, error) {
 	for i, r := range rules {
 		line := r.Line
 		where := fmt.Sprintf("[[policy]] #%d", i+1)
-		var c rule
+		c := rule{line: line}
 		var bad bool
 		c.hosts, bad = compileHosts(r.Hosts, func(format string, args ...any) { add(line, where+": hosts: "+format, args...) })
 		if bad && c.hosts == nil {
@@ -201,14 +202,34 @@ func compileHosts(in []string, fail func(string, ...any)) (out []string, bad boo
 			bad = true
 		case h == "*":
 			return nil, false
-		case strings.ContainsAny(h, "/: \t"):
-			fail("%q can never match: give host names without scheme, port or path", h)
+		case strings.ContainsAny(h, "/ \t") || strings.Count(h, ":") > 1 && !strings.HasPrefix(h, "["):
+			fail("%q can never match: give host names without scheme or path", h)
 			bad = true
+		case strings.Contains(h, ":"):
+			// a port: sites are matched without one, so drop it
+			if i := strings.LastIndexByte(h, ':'); i > 0 && isDigits(h[i+1:]) {
+				out = append(out, strings.Trim(h[:i], "[]"))
+			} else {
+				fail("%q can never match: give host names without scheme or path", h)
+				bad = true
+			}
 		default:
 			out = append(out, h)
 		}
 	}
 	return out, bad
+}
+
+func isDigits(s string) bool {
+	if s == "" {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		if s[i] < '0' || s[i] > '9' {
+			return false
+		}
+	}
+	return true
 }
 
 // compileRepos checks repository globs; nil means any repository.
@@ -227,18 +248,15 @@ func compileRepos(in []string, fail func(string, ...any)) (out []string, bad boo
 	return out, bad
 }
 
-// CheckHosts reports rules whose hosts name none of the configured sites,
-// so they can never match. `wharf check` calls it with every site's host.
-func (p *Policy) CheckHosts(rules []Rule, known []string) Errors {
+// CheckHosts reports rule hosts that match none of the configured sites,
+// so those entries can never match. `wharf check` calls it with every
+// site's host.
+func (p *Policy) CheckHosts(known []string) Errors {
 	var errs Errors
-	for i, r := range rules {
-		for _, h := range r.Hosts {
-			h = strings.ToLower(strings.TrimSpace(h))
-			if h == "" || h == "*" {
-				continue
-			}
+	for i, r := range p.rules {
+		for _, h := range r.hosts {
 			if !slices.ContainsFunc(known, func(k string) bool { return globMatch(h, strings.ToLower(k)) }) {
-				errs = append(errs, &Error{Line: r.Line, Msg: fmt.Sprintf("[[policy]] #%d: hosts: %q is not the host of any [[site]], so this entry never matches", i+1, h)})
+				errs = append(errs, &Error{Line: r.line, Msg: fmt.Sprintf("[[policy]] #%d: hosts: %q is not the host of any [[site]], so this entry never matches", i+1, h)})
 			}
 		}
 	}

@@ -110,23 +110,23 @@ func New(opts Options) (*Proxy, error) {
 // ParseUpstream checks an upstream URL as [site.proxy] upstream takes it.
 func ParseUpstream(s string) (*url.URL, error) {
 	if s == "" {
-		return nil, errors.New("proxy: upstream is empty")
+		return nil, errors.New("missing upstream URL (empty)")
 	}
 	if !strings.Contains(s, "://") {
-		return nil, fmt.Errorf("proxy: upstream %q: scheme must be http or https (\"http://127.0.0.1:5000\")", s)
+		return nil, fmt.Errorf("invalid upstream %q: scheme must be http or https (\"http://127.0.0.1:5000\")", s)
 	}
 	u, err := url.Parse(s)
 	if err != nil {
-		return nil, fmt.Errorf("proxy: upstream %q: %w", s, err)
+		return nil, fmt.Errorf("invalid upstream %q: %w", s, err)
 	}
 	if u.Scheme != "http" && u.Scheme != "https" {
-		return nil, fmt.Errorf("proxy: upstream %q: scheme must be http or https", s)
+		return nil, fmt.Errorf("invalid upstream %q: scheme must be http or https", s)
 	}
 	if u.Host == "" || u.Hostname() == "" {
-		return nil, fmt.Errorf("proxy: upstream %q: no host", s)
+		return nil, fmt.Errorf("invalid upstream %q: no host", s)
 	}
 	if u.User != nil || u.RawQuery != "" || u.Fragment != "" || (u.Path != "" && u.Path != "/") {
-		return nil, fmt.Errorf("proxy: upstream %q: only scheme://host[:port] is allowed (the registry API lives at /v2/)", s)
+		return nil, fmt.Errorf("invalid upstream %q: only scheme://host[:port] is allowed (the registry API lives at /v2/)", s)
 	}
 	u.Path = ""
 	return u, nil

@@ -72,9 +72,10 @@ func patternDigest(size int64, seed uint64) digest.Digest {
 	return digest.NewDigest(digest.SHA256, h)
 }
 
-func benchServer(b *testing.B) (*Registry, *httptest.Server) {
+func benchServer(b *testing.B, o Options) (*Registry, *httptest.Server) {
 	b.Helper()
-	reg, err := New(context.Background(), Options{Root: b.TempDir(), Delete: true})
+	o.Root, o.Delete = b.TempDir(), true
+	reg, err := New(context.Background(), o)
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -117,9 +118,18 @@ func pushBlob(c *http.Client, base, repo string, body io.Reader, d digest.Digest
 	return nil
 }
 
-func BenchmarkPushBlob(b *testing.B) {
+func BenchmarkPushBlob(b *testing.B) { benchPush(b, Options{}) }
+
+// BenchmarkPushBlobSynced is the price of Options.SyncBlobs (fsync of
+// every blob before it becomes visible).
+func BenchmarkPushBlobSynced(b *testing.B) { benchPush(b, Options{SyncBlobs: true}) }
+
+// BenchmarkPushBlobDirect writes uploads with O_DIRECT.
+func BenchmarkPushBlobDirect(b *testing.B) { benchPush(b, Options{DirectIO: true}) }
+
+func benchPush(b *testing.B, o Options) {
 	size := benchSize()
-	_, srv := benchServer(b)
+	_, srv := benchServer(b, o)
 	c := srv.Client()
 	b.SetBytes(size)
 	for i := 0; i < b.N; i++ {
@@ -135,7 +145,7 @@ func BenchmarkPushBlob(b *testing.B) {
 
 func BenchmarkPullBlob(b *testing.B) {
 	size := benchSize()
-	_, srv := benchServer(b)
+	_, srv := benchServer(b, Options{})
 	c := srv.Client()
 	d := patternDigest(size, 7)
 	if err := pushBlob(c, srv.URL, "bench/pull", newPattern(size, 7), d); err != nil {
@@ -198,7 +208,7 @@ func BenchmarkBaselineSHA256(b *testing.B) {
 }
 
 func BenchmarkManifestHead(b *testing.B) {
-	_, srv := benchServer(b)
+	_, srv := benchServer(b, Options{})
 	c := srv.Client()
 	cfg := []byte(`{"architecture":"amd64","os":"linux"}`)
 	cd := digest.FromBytes(cfg)

@@ -30,6 +30,9 @@ type Options struct {
 	// safety at some cost in push speed; see backend/storage/README.md).
 	// Manifests, tags and links are always synced.
 	SyncBlobs bool
+	// DirectIO writes uploaded blobs with O_DIRECT, bypassing the page
+	// cache (see backend/storage/README.md).
+	DirectIO bool
 	// Store replaces the local file system store (Root is then unused).
 	Store storage.Store
 }
@@ -46,7 +49,7 @@ type Registry struct {
 func New(ctx context.Context, o Options) (*Registry, error) {
 	st := o.Store
 	if st == nil {
-		fs, err := localfs.New(localfs.Options{Root: o.Root, UploadTTL: o.UploadTTL, SyncBlobs: o.SyncBlobs, Logger: o.Logger})
+		fs, err := localfs.New(localfs.Options{Root: o.Root, UploadTTL: o.UploadTTL, SyncBlobs: o.SyncBlobs, DirectIO: o.DirectIO, Logger: o.Logger})
 		if err != nil {
 			return nil, fmt.Errorf("registry: %w", err)
 		}
@@ -153,7 +156,8 @@ func (r *Registry) fail(w http.ResponseWriter, req *http.Request, rt *backend.Ro
 		be = backend.Errorf(http.StatusBadRequest, backend.CodeUnknown, "request cancelled")
 	default:
 		r.log.Error().Err(err).Str("method", req.Method).Str("path", req.URL.Path).Msg("registry: internal error")
-		be = backend.Errorf(http.StatusInternalServerError, backend.CodeUnknown, "internal error: %v", err)
+		// the details (file names) stay in the server's log
+		be = backend.Errorf(http.StatusInternalServerError, backend.CodeUnknown, "internal error in the registry's storage; see the server log")
 	}
 	backend.WriteError(w, req, be)
 }

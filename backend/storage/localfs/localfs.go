@@ -40,6 +40,9 @@ type Options struct {
 	// visible, so a power loss cannot leave a blob that is named but
 	// incomplete. Records are always synced.
 	SyncBlobs bool
+	// DirectIO writes uploads with O_DIRECT (whole aligned blocks),
+	// bypassing the page cache. See ../README.md for when this helps.
+	DirectIO bool
 	// Logger receives background-work messages; zero value = quiet.
 	Logger zerolog.Logger
 }
@@ -49,6 +52,7 @@ type Store struct {
 	root      string
 	ttl       time.Duration
 	syncBlobs bool
+	directIO  bool
 	log       zerolog.Logger
 
 	mu       sync.Mutex
@@ -89,6 +93,7 @@ func New(o Options) (*Store, error) {
 		root:      root,
 		ttl:       o.UploadTTL,
 		syncBlobs: o.SyncBlobs,
+		directIO:  o.DirectIO,
 		log:       o.Logger,
 		sessions:  map[string]*session{},
 		stop:      make(chan struct{}),

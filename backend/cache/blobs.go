@@ -1,0 +1,366 @@
+package cache
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"strconv"
+	"time"
+
+	digest "github.com/opencontainers/go-digest"
+
+	"github.com/wharf-dev/wharf/backend"
+	"github.com/wharf-dev/wharf/backend/storage"
+)
+
+func blobUnknown(d digest.Digest) error {
+	return backend.Errorf(http.StatusNotFound, backend.CodeBlobUnknown, "blob %s unknown to the upstream", d)
+}
+
+// getBlob serves GET and HEAD of a blob: from the store when this
+// repository has it, else from the upstream while it is being stored.
+func (c *Cache) getBlob(w http.ResponseWriter, req *http.Request, rt *backend.Route) error {
+	d, e := backend.ParseDigest(rt.Reference)
+	if e != nil {
+		return e
+	}
+	ctx := req.Context()
+	repo := rt.Repo
+	_, lerr := c.store.GetRecord(ctx, repo, blobKey(d))
+	switch {
+	case lerr == nil:
+		if b, err := c.store.OpenBlob(ctx, d); err == nil {
+			defer b.Close()
+			c.serveFile(w, req, d, b)
+			return nil
+		} else if !errors.Is(err, storage.ErrNotFound) {
+			return err
+		}
+		// link without content (removed by gc): fetch again below
+	case !errors.Is(lerr, storage.ErrNotFound):
+		return lerr
+	default:
+		if _, err := c.store.StatBlob(ctx, d); err == nil {
+			// The content is here (another repository brought it), but
+			// the upstream has not said this repository may have it:
+			// ask, so a digest cannot leak across repositories.
+			if _, err := c.headBlob(ctx, repo, d); err != nil {
+				return err
+			}
+			if err := c.link(ctx, repo, d); err != nil {
+				return err
+			}
+			b, err := c.store.OpenBlob(ctx, d)
+			if err != nil {
+				return err
+			}
+			defer b.Close()
+			c.serveFile(w, req, d, b)
+			return nil
+		}
+	}
+	if req.Method == http.MethodHead {
+		size, err := c.headBlob(ctx, repo, d)
+		if err != nil {
+			return err
+		}
+		h := w.Header()
+		h.Set("Content-Type", "application/octet-stream")
+		h.Set("Docker-Content-Digest", string(d))
+		h.Set("Accept-Ranges", "bytes")
+		h.Set("ETag", `"`+string(d)+`"`)
+		if size >= 0 {
+			h.Set("Content-Length", strconv.FormatInt(size, 10))
+		}
+		w.WriteHeader(http.StatusOK)
+		return nil
+	}
+	return c.fetchBlob(w, req, repo, d)
+}
+
+func (c *Cache) link(ctx context.Context, repo string, d digest.Digest) error {
+	if err := c.store.PutRecord(ctx, repo, blobKey(d), nil); err != nil {
+		return fmt.Errorf("link blob %s: %w", d, err)
+	}
+	return nil
+}
+
+// headBlob asks the upstream for a blob's size.
+func (c *Cache) headBlob(ctx context.Context, repo string, d digest.Digest) (int64, error) {
+	ctx, cancel := c.smallCtx(ctx)
+	defer cancel()
+	resp, err := c.up.do(ctx, http.MethodHead, c.upPath(repo, "blobs", string(d)), nil, nil, c.up.repo(repo))
+	if err != nil {
+		return 0, err
+	}
+	drain(resp)
+	switch resp.StatusCode {
+	case http.StatusOK:
+		return resp.ContentLength, nil
+	case http.StatusNotFound:
+		return 0, blobUnknown(d)
+	}
+	return 0, statusError(resp, "blob "+string(d))
+}
+
+// serveFile serves a stored blob with a single Range if asked; the body is
+// copied from the *os.File so plain HTTP uses sendfile.
+func (c *Cache) serveFile(w http.ResponseWriter, req *http.Request, d digest.Digest, b storage.Blob) {
+	size := b.Size()
+	h := w.Header()
+	h.Set("Content-Type", "application/octet-stream")
+	h.Set("Docker-Content-Digest", string(d))
+	h.Set("Accept-Ranges", "bytes")
+	h.Set("ETag", `"`+string(d)+`"`)
+	h.Set("Cache-Control", "max-age=31536000")
+	start, length, ranged, re := backend.ParseRange(req.Header.Get("Range"), size)
+	if re != nil {
+		h.Set("Content-Range", fmt.Sprintf("bytes */%d", size))
+		h.Del("Docker-Content-Digest")
+		backend.WriteError(w, req, re)
+		return
+	}
+	status := http.StatusOK
+	if !ranged {
+		start, length = 0, size
+	} else {
+		status = http.StatusPartialContent
+		h.Set("Content-Range", fmt.Sprintf("bytes %d-%d/%d", start, start+length-1, size))
+	}
+	h.Set("Content-Length", strconv.FormatInt(length, 10))
+	w.WriteHeader(status)
+	if req.Method == http.MethodHead || length == 0 {
+		return
+	}
+	var src io.ReadSeeker = b
+	if f, ok := b.(interface{ OSFile() *os.File }); ok {
+		src = f.OSFile() // lets net/http's ReadFrom use sendfile
+	}
+	if start > 0 {
+		if _, err := src.Seek(start, io.SeekStart); err != nil {
+			c.log.Warn().Err(err).Msg("cache: seek blob")
+			return
+		}
+	}
+	if _, err := io.CopyN(w, src, length); err != nil {
+		c.log.Debug().Err(err).Str("digest", string(d)).Msg("cache: blob download interrupted")
+	}
+}
+
+// fetchBlob gets a missing blob from the upstream. Small blobs are stored
+// and verified first and then served from the store; big ones stream to
+// the client while they are written to the store, and the last byte is
+// held back until the digest is verified, so a client never receives a
+// complete wrong blob. Nothing becomes visible unless it matches d.
+func (c *Cache) fetchBlob(w http.ResponseWriter, req *http.Request, repo string, d digest.Digest) error {
+	ctx, cancel := context.WithCancel(req.Context())
+	defer cancel()
+	// One watchdog bounds the wait for the answer, then the time between
+	// two reads of the body; there is no limit on the whole download.
+	watch := time.AfterFunc(c.upTimeout, cancel)
+	defer watch.Stop()
+	resp, err := c.up.do(ctx, http.MethodGet, c.upPath(repo, "blobs", string(d)), nil, nil, c.up.repo(repo))
+	if err != nil {
+		if ctx.Err() != nil && req.Context().Err() == nil {
+			return &upstreamError{err: context.DeadlineExceeded, msg: fmt.Sprintf("upstream did not answer for blob %s within %v", d, c.upTimeout)}
+		}
+		return err
+	}
+	defer resp.Body.Close()
+	switch resp.StatusCode {
+	case http.StatusOK:
+	case http.StatusNotFound:
+		drain(resp)
+		return blobUnknown(d)
+	default:
+		drain(resp)
+		return statusError(resp, "blob "+string(d))
+	}
+	watch.Reset(c.idle)
+	size := resp.ContentLength
+	if size >= 0 && size <= c.spoolLimit {
+		return c.spoolBlob(ctx, w, req, repo, d, &idleReader{r: resp.Body, t: watch, d: c.idle}, size)
+	}
+	return c.streamBlob(ctx, w, req, repo, d, resp.Body, watch, size)
+}
+
+// spoolBlob stores a small blob, verifies it, then serves it from disk.
+func (c *Cache) spoolBlob(ctx context.Context, w http.ResponseWriter, req *http.Request, repo string, d digest.Digest, body io.Reader, size int64) error {
+	u, err := c.store.NewUpload(ctx, repo)
+	if err != nil {
+		return fmt.Errorf("start storing blob %s: %w", d, err)
+	}
+	defer u.Close()
+	n, err := u.Append(ctx, body)
+	if err != nil {
+		_ = u.Cancel(context.WithoutCancel(ctx))
+		if req.Context().Err() != nil {
+			return context.Canceled
+		}
+		if ctx.Err() != nil {
+			return &upstreamError{err: context.DeadlineExceeded, msg: fmt.Sprintf("upstream stalled for %v sending blob %s; nothing was stored", c.idle, d)}
+		}
+		if errors.Is(err, storage.ErrInterrupted) {
+			return &upstreamError{err: err, msg: fmt.Sprintf("downloading blob %s from the upstream", d)}
+		}
+		return err
+	}
+	if n != size {
+		_ = u.Cancel(ctx)
+		return &upstreamError{status: http.StatusBadGateway, msg: fmt.Sprintf("upstream sent %d bytes for blob %s, announced %d; nothing was stored", n, d, size)}
+	}
+	if err := u.Commit(ctx, d); err != nil {
+		if errors.Is(err, storage.ErrDigestMismatch) {
+			c.log.Error().Err(err).Str("repo", repo).Str("digest", string(d)).Msg("cache: upstream sent a blob that does not match its digest; not stored")
+			return &upstreamError{status: http.StatusBadGateway, msg: fmt.Sprintf("upstream sent content for blob %s that does not match the digest; nothing was stored", d)}
+		}
+		return fmt.Errorf("store blob %s: %w", d, err)
+	}
+	if err := c.link(ctx, repo, d); err != nil {
+		return err
+	}
+	b, err := c.store.OpenBlob(ctx, d)
+	if err != nil {
+		return fmt.Errorf("open stored blob %s: %w", d, err)
+	}
+	defer b.Close()
+	c.serveFile(w, req, d, b)
+	return nil
+}
+
+// streamBlob tees the upstream body to the client and into an upload.
+func (c *Cache) streamBlob(ctx context.Context, w http.ResponseWriter, req *http.Request, repo string, d digest.Digest, body io.Reader, watch *time.Timer, size int64) error {
+	start, end := int64(0), int64(-1) // window of the blob sent to the client; -1: to the end
+	status := http.StatusOK
+	h := w.Header()
+	if size >= 0 {
+		s, length, ranged, re := backend.ParseRange(req.Header.Get("Range"), size)
+		if re != nil {
+			h.Set("Content-Range", fmt.Sprintf("bytes */%d", size))
+			return re
+		}
+		if ranged {
+			start, end = s, s+length
+			status = http.StatusPartialContent
+			h.Set("Content-Range", fmt.Sprintf("bytes %d-%d/%d", s, end-1, size))
+		} else {
+			end = size
+		}
+		h.Set("Content-Length", strconv.FormatInt(end-start, 10))
+	}
+	u, err := c.store.NewUpload(ctx, repo)
+	if err != nil {
+		return fmt.Errorf("start storing blob %s: %w", d, err)
+	}
+	defer u.Close()
+	h.Set("Content-Type", "application/octet-stream")
+	h.Set("Docker-Content-Digest", string(d))
+	h.Set("Accept-Ranges", "bytes")
+	h.Set("ETag", `"`+string(d)+`"`)
+	w.WriteHeader(status)
+	cw := &clientWriter{w: w, start: start, end: end, hold: end > start}
+	src := &idleReader{r: io.TeeReader(body, cw), t: watch, d: c.idle}
+	n, err := u.Append(ctx, src)
+	abort := func(msg string, err error) error {
+		_ = u.Cancel(context.WithoutCancel(ctx))
+		ev := c.log.Warn()
+		if req.Context().Err() != nil {
+			ev = c.log.Debug() // the client went away; nothing to worry about
+		}
+		ev.Err(err).Str("repo", repo).Str("digest", string(d)).Int64("bytes", n).Msg(msg)
+		// The status line is out: end the response without its last
+		// byte so the client sees a failed download, never a good one.
+		panic(http.ErrAbortHandler)
+	}
+	if err != nil {
+		return abort("cache: blob download from the upstream interrupted; nothing stored", err)
+	}
+	if size >= 0 && n != size {
+		return abort("cache: upstream sent a different length than announced; nothing stored", fmt.Errorf("got %d of %d bytes", n, size))
+	}
+	if err := u.Commit(ctx, d); err != nil {
+		if errors.Is(err, storage.ErrDigestMismatch) {
+			c.log.Error().Err(err).Str("repo", repo).Str("digest", string(d)).Msg("cache: upstream sent a blob that does not match its digest; not stored")
+			panic(http.ErrAbortHandler)
+		}
+		return abort("cache: storing blob failed", err)
+	}
+	if err := c.link(ctx, repo, d); err != nil {
+		c.log.Warn().Err(err).Str("repo", repo).Str("digest", string(d)).Msg("cache: link blob")
+	}
+	if err := cw.release(); err != nil {
+		c.log.Debug().Err(err).Str("digest", string(d)).Msg("cache: client went away at the last byte")
+	}
+	return nil
+}
+
+// clientWriter passes the part [start, end) of the blob's bytes to the
+// client, holding back the final byte (when hold) until release.
+type clientWriter struct {
+	w          io.Writer
+	pos        int64
+	start, end int64 // end -1: unknown length, send everything
+	hold       bool
+	held       []byte
+	failed     error
+}
+
+func (cw *clientWriter) Write(p []byte) (int, error) {
+	lo := cw.pos
+	hi := lo + int64(len(p))
+	cw.pos = hi
+	if cw.failed != nil {
+		return 0, cw.failed
+	}
+	a, b := cw.start, hi
+	if cw.end >= 0 {
+		last := cw.end
+		if cw.hold {
+			last = cw.end - 1
+			if lo <= last && last < hi {
+				cw.held = []byte{p[last-lo]}
+			}
+		}
+		if last < b {
+			b = last
+		}
+	}
+	if a < lo {
+		a = lo
+	}
+	if a < b {
+		if _, err := cw.w.Write(p[a-lo : b-lo]); err != nil {
+			cw.failed = err
+			return 0, err
+		}
+	}
+	return len(p), nil
+}
+
+// release writes the held-back byte.
+func (cw *clientWriter) release() error {
+	if len(cw.held) == 0 {
+		return nil
+	}
+	_, err := cw.w.Write(cw.held)
+	return err
+}
+
+// idleReader resets the watchdog around every read (and the client write
+// that a TeeReader does inside it): the download ends only when nothing
+// moves for the idle timeout.
+type idleReader struct {
+	r io.Reader
+	t *time.Timer
+	d time.Duration
+}
+
+func (i *idleReader) Read(p []byte) (int, error) {
+	i.t.Reset(i.d)
+	n, err := i.r.Read(p)
+	i.t.Reset(i.d)
+	return n, err
+}

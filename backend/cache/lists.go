@@ -1,0 +1,195 @@
+package cache
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"strconv"
+	"strings"
+
+	"github.com/wharf-dev/wharf/backend"
+)
+
+// tagsList passes the request (with n and last) to the upstream. When the
+// upstream cannot answer, the tags this cache knows are listed instead.
+func (c *Cache) tagsList(w http.ResponseWriter, req *http.Request, rt *backend.Route) error {
+	ctx, cancel := c.smallCtx(req.Context())
+	defer cancel()
+	q := url.Values{}
+	for _, k := range []string{"n", "last"} {
+		if v := req.URL.Query().Get(k); v != "" {
+			q.Set(k, v)
+		}
+	}
+	upRepo := c.up.repo(rt.Repo)
+	resp, err := c.up.do(ctx, http.MethodGet, "/v2/"+upRepo+"/tags/list", q, http.Header{"Accept": {"application/json"}}, upRepo)
+	if err == nil {
+		defer resp.Body.Close()
+		switch resp.StatusCode {
+		case http.StatusOK:
+			h := w.Header()
+			copyHeaders(h, resp.Header, "Content-Type", "Content-Length")
+			if link := resp.Header.Get("Link"); link != "" {
+				h.Set("Link", rewriteLink(link, upRepo, rt.Repo))
+			}
+			w.WriteHeader(http.StatusOK)
+			if req.Method != http.MethodHead {
+				_, _ = io.Copy(w, resp.Body)
+			}
+			return nil
+		case http.StatusNotFound:
+			drain(resp)
+			return backend.Errorf(http.StatusNotFound, backend.CodeNameUnknown, "repository %q unknown to the upstream", rt.Repo)
+		case http.StatusBadRequest:
+			drain(resp)
+			return backend.Errorf(http.StatusBadRequest, backend.CodeUnsupported, "upstream refused the tag list query %q", q.Encode())
+		}
+		err = statusError(resp, "the tag list of "+rt.Repo)
+		drain(resp)
+	}
+	tags, lerr := c.store.ListRecords(req.Context(), rt.Repo, "tags")
+	if lerr != nil || len(tags) == 0 {
+		return err
+	}
+	c.log.Warn().Err(err).Str("repo", rt.Repo).Msg("cache: upstream failed listing tags; listing the cached ones")
+	w.Header().Set("Warning", `110 - "response is stale"`)
+	page, perr := paginate(w, req, tags, "/v2/"+rt.Repo+"/tags/list")
+	if perr != nil {
+		return perr
+	}
+	return writeJSON(w, req, "application/json", struct {
+		Name string   `json:"name"`
+		Tags []string `json:"tags"`
+	}{rt.Repo, page})
+}
+
+// catalog lists the repositories this cache holds (not the upstream's).
+func (c *Cache) catalog(w http.ResponseWriter, req *http.Request) error {
+	ctx := req.Context()
+	repos, err := c.store.ListRepos(ctx)
+	if err != nil {
+		return err
+	}
+	if f := backend.RepoFilterFrom(ctx); f != nil {
+		kept := repos[:0]
+		for _, n := range repos {
+			if f(n) {
+				kept = append(kept, n)
+			}
+		}
+		repos = kept
+	}
+	page, err := paginate(w, req, repos, "/v2/_catalog")
+	if err != nil {
+		return err
+	}
+	return writeJSON(w, req, "application/json", struct {
+		Repositories []string `json:"repositories"`
+	}{page})
+}
+
+// referrers passes the request to the upstream. An upstream that cannot
+// answer gives a 404, which clients take as "no referrers API" and fall
+// back to the tag schema (sha256-<hex> tags, served from the cache).
+func (c *Cache) referrers(w http.ResponseWriter, req *http.Request, rt *backend.Route) error {
+	ctx, cancel := c.smallCtx(req.Context())
+	defer cancel()
+	q := url.Values{}
+	if v := req.URL.Query()["artifactType"]; len(v) > 0 {
+		q["artifactType"] = v
+	}
+	upRepo := c.up.repo(rt.Repo)
+	resp, err := c.up.do(ctx, http.MethodGet, "/v2/"+upRepo+"/referrers/"+rt.Reference, q,
+		http.Header{"Accept": {backend.MediaTypeOCIIndex}}, upRepo)
+	if err == nil {
+		defer resp.Body.Close()
+		if resp.StatusCode == http.StatusOK {
+			h := w.Header()
+			copyHeaders(h, resp.Header, "Content-Type", "Content-Length", "OCI-Filters-Applied")
+			if link := resp.Header.Get("Link"); link != "" {
+				h.Set("Link", rewriteLink(link, upRepo, rt.Repo))
+			}
+			w.WriteHeader(http.StatusOK)
+			if req.Method != http.MethodHead {
+				_, _ = io.Copy(w, resp.Body)
+			}
+			return nil
+		}
+		err = statusError(resp, "referrers of "+rt.Reference)
+		drain(resp)
+	}
+	if resp == nil || resp.StatusCode != http.StatusNotFound {
+		c.log.Warn().Err(err).Str("repo", rt.Repo).Msg("cache: upstream failed listing referrers")
+	}
+	return backend.Errorf(http.StatusNotFound, backend.CodeUnsupported, "referrers of %s not available from the upstream (%v)", rt.Reference, err)
+}
+
+func copyHeaders(dst, src http.Header, keys ...string) {
+	for _, k := range keys {
+		if v := src.Get(k); v != "" {
+			dst.Set(k, v)
+		}
+	}
+}
+
+// rewriteLink points a pagination Link at the client's name for the
+// repository and drops the upstream's scheme and host.
+func rewriteLink(link, upRepo, repo string) string {
+	if i := strings.Index(link, "/v2/"); i >= 0 {
+		if j := strings.LastIndexByte(link[:i], '<'); j >= 0 {
+			link = link[:j+1] + link[i:]
+		}
+	}
+	return strings.Replace(link, "/v2/"+upRepo+"/", "/v2/"+repo+"/", 1)
+}
+
+// paginate applies n and last to a sorted list and sets the Link header
+// for the next page.
+func paginate(w http.ResponseWriter, req *http.Request, all []string, path string) ([]string, error) {
+	q := req.URL.Query()
+	out := all
+	if last := q.Get("last"); last != "" {
+		i := 0
+		for i < len(out) && out[i] <= last {
+			i++
+		}
+		out = out[i:]
+	}
+	if ns := q.Get("n"); ns != "" {
+		n, err := strconv.Atoi(ns)
+		if err != nil || n < 0 {
+			return nil, backend.Errorf(http.StatusBadRequest, backend.CodeUnsupported, "invalid page size n=%q", clip(ns))
+		}
+		if n < len(out) {
+			out = out[:n]
+			if n > 0 {
+				v := url.Values{}
+				v.Set("n", strconv.Itoa(n))
+				v.Set("last", out[n-1])
+				w.Header().Set("Link", fmt.Sprintf("<%s?%s>; rel=\"next\"", path, v.Encode()))
+			}
+		}
+	}
+	if out == nil {
+		out = []string{}
+	}
+	return out, nil
+}
+
+func writeJSON(w http.ResponseWriter, req *http.Request, ct string, v any) error {
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(v); err != nil {
+		return fmt.Errorf("encode response: %w", err)
+	}
+	h := w.Header()
+	h.Set("Content-Type", ct)
+	h.Set("Content-Length", strconv.Itoa(buf.Len()))
+	w.WriteHeader(http.StatusOK)
+	if req.Method != http.MethodHead {
+		_, _ = w.Write(buf.Bytes())
+	}
+	return nil
+}
