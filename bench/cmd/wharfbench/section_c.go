@@ -3,6 +3,7 @@ package main
 import (
 	"bufio"
 	"context"
+	"encoding/json"
 	"fmt"
 	"io"
 	"math/rand/v2"
@@ -149,7 +150,7 @@ func manifestBlobs(b []byte) ([]string, error) {
 			Digest string `json:"digest"`
 		} `json:"layers"`
 	}
-	if err := jsonUnmarshal(b, &m); err != nil {
+	if err := json.Unmarshal(b, &m); err != nil {
 		return nil, fmt.Errorf("decode manifest: %w", err)
 	}
 	out := []string{m.Config.Digest}
