@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"strings"
 	"time"
 
 	"github.com/wharf-dev/wharf/bench/internal/procstat"
@@ -33,6 +34,18 @@ func (s *Stack) Group() procstat.Group {
 		g = append(g, p.Group()...)
 	}
 	return g
+}
+
+// Exited describes processes of the stack that have ended on their own,
+// with the end of their logs ("" when all still run).
+func (s *Stack) Exited() string {
+	var out []string
+	for _, p := range s.Procs {
+		if p.Exited() {
+			out = append(out, fmt.Sprintf("%s exited: %s", p.Name, oneLine(p.LogTail(3))))
+		}
+	}
+	return strings.Join(out, "; ")
 }
 
 // Stop stops every process (front first) and removes the stack's folder
@@ -272,7 +285,7 @@ func (e *Env) Wharf(ctx context.Context, spec WharfSpec) (s *Stack, base string,
 		_, port, _ = net.SplitHostPort(addrs[1])
 		base = "https://" + spec.Host + ":" + port
 	}
-	if err := p.WaitHTTP(ctx, e.Poll, base+"/v2/", 10*time.Second); err != nil {
+	if err := p.WaitHTTP(ctx, e.Poll, base+"/v2/", startTimeout); err != nil {
 		return nil, "", s.fail(fmt.Errorf("%w: %w", ErrUnavailable, err))
 	}
 	return s, base, nil
