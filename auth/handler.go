@@ -24,8 +24,13 @@ import (
 // repository path can collide with it.
 const TokenPath = "/v2/token"
 
-// MaxAuthHeader bounds the Authorization headers wharf decodes.
-const MaxAuthHeader = 16 << 10
+// Limits on what a client may send: Authorization headers, user names
+// (they key the throttle's table), and scopes in one token request.
+const (
+	MaxAuthHeader = 16 << 10
+	MaxUserLen    = 256
+	MaxScopes     = 100
+)
 
 // Challenge schemes of a site.
 const (
@@ -281,6 +286,9 @@ func ParseBasic(v string) (user string, pw []byte, err error) {
 	if u == "" {
 		return "", nil, errors.New("empty user name")
 	}
+	if len(u) > MaxUserLen {
+		return "", nil, errors.New("user name too long")
+	}
 	return u, []byte(p), nil
 }
 
@@ -296,16 +304,22 @@ func (s *Service) checkBasic(w http.ResponseWriter, r *http.Request, v string, u
 }
 
 func (s *Service) checkPassword(w http.ResponseWriter, r *http.Request, user string, pw []byte, unauthorized func(msg string)) (string, bool) {
+	if len(user) > MaxUserLen {
+		unauthorized("user name too long")
+		return "", false
+	}
 	if s.v.cached(user, pw) {
 		return user, true // known good: never throttled, no bcrypt
 	}
 	addr := clientAddr(r)
 	if wait := s.thr.blocked(addr, user); wait > 0 {
+		s.throttled.Add(1)
 		s.log.Warn().Str("addr", addr).Str("user", user).Dur("retry_after", wait).Msg("login throttled")
 		tooMany(w, r, wait)
 		return "", false
 	}
 	if !s.v.verify(user, pw) {
+		s.failures.Add(1)
 		wait := s.thr.fail(addr, user)
 		ev := s.log.Warn().Str("addr", addr).Str("user", user)
 		if wait > 0 {
@@ -454,6 +468,12 @@ func (h *handler) serveToken(w http.ResponseWriter, r *http.Request) {
 			"this token endpoint serves %q, not %q", host, clip(service)))
 		return
 	}
+	sc := ParseScopes(scopes)
+	if len(sc) > MaxScopes {
+		backend.WriteError(w, r, backend.Errorf(http.StatusBadRequest, backend.CodeUnsupported,
+			"more than %d scopes in one token request", MaxScopes))
+		return
+	}
 	now := h.s.now()
 	claims := &Claims{
 		Issuer:    h.s.cfg.Realm,
@@ -463,7 +483,7 @@ func (h *handler) serveToken(w http.ResponseWriter, r *http.Request) {
 		NotBefore: now.Unix(),
 		Expiry:    now.Add(h.s.cfg.TokenTTL).Unix(),
 		ID:        randomID(),
-		Access:    h.grant(host, ParseScopes(scopes), user),
+		Access:    h.grant(host, sc, user),
 	}
 	if id := IdentityFrom(r.Context()); id != nil {
 		id.User = user
@@ -473,6 +493,7 @@ func (h *handler) serveToken(w http.ResponseWriter, r *http.Request) {
 		backend.WriteError(w, r, backend.Errorf(http.StatusInternalServerError, backend.CodeUnknown, "cannot sign token"))
 		return
 	}
+	h.s.issued.Add(1)
 	h.s.log.Debug().Str("user", user).Str("addr", clientAddr(r)).Int("scopes", len(claims.Access)).Msg("token issued")
 	w.Header().Set("Content-Type", "application/json")
 	_ = json.NewEncoder(w).Encode(tokenResponse{

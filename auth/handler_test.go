@@ -240,6 +240,7 @@ func TestHandler(t *testing.T) {
 		{"no colon", "GET", "/v2/", "Basic " + base64.StdEncoding.EncodeToString([]byte("alice")), 401, "UNAUTHORIZED", "", ""},
 		{"empty user", "GET", "/v2/", basic("", "apw"), 401, "UNAUTHORIZED", "", ""},
 		{"empty Basic", "GET", "/v2/", "Basic", 401, "UNAUTHORIZED", "", ""},
+		{"huge user name", "GET", "/v2/", basic(strings.Repeat("u", 300), "x"), 401, "UNAUTHORIZED", "", ""},
 		{"huge header", "GET", "/v2/", "Basic " + strings.Repeat("QUFB", 8000), 401, "UNAUTHORIZED", "invalid_request", ""},
 		{"unknown scheme", "GET", "/v2/", "Digest username=alice", 401, "UNAUTHORIZED", "invalid_request", ""},
 		{"bearer garbage", "GET", m, "Bearer abc.def.ghi", 401, "UNAUTHORIZED", `error="invalid_token"`, ""},
@@ -420,6 +421,8 @@ func TestTokenEndpoint(t *testing.T) {
 		{name: "oauth refresh", method: "POST", form: url.Values{"grant_type": {"refresh_token"}, "refresh_token": {"x"}}, status: 400},
 		{name: "oauth unknown grant", method: "POST", form: url.Values{"grant_type": {"magic"}}, status: 400},
 		{name: "PUT", method: "PUT", status: 405},
+		{name: "too many scopes", method: "GET", query: strings.Repeat("scope=repository:a:pull&", 101), status: 400},
+		{name: "oauth huge user", method: "POST", form: url.Values{"grant_type": {"password"}, "username": {strings.Repeat("u", 300)}, "password": {"x"}}, status: 401},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -553,6 +556,9 @@ func TestThrottledLogins(t *testing.T) {
 	}
 	if !strings.Contains(f.logs.String(), "login throttled") {
 		t.Fatal("throttling is not logged")
+	}
+	if st := f.s.Stats(); st.LoginFailures != 6 || st.Throttled != 4 || st.BcryptChecks != 7 {
+		t.Fatalf("stats %+v, want 6 failures, 4 throttled, 7 bcrypt checks", st)
 	}
 }
 

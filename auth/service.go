@@ -14,6 +14,7 @@ import (
 	"os"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/hashicorp/golang-lru/v2/expirable"
@@ -63,6 +64,8 @@ type Service struct {
 	tokens *expirable.LRU[string, *Claims]
 
 	stop context.CancelFunc // ends the file watcher
+
+	failures, throttled, issued atomic.Int64
 
 	reloadMu sync.Mutex
 	stamp    fileStamp
@@ -167,6 +170,24 @@ func (s *Service) verifyToken(tok, audience string) (*Claims, error) {
 // BcryptChecks is how many bcrypt comparisons ran since start: tests and
 // the benchmark show it to prove the cache works.
 func (s *Service) BcryptChecks() int64 { return s.v.bcrypts.Load() }
+
+// Stats are the service's counters since start, for /metrics.
+type Stats struct {
+	BcryptChecks  int64 // bcrypt comparisons (cache misses)
+	LoginFailures int64 // wrong user name or password
+	Throttled     int64 // logins refused with 429
+	TokensIssued  int64 // tokens from the token endpoint
+}
+
+// Stats returns the current counters.
+func (s *Service) Stats() Stats {
+	return Stats{
+		BcryptChecks:  s.v.bcrypts.Load(),
+		LoginFailures: s.failures.Load(),
+		Throttled:     s.throttled.Load(),
+		TokensIssued:  s.issued.Load(),
+	}
+}
 
 // UserCount is how many users the current htpasswd file has.
 func (s *Service) UserCount() int { return len(*s.v.users.Load()) }

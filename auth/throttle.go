@@ -13,7 +13,7 @@ import (
 // is forgotten. Successful logins never wait; a success clears the user's
 // count (not the address's).
 type Throttle struct {
-	UserFree   int           // failures per user name before blocking; default 5
+	UserFree   int           // failures per user name before blocking; default 10
 	AddrFree   int           // failures per client address before blocking; default 30
 	Backoff    time.Duration // first block; default 1s
 	MaxBackoff time.Duration // longest block; default 5m
@@ -23,7 +23,7 @@ type Throttle struct {
 
 func (t Throttle) withDefaults() Throttle {
 	if t.UserFree <= 0 {
-		t.UserFree = 5
+		t.UserFree = 10
 	}
 	if t.AddrFree <= 0 {
 		t.AddrFree = 30

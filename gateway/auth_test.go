@@ -96,6 +96,11 @@ allow = ["pull", "push"]
 	if strings.Contains(logBuf.String(), tok.Token) {
 		t.Fatal("a token appears in the log")
 	}
+	rec := httptest.NewRecorder()
+	g.AdminHandler().ServeHTTP(rec, httptest.NewRequest("GET", "/metrics", nil))
+	if !strings.Contains(rec.Body.String(), "wharf_auth_bcrypt_checks_total 1\n") {
+		t.Fatalf("/metrics should count exactly one bcrypt check:\n%s", rec.Body.String())
+	}
 }
 
 // A reload applies a new policy to a site whose backend it keeps.

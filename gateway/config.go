@@ -18,6 +18,7 @@ import (
 	"github.com/BurntSushi/toml"
 
 	"github.com/wharf-dev/wharf/acme"
+	"github.com/wharf-dev/wharf/auth"
 	"github.com/wharf-dev/wharf/backend/proxy"
 	"github.com/wharf-dev/wharf/policy"
 )
@@ -353,8 +354,12 @@ func (c *Config) Validate() error {
 		probs = append(probs, fmt.Sprintf("%s:1: no [[site]]: add at least one site (host + backend)", c.File))
 	}
 	if c.Auth.Htpasswd != "" {
+		// The whole file is parsed, so a bad line is found by wharf check
+		// and not at the first login.
 		if _, err := os.Stat(c.Path(c.Auth.Htpasswd)); err != nil {
 			add("auth.htpasswd", "cannot read htpasswd file: %v (create it with `wharf passwd USER >> FILE`)", err)
+		} else if _, _, err := auth.LoadHtpasswd(c.Path(c.Auth.Htpasswd)); err != nil {
+			probs = append(probs, err.Error())
 		}
 	}
 	if _, err := c.BuildPolicy(); err != nil {

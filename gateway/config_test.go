@@ -101,3 +101,15 @@ func TestExampleConfig(t *testing.T) {
 		t.Fatalf("example parsed wrong: %d sites, %d policies", len(c.Sites), len(c.Policies))
 	}
 }
+
+// wharf check parses the htpasswd file, so a bad line shows up before the
+// first login does.
+func TestConfigChecksHtpasswdContent(t *testing.T) {
+	dir := t.TempDir()
+	hp := filepath.Join(dir, "htpasswd")
+	os.WriteFile(hp, []byte("alice:{SHA}W6ph5Mm5Pz8GgiULbPgzG37mj9g=\n"), 0o600)
+	_, err := ParseConfig(filepath.Join(dir, "gw.toml"), []byte("[listen]\nhttp = \":80\"\n[auth]\nhtpasswd = \"htpasswd\"\n[[site]]\nhost = \"a.example\"\nbackend = \"registry\"\ntls = \"off\"\n"))
+	if err == nil || !strings.Contains(err.Error(), hp+":1:") {
+		t.Fatalf("want a file:line error for a SHA1 htpasswd line, got %v", err)
+	}
+}

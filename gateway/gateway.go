@@ -72,6 +72,7 @@ type site struct {
 func New(ctx context.Context, cfg *Config, log zerolog.Logger) (*Gateway, error) {
 	g := &Gateway{log: log, cfg: cfg, metrics: newMetrics()}
 	g.life = ctx
+	g.metrics.reg.MustRegister(newAuthCollector(g))
 	svc, err := g.newAuth(cfg)
 	if err != nil {
 		return nil, err
@@ -116,9 +117,6 @@ func (g *Gateway) build(ctx context.Context, cfg *Config, old *siteTable) (*site
 		h := s.backend
 		if g.auth != nil {
 			h = g.auth.Handler(auth.Site{Host: sc.Host, Anonymous: sc.Anonymous, Scheme: sc.AuthScheme, Policy: pol}, h)
-			if sc.TLS == "off" {
-				g.log.Warn().Str("site", sc.Host).Msg("logins on a plain-HTTP site: passwords and tokens cross the network in clear text; use tls = \"acme\" or \"manual\" outside tests and trusted networks")
-			}
 		}
 		e := &entry{site: s, handler: chain(h,
 			withRequestID,

@@ -76,6 +76,9 @@ func (g *Gateway) Reload(ctx context.Context, cfg *Config) error {
 	}
 	g.sites.Store(t)
 	g.cfg = cfg
+	if prevAuth != nil && prevAuth != g.auth {
+		prevAuth.Close()
+	}
 	kept := map[*site]bool{}
 	for _, s := range t.sites() {
 		kept[s] = true

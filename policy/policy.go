@@ -202,14 +202,34 @@ func compileHosts(in []string, fail func(string, ...any)) (out []string, bad boo
 			bad = true
 		case h == "*":
 			return nil, false
-		case strings.ContainsAny(h, "/: \t"):
-			fail("%q can never match: give host names without scheme, port or path", h)
+		case strings.ContainsAny(h, "/ \t") || strings.Count(h, ":") > 1 && !strings.HasPrefix(h, "["):
+			fail("%q can never match: give host names without scheme or path", h)
 			bad = true
+		case strings.Contains(h, ":"):
+			// a port: sites are matched without one, so drop it
+			if i := strings.LastIndexByte(h, ':'); i > 0 && isDigits(h[i+1:]) {
+				out = append(out, strings.Trim(h[:i], "[]"))
+			} else {
+				fail("%q can never match: give host names without scheme or path", h)
+				bad = true
+			}
 		default:
 			out = append(out, h)
 		}
 	}
 	return out, bad
+}
+
+func isDigits(s string) bool {
+	if s == "" {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		if s[i] < '0' || s[i] > '9' {
+			return false
+		}
+	}
+	return true
 }
 
 // compileRepos checks repository globs; nil means any repository.

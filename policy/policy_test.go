@@ -87,6 +87,7 @@ func TestAllowed(t *testing.T) {
 		{Users: []string{"mallory"}, Allow: []string{}, Line: 25}, // deny everything
 		{Repos: []string{"team-a/*"}, Users: []string{"*"}, Allow: []string{"pull"}, Line: 30},
 		{Hosts: []string{"*.example.org"}, Users: []string{"bob"}, Allow: []string{"PUSH", "pull"}, Line: 35},
+		{Hosts: []string{"127.0.0.1:5000"}, Users: []string{"carol"}, Allow: []string{"pull"}, Line: 40},
 	}
 	p, err := New(rules, groups)
 	if err != nil {
@@ -111,6 +112,8 @@ func TestAllowed(t *testing.T) {
 		{"registry.example.com", "team-a/app", "mallory", ""},
 		{"a.example.org", "x", "bob", "pull push"},
 		{"example.org", "x", "bob", ""},
+		{"127.0.0.1", "x", "carol", "pull"}, // a port in hosts is ignored, as for sites
+		{"127.0.0.1:5000", "x", "carol", "pull"},
 	}
 	for _, tt := range tests {
 		got := p.Allowed(tt.host, tt.repo, tt.user)

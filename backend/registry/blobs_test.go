@@ -14,6 +14,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	digest "github.com/opencontainers/go-digest"
 )
@@ -92,34 +93,45 @@ func TestUploadFlows(t *testing.T) {
 		}},
 	}
 	for _, c := range cases {
-		t.Run(c.name, func(t *testing.T) {
-			e := newEnv(t, Options{})
-			e.t = t
-			repo := "flows/a"
-			r := c.push(e, repo, c.d)
-			e.expect(r, http.StatusCreated, "")
-			if got := r.header.Get("Location"); got != "/v2/"+repo+"/blobs/"+string(c.d) {
-				t.Errorf("Location %q", got)
+		for _, direct := range []bool{false, true} {
+			name := c.name
+			if direct {
+				name += " (DirectIO)"
 			}
-			if got := r.header.Get("Docker-Content-Digest"); got != string(c.d) {
-				t.Errorf("Docker-Content-Digest %q", got)
-			}
-			g := e.do("GET", "/v2/"+repo+"/blobs/"+string(c.d), nil)
-			e.expect(g, http.StatusOK, "")
-			if !bytes.Equal(g.body, data) {
-				t.Fatal("pulled bytes differ")
-			}
-			h := e.do("HEAD", "/v2/"+repo+"/blobs/"+string(c.d), nil)
-			e.expect(h, http.StatusOK, "")
-			if h.header.Get("Content-Length") != fmt.Sprint(len(data)) || h.header.Get("Docker-Content-Digest") != string(c.d) {
-				t.Errorf("HEAD headers %v", h.header)
-			}
-			// the session is gone after the commit
-			uploads, _ := os.ReadDir(filepath.Join(e.root, "uploads"))
-			if len(uploads) != 0 {
-				t.Errorf("%d upload sessions left", len(uploads))
-			}
-		})
+			t.Run(name, func(t *testing.T) {
+				flow(t, c.push, c.d, data, Options{DirectIO: direct})
+			})
+		}
+	}
+}
+
+// flow pushes data with push into a fresh registry and checks what
+// comes back.
+func flow(t *testing.T, push func(e *env, repo string, d digest.Digest) *resp, d digest.Digest, data []byte, o Options) {
+	e := newEnv(t, o)
+	repo := "flows/a"
+	r := push(e, repo, d)
+	e.expect(r, http.StatusCreated, "")
+	if got := r.header.Get("Location"); got != "/v2/"+repo+"/blobs/"+string(d) {
+		t.Errorf("Location %q", got)
+	}
+	if got := r.header.Get("Docker-Content-Digest"); got != string(d) {
+		t.Errorf("Docker-Content-Digest %q", got)
+	}
+	g := e.do("GET", "/v2/"+repo+"/blobs/"+string(d), nil)
+	e.expect(g, http.StatusOK, "")
+	if !bytes.Equal(g.body, data) {
+		t.Fatal("pulled bytes differ")
+	}
+	h := e.do("HEAD", "/v2/"+repo+"/blobs/"+string(d), nil)
+	e.expect(h, http.StatusOK, "")
+	if h.header.Get("Content-Length") != fmt.Sprint(len(data)) || h.header.Get("Docker-Content-Digest") != string(d) {
+		t.Errorf("HEAD headers %v", h.header)
+	}
+	// the session is gone after the commit
+	uploads, _ := os.ReadDir(filepath.Join(e.root, "uploads"))
+	if len(uploads) != 0 {
+		t.Errorf("%d upload sessions left", len(uploads))
 	}
 }
 
@@ -469,10 +481,17 @@ func TestLeftoversInvisible(t *testing.T) {
 		os.MkdirAll(filepath.Join(root, d), 0o755)
 	}
 	os.WriteFile(filepath.Join(root, "tmp", "w-123"), []byte("half a manifest"), 0o644)
+	old := time.Now().Add(-time.Hour) // left by a process killed an hour ago
+	os.Chtimes(filepath.Join(root, "tmp", "w-123"), old, old)
+	os.WriteFile(filepath.Join(root, "tmp", "w-456"), []byte("being written right now"), 0o644)
 	os.WriteFile(filepath.Join(root, "uploads/0123456789abcdef0123456789abcdef/data"), []byte("partial"), 0o644)
 	e := newEnv(t, Options{Root: root})
-	if ents, _ := os.ReadDir(filepath.Join(root, "tmp")); len(ents) != 0 {
-		t.Errorf("tmp not cleaned: %d entries", len(ents))
+	if _, err := os.Stat(filepath.Join(root, "tmp", "w-123")); !os.IsNotExist(err) {
+		t.Errorf("old temporary file not cleaned: %v", err)
+	}
+	// a fresh one may belong to a registry still draining on this root
+	if _, err := os.Stat(filepath.Join(root, "tmp", "w-456")); err != nil {
+		t.Errorf("fresh temporary file removed: %v", err)
 	}
 	// an upload without its state file was never acknowledged: unknown
 	e.expect(e.do("GET", "/v2/a/b/blobs/uploads/0123456789abcdef0123456789abcdef", nil), 404, "BLOB_UPLOAD_UNKNOWN")
