@@ -29,6 +29,42 @@ type blobFlight struct {
 	done    bool
 	ok      bool  // committed (valid once done)
 	err     error // why it failed (valid once done and not ok)
+
+	followers  int                // requests following right now
+	leaderGone bool               // the leader's client went away
+	cancel     context.CancelFunc // ends the download
+}
+
+func (f *blobFlight) setCancel(cancel context.CancelFunc) {
+	f.mu.Lock()
+	f.cancel = cancel
+	f.mu.Unlock()
+}
+
+// leaderLeft: the leading request's client went away; the download goes
+// on only while someone follows it.
+func (f *blobFlight) leaderLeft() {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.leaderGone = true
+	if f.followers == 0 && f.cancel != nil {
+		f.cancel()
+	}
+}
+
+func (f *blobFlight) addFollower() {
+	f.mu.Lock()
+	f.followers++
+	f.mu.Unlock()
+}
+
+func (f *blobFlight) removeFollower() {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.followers--
+	if f.followers == 0 && f.leaderGone && f.cancel != nil {
+		f.cancel()
+	}
 }
 
 func newBlobFlight() *blobFlight {
@@ -80,10 +116,11 @@ func (f *blobFlight) failure() error {
 }
 
 // joinBlob returns the flight for key, and whether the caller leads it
-// (and must call endBlob).
+// (and must call endBlob) or follows it (and must call followBlob).
 func (c *Cache) joinBlob(key string) (*blobFlight, bool) {
 	c.blobsMu.Lock()
 	if f, ok := c.blobs[key]; ok {
+		f.addFollower() // before anything can see the leader leave
 		hook := c.blobJoined
 		c.blobsMu.Unlock()
 		if hook != nil {
@@ -114,6 +151,7 @@ var errLeaderFailed = errors.New("the shared download failed")
 // (then the caller downloads itself).
 func (c *Cache) followBlob(w http.ResponseWriter, req *http.Request, d digest.Digest, f *blobFlight) error {
 	ctx := req.Context()
+	defer f.removeFollower() // added by joinBlob
 	var file *os.File
 	for {
 		ch := f.watch()

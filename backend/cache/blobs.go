@@ -178,8 +178,12 @@ func (c *Cache) fetchBlob(w http.ResponseWriter, req *http.Request, repo string,
 // downloadBlob fetches the blob from the upstream for this request and
 // for the requests following it (f).
 func (c *Cache) downloadBlob(w http.ResponseWriter, req *http.Request, repo string, d digest.Digest, f *blobFlight) error {
-	ctx, cancel := context.WithCancel(req.Context())
+	// The download outlives this request's client while other requests
+	// follow it; it is cancelled once nobody is left.
+	ctx, cancel := context.WithCancel(context.WithoutCancel(req.Context()))
 	defer cancel()
+	f.setCancel(cancel)
+	defer context.AfterFunc(req.Context(), f.leaderLeft)()
 	// One watchdog bounds the wait for the answer, then the time between
 	// two reads of the body; there is no limit on the whole download.
 	watch := time.AfterFunc(c.upTimeout, cancel)
@@ -341,7 +345,7 @@ func (cw *clientWriter) Write(p []byte) (int, error) {
 	hi := lo + int64(len(p))
 	cw.pos = hi
 	if cw.failed != nil {
-		return 0, cw.failed
+		return len(p), nil // the client is gone; the download goes on for followers
 	}
 	a, b := cw.start, hi
 	if cw.end >= 0 {
@@ -361,8 +365,7 @@ func (cw *clientWriter) Write(p []byte) (int, error) {
 	}
 	if a < b {
 		if _, err := cw.w.Write(p[a-lo : b-lo]); err != nil {
-			cw.failed = err
-			return 0, err
+			cw.failed = err // see above; the context ends the download if nobody follows
 		}
 	}
 	return len(p), nil
@@ -370,6 +373,9 @@ func (cw *clientWriter) Write(p []byte) (int, error) {
 
 // release writes the held-back byte.
 func (cw *clientWriter) release() error {
+	if cw.failed != nil {
+		return cw.failed
+	}
 	if len(cw.held) == 0 {
 		return nil
 	}

@@ -450,3 +450,68 @@ func TestFollowDownload(t *testing.T) {
 		}
 	}
 }
+
+// When the first client goes away in the middle of a download that others
+// follow, the download goes on for them and the blob is stored.
+func TestFollowersOutliveLeader(t *testing.T) {
+	up := startUpstream(t)
+	layer := randBytes(t, 2<<20)
+	im := up.pushImage("team/app", "v1", backend.MediaTypeOCIManifest, layer)
+	d := im.layers[0]
+	gate := make(chan struct{})
+	inFlight := make(chan struct{})
+	var once sync.Once
+	up.wrap = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Method != "GET" || r.URL.Path != "/v2/team/app/blobs/"+string(d) {
+			up.direct(w, r)
+			return
+		}
+		up.mu.Lock()
+		up.counts["GET blob"]++
+		up.mu.Unlock()
+		w.Header().Set("Content-Length", strconv.Itoa(len(layer)))
+		w.WriteHeader(http.StatusOK)
+		_, _ = w.Write(layer[:len(layer)/2])
+		w.(http.Flusher).Flush()
+		once.Do(func() { close(inFlight) })
+		<-gate
+		_, _ = w.Write(layer[len(layer)/2:])
+	})
+	ce := newCache(t, Options{Upstream: up.srv.URL})
+	ce.c.spoolLimit = 1 << 10
+	joined := make(chan string, 10)
+	ce.c.blobJoined = func(k string) { joined <- k }
+
+	// the leader: reads a little, then goes away
+	ctx, cancel := context.WithCancel(context.Background())
+	req, _ := http.NewRequestWithContext(ctx, "GET", ce.srv.URL+"/v2/team/app/blobs/"+string(d), nil)
+	res, err := ce.srv.Client().Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	buf := make([]byte, 4096)
+	if _, err := io.ReadFull(res.Body, buf); err != nil {
+		t.Fatal(err)
+	}
+	<-inFlight
+	type result struct {
+		body []byte
+		err  error
+	}
+	done := make(chan result, 1)
+	go func() {
+		_, body, err := ce.get("/v2/team/app/blobs/" + string(d))
+		done <- result{body, err}
+	}()
+	<-joined
+	cancel()
+	res.Body.Close()
+	close(gate)
+	r := <-done
+	if r.err != nil || !bytes.Equal(r.body, layer) {
+		t.Fatalf("follower: err %v, %d bytes", r.err, len(r.body))
+	}
+	if !ce.stored(d) || ce.uploadsLeft() != 0 || up.count("GET blob") != 1 {
+		t.Fatalf("stored %v, %d uploads left, %d upstream GETs", ce.stored(d), ce.uploadsLeft(), up.count("GET blob"))
+	}
+}
