@@ -165,6 +165,10 @@ func (c *Cache) fetchBlob(w http.ResponseWriter, req *http.Request, repo string,
 			var err error = &upstreamError{status: http.StatusBadGateway, msg: fmt.Sprintf("the download of blob %s from the upstream failed", d)}
 			defer c.endBlob(key, f, &err)
 			err = c.downloadBlob(w, req, repo, d, f)
+			if be := (*backend.Error)(nil); errors.As(err, &be) && be.Code == backend.CodeRangeInvalid {
+				// this request's own Range was bad: followers try themselves
+				f.finish(false, context.Canceled)
+			}
 			return err
 		}
 		err := c.followBlob(w, req, d, f)
