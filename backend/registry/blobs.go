@@ -219,6 +219,14 @@ func (r *Registry) mount(ctx context.Context, rt *backend.Route, d digest.Digest
 			return false, err
 		}
 	}
+	// the blob is in use again: gc must see it as fresh (see
+	// touchReferences)
+	if err := r.store.TouchBlob(ctx, d); err != nil {
+		if errors.Is(err, storage.ErrNotFound) {
+			return false, nil // collected meanwhile: upload it
+		}
+		return false, fmt.Errorf("mount blob: %w", err)
+	}
 	if err := r.store.PutRecord(ctx, rt.Repo, blobKey(d), nil); err != nil {
 		return false, fmt.Errorf("mount blob: %w", err)
 	}

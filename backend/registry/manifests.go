@@ -215,9 +215,13 @@ func (r *Registry) putManifest(w http.ResponseWriter, req *http.Request, rt *bac
 			d = alt
 		}
 	}
+	if err := r.touchReferences(ctx, m, mt); err != nil {
+		return err
+	}
 	if err := r.checkReferences(ctx, rt.Repo, m, mt); err != nil {
 		return err
 	}
+	// PutBlob refreshes the time of content that is already stored too.
 	if err := r.store.PutBlob(ctx, d, body); err != nil {
 		return fmt.Errorf("store manifest: %w", err)
 	}
@@ -268,6 +272,27 @@ func (r *Registry) putManifest(w http.ResponseWriter, req *http.Request, rt *bac
 func (r *Registry) hasManifest(ctx context.Context, repo string, d digest.Digest) bool {
 	_, err := r.store.GetRecord(ctx, repo, manifestKey(d))
 	return err == nil
+}
+
+// touchReferences refreshes the modification time of every blob (or child
+// manifest) m uses, before anything of m is stored. `wharf gc` deletes only
+// unreferenced blobs older than its grace period and checks the time again
+// right before it deletes, so a blob that a client found with HEAD and did
+// not upload again (docker does that) is not collected under this push.
+// A missing blob is left to checkReferences to report.
+func (r *Registry) touchReferences(ctx context.Context, m *backend.Manifest, mt string) error {
+	var descs []backend.Descriptor
+	if backend.IsIndex(mt) {
+		descs = m.Manifests
+	} else {
+		descs = append([]backend.Descriptor{*m.Config}, m.Layers...)
+	}
+	for _, c := range descs {
+		if err := r.store.TouchBlob(ctx, c.Digest); err != nil && !errors.Is(err, storage.ErrNotFound) {
+			return fmt.Errorf("refresh blob %s: %w", c.Digest, err)
+		}
+	}
+	return nil
 }
 
 // checkReferences: every blob an image manifest uses must be in the

@@ -9,6 +9,7 @@ import (
 	"context"
 	"errors"
 	"io"
+	"time"
 
 	digest "github.com/opencontainers/go-digest"
 )
@@ -41,10 +42,23 @@ type Store interface {
 	// an *os.File inside the Blob so net/http can use sendfile.
 	OpenBlob(ctx context.Context, d digest.Digest) (Blob, error)
 	// PutBlob stores small content (manifests) whose digest the caller has
-	// computed; storing an existing blob again is a no-op.
+	// computed; storing an existing blob again only refreshes its
+	// modification time (as TouchBlob does).
 	PutBlob(ctx context.Context, d digest.Digest, data []byte) error
 	// DeleteBlob removes a blob from the global store (garbage collection).
 	DeleteBlob(ctx context.Context, d digest.Digest) error
+	// StatBlobInfo returns a blob's size and modification time, or
+	// ErrNotFound.
+	StatBlobInfo(ctx context.Context, d digest.Digest) (BlobInfo, error)
+	// TouchBlob sets a blob's modification time to now, or returns
+	// ErrNotFound. The registry touches every blob a new manifest or a
+	// mount starts to use, so that garbage collection, which only deletes
+	// blobs older than its grace period, leaves them alone.
+	TouchBlob(ctx context.Context, d digest.Digest) error
+	// ListBlobs calls fn for every blob in the store, in no particular
+	// order, stopping at fn's first error. Blobs added or removed while it
+	// runs may or may not be seen. Upload sessions are not blobs.
+	ListBlobs(ctx context.Context, fn func(BlobInfo) error) error
 
 	// NewUpload starts an upload session for repo.
 	NewUpload(ctx context.Context, repo string) (Upload, error)
@@ -57,6 +71,9 @@ type Store interface {
 	GetRecord(ctx context.Context, repo, key string) ([]byte, error)
 	// PutRecord writes a record atomically and durably.
 	PutRecord(ctx context.Context, repo, key string, value []byte) error
+	// StatRecord returns when a record was last written; ErrNotFound if
+	// it does not exist.
+	StatRecord(ctx context.Context, repo, key string) (time.Time, error)
 	// DeleteRecord removes a record; ErrNotFound if it did not exist.
 	DeleteRecord(ctx context.Context, repo, key string) error
 	// ListRecords lists the names directly under the key prefix dir
@@ -67,6 +84,13 @@ type Store interface {
 
 	// Close stops background work (expiry of abandoned uploads).
 	Close() error
+}
+
+// BlobInfo describes a stored blob.
+type BlobInfo struct {
+	Digest  digest.Digest
+	Size    int64
+	ModTime time.Time
 }
 
 // Blob is an open blob.

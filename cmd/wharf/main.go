@@ -30,6 +30,8 @@ Usage:
   wharf serve [-config gateway.toml]   serve (no config: dev registry on http://127.0.0.1:5000)
   wharf check -config gateway.toml     validate the config; exit 1 with file:line: messages
   wharf passwd USER                    read a password from stdin, print a bcrypt htpasswd line
+  wharf gc -config gateway.toml        garbage-collect the registry sites (safe while serving)
+        [-dry-run] [-delete-untagged] [-grace 1h]
   wharf version                        print the version
 `
 
@@ -49,6 +51,8 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		return cmdCheck(args[1:], stdout, stderr)
 	case "passwd":
 		return cmdPasswd(args[1:], stdin, stdout, stderr)
+	case "gc":
+		return cmdGC(args[1:], stdout, stderr)
 	case "version", "-version", "--version":
 		fmt.Fprintln(stdout, "wharf", versionString())
 		return 0
@@ -89,9 +93,12 @@ func versionString() string {
 	return "dev"
 }
 
-func loadFlags(name string, args []string, stderr io.Writer, needConfig bool) (string, *flag.FlagSet, bool) {
+func loadFlags(name string, args []string, stderr io.Writer, needConfig bool, more ...func(*flag.FlagSet)) (string, *flag.FlagSet, bool) {
 	fs := flag.NewFlagSet(name, flag.ContinueOnError)
 	fs.SetOutput(stderr)
+	for _, m := range more {
+		m(fs)
+	}
 	path := fs.String("config", "", "path to gateway.toml")
 	if err := fs.Parse(args); err != nil {
 		return "", fs, false

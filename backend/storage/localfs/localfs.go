@@ -259,9 +259,97 @@ func (s *Store) PutBlob(_ context.Context, d digest.Digest, data []byte) error {
 	}
 	p := s.blobPath(d)
 	if _, err := os.Stat(p); err == nil {
-		return nil
+		// already stored: refresh its time so garbage collection sees it
+		// as in use (see TouchBlob)
+		return s.touch(p)
 	}
 	return s.writeAtomic(p, data)
+}
+
+// StatBlobInfo returns a blob's size and modification time.
+func (s *Store) StatBlobInfo(_ context.Context, d digest.Digest) (storage.BlobInfo, error) {
+	if d.Validate() != nil {
+		return storage.BlobInfo{}, storage.ErrNotFound
+	}
+	fi, err := os.Stat(s.blobPath(d))
+	if err != nil {
+		return storage.BlobInfo{}, mapErr(err)
+	}
+	return storage.BlobInfo{Digest: d, Size: fi.Size(), ModTime: fi.ModTime()}, nil
+}
+
+// TouchBlob sets a blob's modification time to now.
+func (s *Store) TouchBlob(_ context.Context, d digest.Digest) error {
+	if d.Validate() != nil {
+		return storage.ErrNotFound
+	}
+	return s.touch(s.blobPath(d))
+}
+
+func (s *Store) touch(p string) error {
+	now := time.Now()
+	if err := os.Chtimes(p, now, now); err != nil {
+		return mapErr(fmt.Errorf("touch blob: %w", err))
+	}
+	return nil
+}
+
+// ListBlobs walks blobs/<alg>/<xx>/<hex>; files whose names are not a
+// valid digest (or sit in the wrong <xx> folder) are not blobs and are
+// skipped.
+func (s *Store) ListBlobs(ctx context.Context, fn func(storage.BlobInfo) error) error {
+	base := filepath.Join(s.root, dirBlobs)
+	algs, err := os.ReadDir(base)
+	if err != nil {
+		return fmt.Errorf("list blobs: %w", err)
+	}
+	for _, a := range algs {
+		if !a.IsDir() {
+			continue
+		}
+		alg := digest.Algorithm(a.Name())
+		if !alg.Available() {
+			continue
+		}
+		prefixes, err := os.ReadDir(filepath.Join(base, a.Name()))
+		if err != nil {
+			return fmt.Errorf("list blobs: %w", err)
+		}
+		for _, p := range prefixes {
+			if err := ctx.Err(); err != nil {
+				return err
+			}
+			if !p.IsDir() {
+				continue
+			}
+			dir := filepath.Join(base, a.Name(), p.Name())
+			ents, err := os.ReadDir(dir)
+			if err != nil {
+				if errors.Is(err, os.ErrNotExist) {
+					continue
+				}
+				return fmt.Errorf("list blobs: %w", err)
+			}
+			for _, e := range ents {
+				name := e.Name()
+				d := digest.NewDigestFromEncoded(alg, name)
+				if !e.Type().IsRegular() || d.Validate() != nil || !strings.HasPrefix(name, p.Name()) || len(p.Name()) != 2 {
+					continue
+				}
+				fi, err := e.Info()
+				if err != nil {
+					if errors.Is(err, os.ErrNotExist) {
+						continue // deleted meanwhile
+					}
+					return fmt.Errorf("list blobs: %w", err)
+				}
+				if err := fn(storage.BlobInfo{Digest: d, Size: fi.Size(), ModTime: fi.ModTime()}); err != nil {
+					return err
+				}
+			}
+		}
+	}
+	return nil
 }
 
 // DeleteBlob removes a blob from the global store.
@@ -298,6 +386,19 @@ func (s *Store) PutRecord(_ context.Context, repo, key string, value []byte) err
 		return err
 	}
 	return s.writeAtomic(p, value)
+}
+
+// StatRecord returns when a record was last written.
+func (s *Store) StatRecord(_ context.Context, repo, key string) (time.Time, error) {
+	p, err := s.recordPath(repo, key)
+	if err != nil {
+		return time.Time{}, err
+	}
+	fi, err := os.Stat(p)
+	if err != nil {
+		return time.Time{}, mapErr(err)
+	}
+	return fi.ModTime(), nil
 }
 
 // DeleteRecord removes a record and the directories it leaves empty (up to

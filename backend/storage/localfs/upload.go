@@ -411,10 +411,17 @@ func (u *upload) Commit(ctx context.Context, d digest.Digest) error {
 		return fmt.Errorf("%w: got %s", storage.ErrDigestMismatch, got)
 	}
 	dst := u.s.blobPath(d)
-	if _, err := os.Stat(dst); err == nil {
-		// same content already stored (another client pushed it)
+	if err := u.s.touch(dst); err == nil {
+		// same content already stored (another client pushed it); the
+		// touch tells garbage collection it is in use again
 		u.discard()
 		return nil
+	}
+	// The blob's time is when it was committed, not when its last chunk
+	// was written: garbage collection's grace period starts now.
+	now := time.Now()
+	if err := os.Chtimes(dataPath, now, now); err != nil {
+		return mapErr(fmt.Errorf("commit: %w", err))
 	}
 	if u.s.syncBlobs {
 		f, err := os.Open(dataPath)
