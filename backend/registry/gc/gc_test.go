@@ -1,14 +1,18 @@
 package gc
 
 import (
+	"context"
 	"encoding/json"
 	"net/http"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 
 	digest "github.com/opencontainers/go-digest"
 
 	"github.com/wharf-dev/wharf/backend"
+	"github.com/wharf-dev/wharf/backend/storage/localfs"
 )
 
 // TestUntagged: a manifest whose tag moved on stays (with its blobs) in a
@@ -281,4 +285,29 @@ func manifestFor(e *env, repo string, cfg []byte, layer digest.Digest, layerCont
 		"layers":        []desc{{"application/vnd.oci.image.layer.v1.tar+gzip", layer, int64(len(layerContent))}},
 	})
 	return b
+}
+
+// TestUnreadableManifestStopsGC: a kept manifest that cannot be parsed
+// means the mark is incomplete; gc must fail and remove nothing.
+func TestUnreadableManifestStopsGC(t *testing.T) {
+	e := newEnv(t)
+	d := e.put("app", "v1", e.image("app", nil, "l"))
+	stray := e.pushBlob("app", []byte("stray"))
+	e.age()
+	p := filepath.Join(e.root, "blobs", "sha256", d.Encoded()[:2], d.Encoded())
+	if err := os.WriteFile(p, []byte("not json"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	st, err := localfs.New(localfs.Options{Root: e.root})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	before := e.tree()
+	if _, err := Run(context.Background(), st, Options{}); err == nil || !strings.Contains(err.Error(), "refusing to collect") {
+		t.Fatalf("gc with an unparsable manifest: %v, want an error", err)
+	}
+	if !e.hasBlobFile(stray) || e.tree() != before {
+		t.Error("gc removed something although its mark failed")
+	}
 }
