@@ -215,7 +215,7 @@ func (r *Registry) putManifest(w http.ResponseWriter, req *http.Request, rt *bac
 			d = alt
 		}
 	}
-	if err := r.touchReferences(ctx, m, mt); err != nil {
+	if err := r.touchReferences(ctx, rt.Repo, m, mt); err != nil {
 		return err
 	}
 	if err := r.checkReferences(ctx, rt.Repo, m, mt); err != nil {
@@ -274,13 +274,15 @@ func (r *Registry) hasManifest(ctx context.Context, repo string, d digest.Digest
 	return err == nil
 }
 
-// touchReferences refreshes the modification time of every blob (or child
-// manifest) m uses, before anything of m is stored. `wharf gc` deletes only
-// unreferenced blobs older than its grace period and checks the time again
-// right before it deletes, so a blob that a client found with HEAD and did
-// not upload again (docker does that) is not collected under this push.
-// A missing blob is left to checkReferences to report.
-func (r *Registry) touchReferences(ctx context.Context, m *backend.Manifest, mt string) error {
+// touchReferences refreshes the modification time of every blob m uses
+// (and of the revision records of an index's children), before
+// checkReferences looks for them and before anything of m is stored.
+// `wharf gc` removes only what is older than its grace period, deciding
+// atomically against these touches (storage.Store.DeleteBlobIfOlder), so a
+// blob that a client found with HEAD and did not upload again (docker does
+// that) is either kept, or already gone and reported missing by
+// checkReferences: a manifest is never stored with a blob gc removes.
+func (r *Registry) touchReferences(ctx context.Context, repo string, m *backend.Manifest, mt string) error {
 	var descs []backend.Descriptor
 	if backend.IsIndex(mt) {
 		descs = m.Manifests
@@ -290,6 +292,11 @@ func (r *Registry) touchReferences(ctx context.Context, m *backend.Manifest, mt 
 	for _, c := range descs {
 		if err := r.store.TouchBlob(ctx, c.Digest); err != nil && !errors.Is(err, storage.ErrNotFound) {
 			return fmt.Errorf("refresh blob %s: %w", c.Digest, err)
+		}
+		if backend.IsIndex(mt) {
+			if err := r.store.TouchRecord(ctx, repo, manifestKey(c.Digest)); err != nil && !errors.Is(err, storage.ErrNotFound) {
+				return fmt.Errorf("refresh manifest %s: %w", c.Digest, err)
+			}
 		}
 	}
 	return nil

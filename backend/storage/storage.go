@@ -55,6 +55,11 @@ type Store interface {
 	// mount starts to use, so that garbage collection, which only deletes
 	// blobs older than its grace period, leaves them alone.
 	TouchBlob(ctx context.Context, d digest.Digest) error
+	// DeleteBlobIfOlder removes a blob unless it was modified (stored,
+	// touched) at or after cutoff, and reports whether it did; ErrNotFound
+	// if it does not exist. Against TouchBlob it is atomic: a touch that
+	// comes first keeps the blob, one that comes later gets ErrNotFound.
+	DeleteBlobIfOlder(ctx context.Context, d digest.Digest, cutoff time.Time) (bool, error)
 	// ListBlobs calls fn for every blob in the store, in no particular
 	// order, stopping at fn's first error. Blobs added or removed while it
 	// runs may or may not be seen. Upload sessions are not blobs.
@@ -71,9 +76,15 @@ type Store interface {
 	GetRecord(ctx context.Context, repo, key string) ([]byte, error)
 	// PutRecord writes a record atomically and durably.
 	PutRecord(ctx context.Context, repo, key string, value []byte) error
-	// StatRecord returns when a record was last written; ErrNotFound if
-	// it does not exist.
+	// StatRecord returns when a record was last written or touched;
+	// ErrNotFound if it does not exist.
 	StatRecord(ctx context.Context, repo, key string) (time.Time, error)
+	// TouchRecord sets a record's modification time to now, or returns
+	// ErrNotFound (see TouchBlob).
+	TouchRecord(ctx context.Context, repo, key string) error
+	// DeleteRecordIfOlder removes a record unless it was written or
+	// touched at or after cutoff (see DeleteBlobIfOlder).
+	DeleteRecordIfOlder(ctx context.Context, repo, key string, cutoff time.Time) (bool, error)
 	// DeleteRecord removes a record; ErrNotFound if it did not exist.
 	DeleteRecord(ctx context.Context, repo, key string) error
 	// ListRecords lists the names directly under the key prefix dir

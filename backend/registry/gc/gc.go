@@ -14,30 +14,40 @@
 //  3. Sweep: with DeleteUntagged, the manifest revisions not kept (and
 //     their referrer records) go first. Then a candidate blob is deleted
 //     only if it is unmarked and older than the grace period, both when it
-//     was listed and when it is stat'ed again right before the delete.
-//     Last, per-repository blob links whose content is gone are removed, so
-//     no repository shows a blob it cannot serve.
+//     was listed and at the moment of the delete. Last, per-repository
+//     blob links whose content is gone are removed, so no repository shows
+//     a blob it cannot serve. A dry run does the same and removes nothing.
 //
 // # Safety while serving
 //
 // Blobs pushed after the listing are no candidates. A blob that becomes
 // used during the run — a manifest PUT that uses an old blob the client
-// found with HEAD and did not upload again, a cross-repository mount, an
-// upload of content that already exists — gets its modification time
-// refreshed by the registry (storage.Store.TouchBlob) before the manifest
-// or link is stored, so the re-check sees it as fresh and keeps it.
-// Manifest revisions are removed only when the revision record and the
-// manifest content are both older than the grace period and no tag names
-// them, checked again right before the removal.
+// found with HEAD and did not upload again (docker does that), a
+// cross-repository mount, an upload of content that already exists, a
+// manifest pushed again — gets its modification time refreshed by the
+// registry (storage.Store.TouchBlob; TouchRecord for the children of an
+// index) before the registry checks that it exists and before the
+// manifest or link is stored. gc removes a blob only through
+// DeleteBlobIfOlder, which decides atomically against such a touch: the
+// touch comes first and the blob stays, or the blob is already gone, the
+// touch fails and the registry answers MANIFEST_BLOB_UNKNOWN (the client
+// uploads it again). So a manifest is never stored with a blob that gc
+// removes, and a kept manifest never loses a blob. Untagged revisions
+// (DeleteUntagged) and per-repository links are removed the same way
+// (DeleteRecordIfOlder), after checking again that no tag names the
+// revision and that it is still old.
 //
-// The remaining window is the few microseconds between the re-check of a
-// blob and its unlink: a manifest PUT that refreshes that very blob, checks
-// that it exists and commits the manifest, all inside that window, would
-// store a manifest with a missing blob. The same holds for the re-check of
-// an untagged revision against a tag PUT for it. A PUT that comes after
-// the unlink fails cleanly (MANIFEST_BLOB_UNKNOWN) and the client pushes
-// the blob again. Upload sessions are never touched: their data is not in
-// the blob store until committed, and a commit sets the blob's time to now.
+// What remains, by design: (1) a blob that is being removed but was
+// touched just before is moved away for a moment (two renames on the
+// local file system) and put back; a request for it in that moment gets
+// 404, and a manifest PUT checking it then gets MANIFEST_BLOB_UNKNOWN and
+// is retried by the client. Only blobs that were unreferenced and older
+// than the grace period are ever in that state. (2) A client that finds a
+// blob with HEAD and only PUTs its manifest more than the grace period
+// later gets MANIFEST_BLOB_UNKNOWN if gc ran in between; hence a default
+// grace of an hour. Upload sessions are never touched: their data is not
+// in the blob store until committed, and a commit dates the blob at the
+// commit.
 package gc
 
 import (
@@ -428,16 +438,26 @@ func (c *collector) sweepManifests(ctx context.Context, rs *repoState) error {
 			continue
 		}
 		if !c.o.DryRun {
-			if s, ok := rs.subjectOf[d]; ok {
-				if err := c.st.DeleteRecord(ctx, rs.name, referrerKey(s, d)); err != nil && !errors.Is(err, storage.ErrNotFound) {
+			removed, err := c.st.DeleteRecordIfOlder(ctx, rs.name, manifestKey(d), c.cutoff)
+			if errors.Is(err, storage.ErrNotFound) {
+				continue // deleted meanwhile through the API
+			}
+			if err != nil {
+				return err
+			}
+			if !removed { // pushed again just now: keep it and what it uses
+				if _, err := c.markManifest(ctx, rs.name, d); err != nil {
 					return err
 				}
+				continue
 			}
-			if err := c.st.DeleteRecord(ctx, rs.name, manifestKey(d)); err != nil {
-				if errors.Is(err, storage.ErrNotFound) {
-					continue // deleted meanwhile through the API
+			// after the revision, so a referrer never lists a manifest
+			// that is still there but unlisted; a referrer record written
+			// again by a push meanwhile is young and stays
+			if s, ok := rs.subjectOf[d]; ok {
+				if _, err := c.st.DeleteRecordIfOlder(ctx, rs.name, referrerKey(s, d), c.cutoff); err != nil && !errors.Is(err, storage.ErrNotFound) {
+					return err
 				}
-				return err
 			}
 		}
 		c.res.Manifests++
@@ -452,27 +472,25 @@ func (c *collector) sweepBlob(ctx context.Context, b storage.BlobInfo) (bool, er
 	if c.marked[b.Digest] || !b.ModTime.Before(c.cutoff) {
 		return false, nil
 	}
-	now, err := c.st.StatBlobInfo(ctx, b.Digest)
-	if err != nil {
-		if errors.Is(err, storage.ErrNotFound) {
-			return false, nil // removed by someone else
-		}
+	var removed bool
+	var err error
+	if c.o.DryRun {
+		var now storage.BlobInfo
+		now, err = c.st.StatBlobInfo(ctx, b.Digest)
+		removed = err == nil && now.ModTime.Before(c.cutoff)
+	} else {
+		// false: in use again since the listing (see the package doc)
+		removed, err = c.st.DeleteBlobIfOlder(ctx, b.Digest, c.cutoff)
+	}
+	if errors.Is(err, storage.ErrNotFound) {
+		return false, nil // removed by someone else
+	}
+	if err != nil || !removed {
 		return false, err
 	}
-	if !now.ModTime.Before(c.cutoff) {
-		return false, nil // in use again (see the package doc)
-	}
-	if !c.o.DryRun {
-		if err := c.st.DeleteBlob(ctx, b.Digest); err != nil {
-			if errors.Is(err, storage.ErrNotFound) {
-				return false, nil
-			}
-			return false, err
-		}
-	}
 	c.res.Blobs++
-	c.res.Bytes += now.Size
-	c.report(Item{Kind: KindBlob, Digest: b.Digest, Size: now.Size})
+	c.res.Bytes += b.Size
+	c.report(Item{Kind: KindBlob, Digest: b.Digest, Size: b.Size})
 	return true, nil
 }
 
@@ -498,21 +516,15 @@ func (c *collector) sweepLinks(ctx context.Context, rs *repoState, gone map[dige
 			}
 			continue
 		}
-		t, err := c.st.StatRecord(ctx, rs.name, blobKey(d))
-		if err != nil {
-			if errors.Is(err, storage.ErrNotFound) {
-				continue
-			}
-			return err
-		}
-		if !t.Before(c.start) {
+		removed, err := c.st.DeleteRecordIfOlder(ctx, rs.name, blobKey(d), c.start)
+		if errors.Is(err, storage.ErrNotFound) {
 			continue
 		}
-		if err := c.st.DeleteRecord(ctx, rs.name, blobKey(d)); err != nil {
-			if errors.Is(err, storage.ErrNotFound) {
-				continue
-			}
+		if err != nil {
 			return err
+		}
+		if !removed {
+			continue
 		}
 		c.res.Links++
 		c.report(Item{Kind: KindLink, Repo: rs.name, Digest: d})

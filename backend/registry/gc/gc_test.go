@@ -3,6 +3,7 @@ package gc
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -309,5 +310,119 @@ func TestUnreadableManifestStopsGC(t *testing.T) {
 	}
 	if !e.hasBlobFile(stray) || e.tree() != before {
 		t.Error("gc removed something although its mark failed")
+	}
+}
+
+// TestManifestPushRacingGC: with DeleteUntagged, an old untagged manifest
+// that a client tags again, or lists in a new index, between gc's mark and
+// sweep stays with everything it uses.
+func TestManifestPushRacingGC(t *testing.T) {
+	tests := []struct {
+		name string
+		push func(e *env, m []byte)
+		keep bool
+	}{
+		{"no push", func(*env, []byte) {}, false},
+		{"tagged again", func(e *env, m []byte) { e.put("app", "again", m) }, true},
+		{"listed by a new index", func(e *env, m []byte) { e.put("app", "multi", index(m)) }, true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			e := newEnv(t)
+			m := e.image("app", nil, "old layer")
+			d := e.put("app", "v1", m)
+			e.must(e.do("DELETE", "/v2/app/manifests/v1", nil), http.StatusAccepted, "untag")
+			e.age()
+			r := e.gc(Options{DeleteUntagged: true, beforeSweep: func() { tt.push(e, m) }})
+			if removed := r.has(KindManifest, "app", d); removed == tt.keep {
+				t.Errorf("manifest removed = %v, want %v: %v", removed, !tt.keep, r.items)
+			}
+			if kept := e.hasBlobFile(digest.FromString("old layer")); kept != tt.keep {
+				t.Errorf("layer kept = %v, want %v: %v", kept, tt.keep, r.items)
+			}
+			if n := e.pullsCompletely(); tt.keep && n == 0 {
+				t.Error("nothing left to pull")
+			}
+		})
+	}
+}
+
+// TestConcurrentPushesAndGC: while gc runs again and again, a client
+// pushes images the way docker does: HEAD each old, unreferenced layer,
+// upload it only if missing, then PUT the manifest (after uploading again
+// if the PUT says a blob is unknown). Every push must succeed and every
+// manifest must pull completely afterwards, whatever the interleaving.
+func TestConcurrentPushesAndGC(t *testing.T) {
+	e := newEnv(t)
+	const n = 30
+	layer := func(i int) []byte { return []byte(fmt.Sprintf("old layer %d", i)) }
+	for i := 0; i < n; i++ {
+		e.pushBlob("src", layer(i))
+	}
+	e.age()
+
+	st, err := localfs.New(localfs.Options{Root: e.root})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	stop := make(chan struct{})
+	done := make(chan error, 1)
+	runs := 0
+	go func() {
+		defer close(done)
+		for {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			if _, err := Run(context.Background(), st, Options{}); err != nil {
+				done <- err
+				return
+			}
+			runs++
+		}
+	}()
+	retried, missing := 0, 0
+	for i := 0; i < n; i++ {
+		repo := fmt.Sprintf("app%d", i%3)
+		ld := digest.FromBytes(layer(i))
+		if e.status("HEAD", "/v2/src/blobs/"+string(ld)) != http.StatusOK {
+			missing++ // collected already: upload it again
+			e.pushBlob("src", layer(i))
+		}
+		e.must(e.do("POST", "/v2/"+repo+"/blobs/uploads/?mount="+string(ld)+"&from=src", nil), http.StatusCreated, "mount")
+		cfg := []byte(fmt.Sprintf(`{"n":%d}`, i))
+		body, _ := json.Marshal(map[string]any{
+			"schemaVersion": 2,
+			"mediaType":     backend.MediaTypeOCIManifest,
+			"config":        desc{"application/vnd.oci.image.config.v1+json", e.pushBlob(repo, cfg), int64(len(cfg))},
+			"layers":        []desc{{"application/vnd.oci.image.layer.v1.tar+gzip", ld, int64(len(layer(i)))}},
+		})
+		for attempt := 0; ; attempt++ {
+			r := e.do("PUT", "/v2/"+repo+"/manifests/v"+fmt.Sprint(i), body, "Content-Type: "+backend.MediaTypeOCIManifest)
+			if r.status == http.StatusCreated {
+				break
+			}
+			if r.status != http.StatusBadRequest || attempt == 3 {
+				t.Fatalf("push %d: %d %s", i, r.status, r.body)
+			}
+			retried++ // collected between HEAD and PUT: upload again, as docker would
+			e.pushBlob(repo, layer(i))
+		}
+	}
+	close(stop)
+	if err := <-done; err != nil {
+		t.Fatalf("gc: %v", err)
+	}
+	t.Logf("%d gc runs during %d pushes; %d layers collected before their HEAD, %d between HEAD and manifest PUT", runs, n, missing, retried)
+	if got := e.pullsCompletely(); got != n {
+		t.Errorf("%d manifests pull, want %d", got, n)
+	}
+	// and a final gc removes nothing any manifest uses
+	e.gc(Options{Grace: -1})
+	if got := e.pullsCompletely(); got != n {
+		t.Errorf("after a final gc without grace: %d manifests pull, want %d", got, n)
 	}
 }

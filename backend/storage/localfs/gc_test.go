@@ -121,3 +121,90 @@ func TestBlobTimes(t *testing.T) {
 		t.Errorf("StatRecord of an absent record: %v", err)
 	}
 }
+
+// TestDeleteIfOlder: old blobs and records go, touched ones stay (also
+// when the touch lands just before the file is moved away), a newer copy
+// stored meanwhile wins over the one put back, and folders left empty by a
+// record go too.
+func TestDeleteIfOlder(t *testing.T) {
+	ctx := context.Background()
+	root := t.TempDir()
+	s := newStore(t, root)
+	old := time.Now().Add(-3 * time.Hour)
+	cutoff := time.Now().Add(-time.Hour)
+	data := []byte("blob")
+	d := digest.FromBytes(data)
+	put := func() {
+		t.Helper()
+		if err := s.PutBlob(ctx, d, data); err != nil {
+			t.Fatal(err)
+		}
+	}
+	put()
+	if ok, err := s.DeleteBlobIfOlder(ctx, d, cutoff); ok || err != nil {
+		t.Fatalf("fresh blob: removed %v, %v", ok, err)
+	}
+	os.Chtimes(s.blobPath(d), old, old)
+	// a touch at the last moment (before the rename) keeps it
+	s.afterGCRename = func(moved string) { now := time.Now(); os.Chtimes(moved, now, now) }
+	if ok, err := s.DeleteBlobIfOlder(ctx, d, cutoff); ok || err != nil {
+		t.Fatalf("blob touched at the last moment: removed %v, %v", ok, err)
+	}
+	if b, err := os.ReadFile(s.blobPath(d)); err != nil || !bytes.Equal(b, data) {
+		t.Fatalf("blob not put back: %q %v", b, err)
+	}
+	// a touch after the rename fails, so the caller knows it is gone
+	os.Chtimes(s.blobPath(d), old, old)
+	var touchErr error
+	s.afterGCRename = func(string) { touchErr = s.TouchBlob(ctx, d) }
+	if ok, err := s.DeleteBlobIfOlder(ctx, d, cutoff); !ok || err != nil {
+		t.Fatalf("old blob: removed %v, %v", ok, err)
+	}
+	if !errors.Is(touchErr, storage.ErrNotFound) {
+		t.Errorf("touch of a blob being removed: %v, want ErrNotFound", touchErr)
+	}
+	if _, err := s.StatBlob(ctx, d); !errors.Is(err, storage.ErrNotFound) {
+		t.Errorf("removed blob still there: %v", err)
+	}
+	s.afterGCRename = nil
+	if _, err := s.DeleteBlobIfOlder(ctx, d, cutoff); !errors.Is(err, storage.ErrNotFound) {
+		t.Errorf("absent blob: %v", err)
+	}
+
+	// records: a newer value written while the old one is away wins
+	key := "manifests/sha256/" + d.Encoded()
+	s.PutRecord(ctx, "r", key, []byte("old"))
+	p, _ := s.recordPath("r", key)
+	os.Chtimes(p, old, old)
+	s.afterGCRename = func(moved string) {
+		now := time.Now()
+		os.Chtimes(moved, now, now)
+		s.PutRecord(ctx, "r", key, []byte("new"))
+	}
+	if ok, err := s.DeleteRecordIfOlder(ctx, "r", key, cutoff); ok || err != nil {
+		t.Fatalf("touched record: removed %v, %v", ok, err)
+	}
+	if v, _ := s.GetRecord(ctx, "r", key); string(v) != "new" {
+		t.Errorf("record after a racing write: %q, want the newer value", v)
+	}
+	s.afterGCRename = nil
+	if err := s.TouchRecord(ctx, "r", key); err != nil {
+		t.Fatal(err)
+	}
+	if mt, _ := s.StatRecord(ctx, "r", key); mt.Before(cutoff) {
+		t.Errorf("TouchRecord left time %v", mt)
+	}
+	os.Chtimes(p, old, old)
+	if ok, err := s.DeleteRecordIfOlder(ctx, "r", key, cutoff); !ok || err != nil {
+		t.Fatalf("old record: removed %v, %v", ok, err)
+	}
+	if _, err := os.Stat(filepath.Join(root, "repositories", "r", "_manifests")); !os.IsNotExist(err) {
+		t.Errorf("empty record folder left behind: %v", err)
+	}
+	if ents, _ := os.ReadDir(filepath.Join(root, "tmp")); len(ents) != 0 {
+		t.Errorf("conditional deletes left %d entries in tmp/", len(ents))
+	}
+	if err := s.TouchRecord(ctx, "r", key); !errors.Is(err, storage.ErrNotFound) {
+		t.Errorf("TouchRecord of an absent record: %v", err)
+	}
+}

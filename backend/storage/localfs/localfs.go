@@ -60,6 +60,11 @@ type Store struct {
 
 	stop chan struct{}
 	done chan struct{}
+
+	// afterGCRename runs in a conditional delete between moving the file
+	// away and looking at its time (tests: a touch or a push at that
+	// moment).
+	afterGCRename func(moved string)
 }
 
 var _ storage.Store = (*Store)(nil)
@@ -258,98 +263,12 @@ func (s *Store) PutBlob(_ context.Context, d digest.Digest, data []byte) error {
 		return storage.ErrDigestMismatch
 	}
 	p := s.blobPath(d)
-	if _, err := os.Stat(p); err == nil {
-		// already stored: refresh its time so garbage collection sees it
-		// as in use (see TouchBlob)
-		return s.touch(p)
+	if s.touch(p) == nil {
+		// already stored; the touch tells garbage collection it is in
+		// use (see TouchBlob)
+		return nil
 	}
 	return s.writeAtomic(p, data)
-}
-
-// StatBlobInfo returns a blob's size and modification time.
-func (s *Store) StatBlobInfo(_ context.Context, d digest.Digest) (storage.BlobInfo, error) {
-	if d.Validate() != nil {
-		return storage.BlobInfo{}, storage.ErrNotFound
-	}
-	fi, err := os.Stat(s.blobPath(d))
-	if err != nil {
-		return storage.BlobInfo{}, mapErr(err)
-	}
-	return storage.BlobInfo{Digest: d, Size: fi.Size(), ModTime: fi.ModTime()}, nil
-}
-
-// TouchBlob sets a blob's modification time to now.
-func (s *Store) TouchBlob(_ context.Context, d digest.Digest) error {
-	if d.Validate() != nil {
-		return storage.ErrNotFound
-	}
-	return s.touch(s.blobPath(d))
-}
-
-func (s *Store) touch(p string) error {
-	now := time.Now()
-	if err := os.Chtimes(p, now, now); err != nil {
-		return mapErr(fmt.Errorf("touch blob: %w", err))
-	}
-	return nil
-}
-
-// ListBlobs walks blobs/<alg>/<xx>/<hex>; files whose names are not a
-// valid digest (or sit in the wrong <xx> folder) are not blobs and are
-// skipped.
-func (s *Store) ListBlobs(ctx context.Context, fn func(storage.BlobInfo) error) error {
-	base := filepath.Join(s.root, dirBlobs)
-	algs, err := os.ReadDir(base)
-	if err != nil {
-		return fmt.Errorf("list blobs: %w", err)
-	}
-	for _, a := range algs {
-		if !a.IsDir() {
-			continue
-		}
-		alg := digest.Algorithm(a.Name())
-		if !alg.Available() {
-			continue
-		}
-		prefixes, err := os.ReadDir(filepath.Join(base, a.Name()))
-		if err != nil {
-			return fmt.Errorf("list blobs: %w", err)
-		}
-		for _, p := range prefixes {
-			if err := ctx.Err(); err != nil {
-				return err
-			}
-			if !p.IsDir() {
-				continue
-			}
-			dir := filepath.Join(base, a.Name(), p.Name())
-			ents, err := os.ReadDir(dir)
-			if err != nil {
-				if errors.Is(err, os.ErrNotExist) {
-					continue
-				}
-				return fmt.Errorf("list blobs: %w", err)
-			}
-			for _, e := range ents {
-				name := e.Name()
-				d := digest.NewDigestFromEncoded(alg, name)
-				if !e.Type().IsRegular() || d.Validate() != nil || !strings.HasPrefix(name, p.Name()) || len(p.Name()) != 2 {
-					continue
-				}
-				fi, err := e.Info()
-				if err != nil {
-					if errors.Is(err, os.ErrNotExist) {
-						continue // deleted meanwhile
-					}
-					return fmt.Errorf("list blobs: %w", err)
-				}
-				if err := fn(storage.BlobInfo{Digest: d, Size: fi.Size(), ModTime: fi.ModTime()}); err != nil {
-					return err
-				}
-			}
-		}
-	}
-	return nil
 }
 
 // DeleteBlob removes a blob from the global store.
@@ -388,19 +307,6 @@ func (s *Store) PutRecord(_ context.Context, repo, key string, value []byte) err
 	return s.writeAtomic(p, value)
 }
 
-// StatRecord returns when a record was last written.
-func (s *Store) StatRecord(_ context.Context, repo, key string) (time.Time, error) {
-	p, err := s.recordPath(repo, key)
-	if err != nil {
-		return time.Time{}, err
-	}
-	fi, err := os.Stat(p)
-	if err != nil {
-		return time.Time{}, mapErr(err)
-	}
-	return fi.ModTime(), nil
-}
-
 // DeleteRecord removes a record and the directories it leaves empty (up to
 // the repository's own directory).
 func (s *Store) DeleteRecord(_ context.Context, repo, key string) error {
@@ -411,6 +317,13 @@ func (s *Store) DeleteRecord(_ context.Context, repo, key string) error {
 	if err := os.Remove(p); err != nil {
 		return mapErr(err)
 	}
+	s.removeEmptyParents(repo, p)
+	return nil
+}
+
+// removeEmptyParents removes the directories that the removal of record
+// file p left empty, up to (not including) the repository's own.
+func (s *Store) removeEmptyParents(repo, p string) {
 	stop := filepath.Join(s.root, dirRepos, filepath.FromSlash(repo))
 	for d := filepath.Dir(p); len(d) > len(stop); d = filepath.Dir(d) {
 		if os.Remove(d) != nil { // not empty
@@ -418,7 +331,6 @@ func (s *Store) DeleteRecord(_ context.Context, repo, key string) error {
 		}
 	}
 	syncDir(filepath.Dir(p))
-	return nil
 }
 
 // ListRecords lists the names under dir, sorted.
@@ -519,13 +431,23 @@ func (s *Store) writeAtomic(path string, data []byte) error {
 		os.Remove(tmp)
 		return mapErr(err)
 	}
-	if err := s.mkdirAll(filepath.Dir(path)); err != nil {
-		os.Remove(tmp)
-		return err
-	}
-	if err := os.Rename(tmp, path); err != nil {
-		os.Remove(tmp)
-		return mapErr(fmt.Errorf("rename into %s: %w", path, err))
+	// A folder that a record deletion (API or wharf gc) left empty may be
+	// removed between mkdirAll and the rename: create it again and retry.
+	for attempt := 0; ; attempt++ {
+		err := s.mkdirAll(filepath.Dir(path))
+		if err == nil {
+			err = os.Rename(tmp, path)
+			if err != nil {
+				err = mapErr(fmt.Errorf("rename into %s: %w", path, err))
+			}
+		}
+		if err == nil {
+			break
+		}
+		if !errors.Is(err, storage.ErrNotFound) || attempt == 3 {
+			os.Remove(tmp)
+			return err
+		}
 	}
 	syncDir(filepath.Dir(path))
 	return nil
