@@ -42,6 +42,9 @@ func cmdGC(args []string, stdout, stderr io.Writer) int {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
+	if grace < time.Minute {
+		fmt.Fprintf(stderr, "wharf gc: warning: -grace %s: a push in progress (blobs uploaded, manifest not yet) may lose its blobs and fail\n", grace)
+	}
 	if grace == 0 {
 		grace = -1 // gc.Options: zero means the default
 	}
