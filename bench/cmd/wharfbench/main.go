@@ -320,6 +320,9 @@ func (b *bench) runPhase(ctx context.Context, s *Section, r int, sp setup, label
 		}
 	}
 	if err := body(p); err != nil {
+		if ex := st.Exited(); ex != "" {
+			err = fmt.Errorf("%w (%s)", err, ex)
+		}
 		what := "failed"
 		if sp.wharf {
 			what = "not available yet"

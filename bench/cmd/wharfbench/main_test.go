@@ -8,29 +8,38 @@ import (
 )
 
 func TestSumMetric(t *testing.T) {
-	text := `# HELP wharf_auth_bcrypt_checks_total bcrypt comparisons
+	counter := `# HELP wharf_auth_bcrypt_checks_total bcrypt comparisons
 # TYPE wharf_auth_bcrypt_checks_total counter
-wharf_auth_bcrypt_checks_total 3
+wharf_auth_bcrypt_checks_total{result="ok"} 3
+wharf_auth_bcrypt_checks_total{result="fail"} 1
 wharf_http_requests_total{site="a",code="200"} 99
-other_bcrypt_thing{x="1"} 2.5 1700000000
+wharf_auth_bcrypt_seconds_bucket{le="0.01"} 7
+wharf_auth_bcrypt_seconds_count 7
+wharf_auth_bcrypt_seconds_sum 0.02
+`
+	histogramOnly := `wharf_auth_bcrypt_seconds_bucket{le="0.01"} 2
+wharf_auth_bcrypt_seconds_bucket{le="+Inf"} 2
+wharf_auth_bcrypt_seconds_sum 0.004
+wharf_auth_bcrypt_seconds_count 2 1700000000
 `
 	tests := []struct {
-		name  string
-		want  float64
-		found bool
+		text, name string
+		want       float64
+		found      bool
 	}{
-		{"", 5.5, true},
-		{"wharf_auth_bcrypt_checks_total", 3, true},
-		{"wharf_http_requests_total", 99, true},
-		{"missing_total", 0, false},
+		{counter, "", 4, true},
+		{counter, "wharf_http_requests_total", 99, true},
+		{counter, "missing_total", 0, false},
+		{histogramOnly, "", 2, true},
+		{"wharf_http_requests_total 5\n", "", 0, false},
 	}
 	for _, tt := range tests {
-		got, found, err := sumMetric(strings.NewReader(text), tt.name)
+		got, found, err := sumMetric(strings.NewReader(tt.text), tt.name)
 		if err != nil || got != tt.want || found != tt.found {
 			t.Errorf("sumMetric(%q) = %v %v %v, want %v %v", tt.name, got, found, err, tt.want, tt.found)
 		}
 	}
-	if _, _, err := sumMetric(strings.NewReader("x_bcrypt nope\n"), ""); err == nil {
+	if _, _, err := sumMetric(strings.NewReader("x_bcrypt_total nope\n"), ""); err == nil {
 		t.Error("bad value: want error")
 	}
 }

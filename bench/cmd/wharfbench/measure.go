@@ -4,7 +4,6 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
-	"encoding/json"
 	"fmt"
 	"io"
 	"math/rand/v2"
@@ -198,6 +197,3 @@ func tagBlob(ctx context.Context, c *regclient.Client, repo, tag string, b *Blob
 	}
 	return nil
 }
-
-// jsonUnmarshal decodes JSON (a seam kept small for the manifest reader).
-func jsonUnmarshal(b []byte, v any) error { return json.Unmarshal(b, v) }

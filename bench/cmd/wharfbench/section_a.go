@@ -11,7 +11,7 @@ import (
 // wharf's registry against docker-registry, with the machine's limits
 // (sha256 on one core, nginx sendfile) measured in the same run.
 func (b *bench) sectionA(ctx context.Context) *Section {
-	s := newSection("A", "issue #2: plain HTTP, loopback, no auth", b.cfg.runs, "wharf", "docker-registry", "nginx-sendfile", "machine")
+	s := newSection("A", "issue #2: plain HTTP, loopback, no auth", b.cfg.runs, "wharf", "docker-registry", "nginx-sendfile", "client-limit", "machine")
 	setups := []setup{
 		{name: "wharf", wharf: true, start: func(ctx context.Context) (*servers.Stack, string, string, error) {
 			st, base, err := b.env.Wharf(ctx, servers.WharfSpec{Backend: "registry", Host: "127.0.0.1"})
@@ -30,6 +30,9 @@ func (b *bench) sectionA(ctx context.Context) *Section {
 		v := sha256Speed(2 * gib)
 		s.put("machine", "sha256_mbs", r, v)
 		logf("A run %d %-16s %-22s %7.0f MB/s", r+1, "machine", "sha256 one core", v)
+		if err := b.sinkPhase(ctx, s, r); err != nil {
+			s.note("client-limit", err.Error())
+		}
 		for _, sp := range rotate(setups, r) {
 			if sp.name == "nginx-sendfile" {
 				b.runPhase(ctx, s, r, sp, "static", false, func(p *phase) error { return b.staticPhase(ctx, p, "") })
@@ -71,6 +74,15 @@ func (b *bench) registryPhase(ctx context.Context, p *phase, sfx string, withRat
 	}
 	if err := tagBlob(ctx, p.c, "bench/blob", "latest", b.blob); err != nil {
 		return err
+	}
+	if p.r == 0 {
+		// Once per setup, untimed: the bytes that come back are the blob.
+		vctx, cancel := transferCtx(ctx)
+		err := p.c.VerifyBlob(vctx, "bench/blob", b.blob.Digest, b.blob.Size)
+		cancel()
+		if err != nil {
+			return fmt.Errorf("verify pulled blob: %w", err)
+		}
 	}
 	if err := p.transfer("pull"+sfx, "pull"+sfx+"_mbs", "cpu_pull"+sfx, b.blob.Size, func() error {
 		return pulls(ctx, p.c, "bench/blob", b.blob, 1)

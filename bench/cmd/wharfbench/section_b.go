@@ -109,7 +109,6 @@ func (b *bench) printB(s *Section) {
 	s.atLeast("registry push >= 1.3x zot (issue: 670 MB/s)", w, "push_mbs", 1.3*zotPush, "MB/s")
 	s.atLeast("registry pull >= 1.1x zot (issue: 1709 MB/s)", w, "pull_mbs", 1.1*zotPull, "MB/s")
 	s.atLeast("registry 8 pulls >= 1.1x zot (issue: 1965 MB/s)", w, "pull8_mbs", 1.1*zotPull8, "MB/s")
-	s.ratioCheck("registry pull vs registry3 (info: >= 1x)", w, "pull_mbs", "registry3", "pull_mbs", 1)
 	s.atMost("registry peak RSS < 64 MiB", w, "rss_mib", 64, "MiB")
 	s.atMost("registry CPU per pulled GiB <= 0.5 s", w, "cpu_pull", 0.5, "s/GiB")
 	s.ratioCheck("HTTP/2 push >= HTTP/1.1 push", w, "push_h2_mbs", w, "push_mbs", 1)

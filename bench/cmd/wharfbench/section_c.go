@@ -3,6 +3,7 @@ package main
 import (
 	"bufio"
 	"context"
+	"encoding/json"
 	"fmt"
 	"io"
 	"math/rand/v2"
@@ -149,7 +150,7 @@ func manifestBlobs(b []byte) ([]string, error) {
 			Digest string `json:"digest"`
 		} `json:"layers"`
 	}
-	if err := jsonUnmarshal(b, &m); err != nil {
+	if err := json.Unmarshal(b, &m); err != nil {
 		return nil, fmt.Errorf("decode manifest: %w", err)
 	}
 	out := []string{m.Config.Digest}
@@ -160,8 +161,8 @@ func manifestBlobs(b []byte) ([]string, error) {
 }
 
 // bcryptMetric reads wharf's /metrics on the admin address and sums the
-// counter named by BENCH_BCRYPT_METRIC, or else every sample whose name
-// contains "bcrypt".
+// counter named by BENCH_BCRYPT_METRIC, or else the bcrypt counter it finds
+// (see sumMetric).
 func bcryptMetric(ctx context.Context, admin string) (float64, error) {
 	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
@@ -188,12 +189,14 @@ func bcryptMetric(ctx context.Context, admin string) (float64, error) {
 }
 
 // sumMetric sums the samples of the Prometheus text exposition in r whose
-// metric name is name, or contains "bcrypt" when name is empty.
+// metric name is name. With no name it picks the counters whose name
+// contains "bcrypt" and ends in _total, or failing those the _count series
+// of a bcrypt histogram or summary (never its buckets or sums).
 func sumMetric(r io.Reader, name string) (float64, bool, error) {
 	sc := bufio.NewScanner(r)
 	sc.Buffer(make([]byte, 64<<10), 1<<20)
-	var sum float64
-	found := false
+	sums := map[string]float64{} // by kind: "name", "_total", "_count"
+	found := map[string]bool{}
 	for sc.Scan() {
 		line := strings.TrimSpace(sc.Text())
 		if line == "" || strings.HasPrefix(line, "#") {
@@ -204,7 +207,20 @@ func sumMetric(r io.Reader, name string) (float64, bool, error) {
 			continue
 		}
 		n, _, _ := strings.Cut(metric, "{")
-		if name != "" && n != name || name == "" && !strings.Contains(strings.ToLower(n), "bcrypt") {
+		var kind string
+		switch {
+		case name != "":
+			if n != name {
+				continue
+			}
+			kind = "name"
+		case !strings.Contains(strings.ToLower(n), "bcrypt"):
+			continue
+		case strings.HasSuffix(n, "_total"):
+			kind = "_total"
+		case strings.HasSuffix(n, "_count"):
+			kind = "_count"
+		default:
 			continue
 		}
 		f := strings.Fields(value)
@@ -215,13 +231,18 @@ func sumMetric(r io.Reader, name string) (float64, bool, error) {
 		if err != nil {
 			return 0, false, fmt.Errorf("metrics: %s: %w", n, err)
 		}
-		sum += v
-		found = true
+		sums[kind] += v
+		found[kind] = true
 	}
 	if err := sc.Err(); err != nil {
 		return 0, false, fmt.Errorf("metrics: %w", err)
 	}
-	return sum, found, nil
+	for _, k := range []string{"name", "_total", "_count"} {
+		if found[k] {
+			return sums[k], true, nil
+		}
+	}
+	return 0, false, nil
 }
 
 var rowsC = []row{

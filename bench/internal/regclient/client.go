@@ -322,6 +322,23 @@ func (c *Client) PullBlob(ctx context.Context, repo, digest string, size int64) 
 	return c.get(req, size)
 }
 
+// VerifyBlob GETs a blob and checks that its bytes hash to digest
+// (sha256), so that a fast answer is also a right one.
+func (c *Client) VerifyBlob(ctx context.Context, repo, digest string, size int64) error {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, c.URL("/v2/"+repo+"/blobs/"+digest), nil)
+	if err != nil {
+		return fmt.Errorf("verify request: %w", err)
+	}
+	h := sha256.New()
+	if err := c.read(req, size, h); err != nil {
+		return err
+	}
+	if got := "sha256:" + hex.EncodeToString(h.Sum(nil)); got != digest {
+		return fmt.Errorf("GET %s: bytes hash to %s", req.URL.Path, got)
+	}
+	return nil
+}
+
 // GetURL GETs an absolute URL (a static file), discards its bytes and
 // checks the length.
 func (c *Client) GetURL(ctx context.Context, u string, size int64) error {
@@ -335,7 +352,11 @@ func (c *Client) GetURL(ctx context.Context, u string, size int64) error {
 // bufPool holds the read buffers of pulls (1 MiB, so reads bypass bufio).
 var bufPool = sync.Pool{New: func() any { b := make([]byte, 1<<20); return &b }}
 
-func (c *Client) get(req *http.Request, size int64) error {
+func (c *Client) get(req *http.Request, size int64) error { return c.read(req, size, nil) }
+
+// read GETs req, reads the body to the end (into sink when not nil) and
+// checks the length when size >= 0.
+func (c *Client) read(req *http.Request, size int64, sink io.Writer) error {
 	resp, err := c.do(req)
 	if err != nil {
 		return err
@@ -351,6 +372,9 @@ func (c *Client) get(req *http.Request, size int64) error {
 	for {
 		k, err := resp.Body.Read(buf)
 		n += int64(k)
+		if sink != nil && k > 0 {
+			_, _ = sink.Write(buf[:k])
+		}
 		if err == io.EOF {
 			break
 		}

@@ -72,6 +72,9 @@ func TestRoundTripDockerRegistry(t *testing.T) {
 	if err := c.PullBlob(ctx, "t/blob", d, int64(len(data))); err != nil {
 		t.Fatal(err)
 	}
+	if err := c.VerifyBlob(ctx, "t/blob", d, int64(len(data))); err != nil {
+		t.Fatal(err)
+	}
 	if err := c.PullBlob(ctx, "t/blob", d, int64(len(data))+1); err == nil {
 		t.Fatal("pull with wrong expected size: want error")
 	}

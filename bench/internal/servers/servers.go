@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"strings"
 	"time"
 
 	"github.com/wharf-dev/wharf/bench/internal/procstat"
@@ -33,6 +34,18 @@ func (s *Stack) Group() procstat.Group {
 		g = append(g, p.Group()...)
 	}
 	return g
+}
+
+// Exited describes processes of the stack that have ended on their own,
+// with the end of their logs ("" when all still run).
+func (s *Stack) Exited() string {
+	var out []string
+	for _, p := range s.Procs {
+		if p.Exited() {
+			out = append(out, fmt.Sprintf("%s exited: %s", p.Name, oneLine(p.LogTail(3))))
+		}
+	}
+	return strings.Join(out, "; ")
 }
 
 // Stop stops every process (front first) and removes the stack's folder
@@ -64,10 +77,10 @@ func (e *Env) newStack(name string) (*Stack, error) {
 	return &Stack{Name: name, Dir: dir}, nil
 }
 
-// fail stops what was started and wraps err.
-func (s *Stack) fail(err error) (*Stack, error) {
+// fail stops what was started and returns err.
+func (s *Stack) fail(err error) error {
 	s.Stop(false)
-	return nil, err
+	return err
 }
 
 // StartDockerRegistry starts registry 2.8 on addr (plain HTTP, no auth),
@@ -94,12 +107,10 @@ func (e *Env) DockerRegistry(ctx context.Context) (s *Stack, base string, err er
 	}
 	addr, err := FreeAddr()
 	if err != nil {
-		s, err = s.fail(err)
-		return nil, "", err
+		return nil, "", s.fail(err)
 	}
 	if err := e.startDockerRegistry(ctx, s, addr); err != nil {
-		_, err = s.fail(err)
-		return nil, "", err
+		return nil, "", s.fail(err)
 	}
 	return s, "http://" + addr, nil
 }
@@ -116,26 +127,22 @@ func (e *Env) Registry3(ctx context.Context, host, cert, key, htpasswd string) (
 	}
 	port, err := FreePort()
 	if err != nil {
-		_, err = s.fail(err)
-		return nil, "", err
+		return nil, "", s.fail(err)
 	}
 	addr := fmt.Sprintf("127.0.0.1:%d", port)
 	cfg := filepath.Join(s.Dir, "registry3.yml")
 	data := templates.Registry3{Root: filepath.Join(s.Dir, "data"), Addr: addr, Cert: cert, Key: key, Htpasswd: htpasswd}
 	if err := templates.Write(cfg, "registry3.yml.tmpl", data); err != nil {
-		_, err = s.fail(err)
-		return nil, "", err
+		return nil, "", s.fail(err)
 	}
 	p, err := Start("registry3", s.Dir, e.Registry3Bin, "serve", cfg)
 	if err != nil {
-		_, err = s.fail(err)
-		return nil, "", err
+		return nil, "", s.fail(err)
 	}
 	s.Procs = append(s.Procs, p)
 	base = fmt.Sprintf("https://%s:%d", host, port)
 	if err := p.WaitHTTP(ctx, e.Poll, base+"/v2/", startTimeout); err != nil {
-		_, err = s.fail(err)
-		return nil, "", err
+		return nil, "", s.fail(err)
 	}
 	return s, base, nil
 }
@@ -181,8 +188,7 @@ func (e *Env) NginxStatic(ctx context.Context, root, host, cert, key string) (s 
 	}
 	port, err := FreePort()
 	if err != nil {
-		_, err = s.fail(err)
-		return nil, "", err
+		return nil, "", s.fail(err)
 	}
 	data := templates.Nginx{Dir: s.Dir, Listen: fmt.Sprintf("127.0.0.1:%d", port), TLS: cert != "", Cert: cert, Key: key, Root: root}
 	base = fmt.Sprintf("http://%s:%d", host, port)
@@ -190,8 +196,7 @@ func (e *Env) NginxStatic(ctx context.Context, root, host, cert, key string) (s 
 		base = fmt.Sprintf("https://%s:%d", host, port)
 	}
 	if err := e.startNginx(ctx, s, "nginx-static.conf.tmpl", data, base+"/"); err != nil {
-		_, err = s.fail(err)
-		return nil, "", err
+		return nil, "", s.fail(err)
 	}
 	return s, base, nil
 }
@@ -205,23 +210,19 @@ func (e *Env) NginxRegistry(ctx context.Context, host, cert, key, htpasswd strin
 	}
 	up, err := FreeAddr()
 	if err != nil {
-		_, err = s.fail(err)
-		return nil, "", err
+		return nil, "", s.fail(err)
 	}
 	if err := e.startDockerRegistry(ctx, s, up); err != nil {
-		_, err = s.fail(err)
-		return nil, "", err
+		return nil, "", s.fail(err)
 	}
 	port, err := FreePort()
 	if err != nil {
-		_, err = s.fail(err)
-		return nil, "", err
+		return nil, "", s.fail(err)
 	}
 	data := templates.Nginx{Dir: s.Dir, Listen: fmt.Sprintf("127.0.0.1:%d", port), TLS: true, Cert: cert, Key: key, Htpasswd: htpasswd, Upstream: up}
 	base = fmt.Sprintf("https://%s:%d", host, port)
 	if err := e.startNginx(ctx, s, "nginx-registry.conf.tmpl", data, base+"/v2/"); err != nil {
-		_, err = s.fail(err)
-		return nil, "", err
+		return nil, "", s.fail(err)
 	}
 	return s, base, nil
 }
@@ -254,32 +255,27 @@ func (e *Env) Wharf(ctx context.Context, spec WharfSpec) (s *Stack, base string,
 	if spec.Backend == "proxy" {
 		up, err := FreeAddr()
 		if err != nil {
-			_, err = s.fail(err)
-			return nil, "", err
+			return nil, "", s.fail(err)
 		}
 		if err := e.startDockerRegistry(ctx, s, up); err != nil {
-			_, err = s.fail(err)
-			return nil, "", err
+			return nil, "", s.fail(err)
 		}
 		site.Upstream = "http://" + up
 	}
 	var addrs [3]string
 	for i := range addrs {
 		if addrs[i], err = FreeAddr(); err != nil {
-			_, err = s.fail(err)
-			return nil, "", err
+			return nil, "", s.fail(err)
 		}
 	}
 	data := templates.Wharf{DataDir: filepath.Join(s.Dir, "data"), HTTP: addrs[0], HTTPS: addrs[1], Admin: addrs[2], Htpasswd: spec.Htpasswd, Sites: []templates.WharfSite{site}}
 	conf := filepath.Join(s.Dir, "gateway.toml")
 	if err := templates.Write(conf, "wharf.toml.tmpl", data); err != nil {
-		_, err = s.fail(err)
-		return nil, "", err
+		return nil, "", s.fail(err)
 	}
 	p, err := Start("wharf", s.Dir, e.WharfBin, "serve", "-config", conf)
 	if err != nil {
-		_, err = s.fail(err)
-		return nil, "", err
+		return nil, "", s.fail(err)
 	}
 	s.Procs = append([]*Proc{p}, s.Procs...)
 	s.Admin = addrs[2]
@@ -289,9 +285,8 @@ func (e *Env) Wharf(ctx context.Context, spec WharfSpec) (s *Stack, base string,
 		_, port, _ = net.SplitHostPort(addrs[1])
 		base = "https://" + spec.Host + ":" + port
 	}
-	if err := p.WaitHTTP(ctx, e.Poll, base+"/v2/", 10*time.Second); err != nil {
-		_, err = s.fail(err)
-		return nil, "", fmt.Errorf("%w: %w", ErrUnavailable, err)
+	if err := p.WaitHTTP(ctx, e.Poll, base+"/v2/", startTimeout); err != nil {
+		return nil, "", s.fail(fmt.Errorf("%w: %w", ErrUnavailable, err))
 	}
 	return s, base, nil
 }
