@@ -201,7 +201,7 @@ func (g *Gateway) backend(ctx context.Context, cfg *Config, sc Site) (http.Handl
 		p, err := proxy.New(proxy.Options{
 			Upstream:     sc.Proxy.Upstream,
 			PreserveHost: sc.Proxy.PreserveHost,
-			Log:      g.log.With().Str("site", sc.Host).Logger(),
+			Log:          g.log.With().Str("site", sc.Host).Logger(),
 		})
 		if err != nil {
 			return nil, err
