@@ -146,3 +146,33 @@ tls     = "manual"
 cert    = "%[1]s/registry.test-cert.pem"
 key     = "%[1]s/registry.test-key.pem"
 `
+
+// BenchmarkRegistryTLSPush pushes 256 MiB blobs to the registry site over
+// TLS (HTTP/1.1, one PATCH then PUT, as docker does).
+func BenchmarkRegistryTLSPush(b *testing.B) {
+	const size = 256 << 20
+	tg := startGateway(b, "http://unused.invalid", registryTOML)
+	c := tg.client(false)
+	base := tg.httpsURL("registry.test", "")
+	block := bytes.Repeat([]byte("wharf-bench-data"), 1<<16)
+	b.SetBytes(size)
+	for i := 0; i < b.N; i++ {
+		resp, err := c.Post(base+"/v2/p/blobs/uploads/", "", nil)
+		if err != nil {
+			b.Fatal(err)
+		}
+		resp.Body.Close()
+		loc := resp.Header.Get("Location")
+		if !strings.HasPrefix(loc, "http") {
+			loc = base + loc
+		}
+		// a different blob each round
+		block[0] = byte(i)
+		req, _ := http.NewRequest(http.MethodPatch, loc, io.LimitReader(&repeat{block: block}, size))
+		resp, err = c.Do(req)
+		if err != nil || resp.StatusCode != http.StatusAccepted {
+			b.Fatalf("PATCH: %v %v", resp.Status, err)
+		}
+		resp.Body.Close()
+	}
+}

@@ -7,8 +7,6 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
-
-	"golang.org/x/net/netutil"
 )
 
 // Timeouts: the http.Server bounds header reads (ReadHeaderTimeout) and
@@ -20,25 +18,37 @@ import (
 // deadline pushed forward on every write).
 
 // progressListener wraps accepted connections in progressConn and bounds
-// how many are open at once.
+// how many are open at once (further ones wait in the accept queue).
 func progressListener(ln net.Listener, timeout time.Duration, maxConns int) net.Listener {
+	l := &progressLn{Listener: ln, timeout: timeout}
 	if maxConns > 0 {
-		ln = netutil.LimitListener(ln, maxConns)
+		l.sem = make(chan struct{}, maxConns)
 	}
-	return &progressLn{Listener: ln, timeout: timeout}
+	return l
 }
 
 type progressLn struct {
 	net.Listener
 	timeout time.Duration
+	sem     chan struct{} // one token per open connection; nil = no limit
 }
 
 func (l *progressLn) Accept() (net.Conn, error) {
-	c, err := l.Listener.Accept()
-	if err != nil || l.timeout <= 0 {
-		return c, err
+	if l.sem != nil {
+		l.sem <- struct{}{}
 	}
-	return newProgressConn(c, l.timeout), nil
+	c, err := l.Listener.Accept()
+	if err != nil {
+		if l.sem != nil {
+			<-l.sem
+		}
+		return nil, err
+	}
+	pc := newProgressConn(c, l.timeout)
+	if l.sem != nil {
+		pc.release = func() { <-l.sem }
+	}
+	return pc, nil
 }
 
 // progressConn gives every Write a deadline of now+timeout (or the
@@ -47,14 +57,27 @@ func (l *progressLn) Accept() (net.Conn, error) {
 // that reads slowly but steadily is not. Reads pass through untouched.
 type progressConn struct {
 	net.Conn
-	timeout int64 // ns
+	timeout int64 // ns; 0 = no progress deadline
 	slack   int64 // re-arm at most this often (ns)
 	armed   atomic.Int64
 	outer   atomic.Int64 // write deadline the server set, unix ns; 0 = none
+	release func()       // frees the connection's slot; nil without a limit
+	closed  sync.Once
 }
 
 func newProgressConn(c net.Conn, timeout time.Duration) *progressConn {
 	return &progressConn{Conn: c, timeout: int64(timeout), slack: int64(timeout) / 16}
+}
+
+// Close closes the connection and frees its slot under max_conns.
+func (c *progressConn) Close() error {
+	err := c.Conn.Close()
+	c.closed.Do(func() {
+		if c.release != nil {
+			c.release()
+		}
+	})
+	return err
 }
 
 func (c *progressConn) arm(now int64) {
@@ -67,6 +90,9 @@ func (c *progressConn) arm(now int64) {
 }
 
 func (c *progressConn) Write(p []byte) (int, error) {
+	if c.timeout == 0 {
+		return c.Conn.Write(p)
+	}
 	if now := time.Now().UnixNano(); now-c.armed.Load() > c.slack {
 		c.arm(now)
 	}
@@ -83,6 +109,9 @@ func (c *progressConn) ReadFrom(r io.Reader) (int64, error) {
 	rf, ok := c.Conn.(io.ReaderFrom)
 	if !ok {
 		return io.Copy(struct{ io.Writer }{c}, r)
+	}
+	if c.timeout == 0 {
+		return rf.ReadFrom(r)
 	}
 	lr := &io.LimitedReader{R: r}
 	var total int64

@@ -3,6 +3,7 @@ package gateway
 import (
 	"bytes"
 	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"testing"
@@ -78,5 +79,46 @@ func TestProgressBodyWriteTo(t *testing.T) {
 	pw.Close()
 	if err := <-done; err != nil || w.data.String() != "xxxxx" {
 		t.Fatalf("trickle: %q %v", w.data.String(), err)
+	}
+}
+
+// max_conns: a connection beyond the limit waits until one closes.
+func TestConnectionLimit(t *testing.T) {
+	inner, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln := progressListener(inner, time.Minute, 1)
+	defer ln.Close()
+	accepted := make(chan net.Conn, 2)
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			accepted <- c
+		}
+	}()
+	for i := 0; i < 2; i++ {
+		c, err := net.Dial("tcp", inner.Addr().String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+	}
+	first := <-accepted
+	select {
+	case <-accepted:
+		t.Fatal("second connection accepted beyond max_conns = 1")
+	case <-time.After(300 * time.Millisecond):
+	}
+	first.Close()
+	first.Close() // a second Close must not free a second slot
+	select {
+	case c := <-accepted:
+		c.Close()
+	case <-time.After(30 * time.Second):
+		t.Fatal("closing a connection did not free its slot")
 	}
 }
