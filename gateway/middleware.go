@@ -102,16 +102,17 @@ func accessLog(log *zerolog.Logger, m *metrics, siteName string) Middleware {
 			start := time.Now()
 			rec := &recorder{ResponseWriter: w, tls: r.TLS != nil}
 			ctx, id := auth.NewIdentity(r.Context())
-			// Deferred so that a transfer the client breaks off (the proxy
-			// then panics with http.ErrAbortHandler) is logged too.
-			aborted := true
+			// Logged in a defer so that a transfer a backend cuts off on
+			// purpose (panic(http.ErrAbortHandler), e.g. a mirrored blob
+			// whose digest turned out wrong) still gets its line.
 			defer func() {
+				p := recover()
 				status := rec.status
 				if status == 0 {
 					status = http.StatusOK
 				}
 				ev := log.Info()
-				if status >= 500 {
+				if status >= 500 || p != nil {
 					ev = log.Error()
 				}
 				ev = ev.Str("id", RequestID(r.Context())).
@@ -127,14 +128,16 @@ func accessLog(log *zerolog.Logger, m *metrics, siteName string) Middleware {
 				if id.User != "" {
 					ev = ev.Str("user", id.User)
 				}
-				if aborted {
+				if p != nil {
 					ev = ev.Bool("aborted", true)
 				}
 				ev.Msg("request")
 				m.observe(siteName, r.Method, status, rec.bytes, time.Since(start))
+				if p != nil {
+					panic(p)
+				}
 			}()
 			next.ServeHTTP(rec, r.WithContext(ctx))
-			aborted = false
 		})
 	}
 }

@@ -18,11 +18,13 @@ import (
 // deadline pushed forward on every write).
 
 // progressListener wraps accepted connections in progressConn and bounds
-// how many are open at once (further ones wait in the accept queue).
+// how many are open at once. It counts connections itself rather than
+// using netutil.LimitListener, whose connection type hides ReadFrom and so
+// turns every blob download from sendfile into a read/write loop.
 func progressListener(ln net.Listener, timeout time.Duration, maxConns int) net.Listener {
 	l := &progressLn{Listener: ln, timeout: timeout}
 	if maxConns > 0 {
-		l.sem = make(chan struct{}, maxConns)
+		l.slots = make(chan struct{}, maxConns)
 	}
 	return l
 }
@@ -30,23 +32,26 @@ func progressListener(ln net.Listener, timeout time.Duration, maxConns int) net.
 type progressLn struct {
 	net.Listener
 	timeout time.Duration
-	sem     chan struct{} // one token per open connection; nil = no limit
+	slots   chan struct{} // one token per open connection; nil = no limit
 }
 
 func (l *progressLn) Accept() (net.Conn, error) {
-	if l.sem != nil {
-		l.sem <- struct{}{}
+	if l.slots != nil {
+		l.slots <- struct{}{} // wait for a free slot, as LimitListener does
 	}
 	c, err := l.Listener.Accept()
 	if err != nil {
-		if l.sem != nil {
-			<-l.sem
+		if l.slots != nil {
+			<-l.slots
 		}
 		return nil, err
 	}
+	if l.timeout <= 0 && l.slots == nil {
+		return c, nil
+	}
 	pc := newProgressConn(c, l.timeout)
-	if l.sem != nil {
-		pc.release = func() { <-l.sem }
+	if l.slots != nil {
+		pc.release = func() { <-l.slots }
 	}
 	return pc, nil
 }
@@ -57,22 +62,19 @@ func (l *progressLn) Accept() (net.Conn, error) {
 // that reads slowly but steadily is not. Reads pass through untouched.
 type progressConn struct {
 	net.Conn
-	timeout int64 // ns; 0 = no progress deadline
+	timeout int64 // ns
 	slack   int64 // re-arm at most this often (ns)
 	armed   atomic.Int64
 	outer   atomic.Int64 // write deadline the server set, unix ns; 0 = none
-	release func()       // frees the connection's slot; nil without a limit
-	closed  sync.Once
+
+	release   func() // frees the listener's slot; nil = no limit
+	closeOnce sync.Once
 }
 
-func newProgressConn(c net.Conn, timeout time.Duration) *progressConn {
-	return &progressConn{Conn: c, timeout: int64(timeout), slack: int64(timeout) / 16}
-}
-
-// Close closes the connection and frees its slot under max_conns.
+// Close closes the connection and gives its slot back to the listener.
 func (c *progressConn) Close() error {
 	err := c.Conn.Close()
-	c.closed.Do(func() {
+	c.closeOnce.Do(func() {
 		if c.release != nil {
 			c.release()
 		}
@@ -80,7 +82,14 @@ func (c *progressConn) Close() error {
 	return err
 }
 
+func newProgressConn(c net.Conn, timeout time.Duration) *progressConn {
+	return &progressConn{Conn: c, timeout: int64(timeout), slack: int64(timeout) / 16}
+}
+
 func (c *progressConn) arm(now int64) {
+	if c.timeout <= 0 {
+		return
+	}
 	d := now + c.timeout
 	if o := c.outer.Load(); o != 0 && o < d {
 		d = o
@@ -90,9 +99,6 @@ func (c *progressConn) arm(now int64) {
 }
 
 func (c *progressConn) Write(p []byte) (int, error) {
-	if c.timeout == 0 {
-		return c.Conn.Write(p)
-	}
 	if now := time.Now().UnixNano(); now-c.armed.Load() > c.slack {
 		c.arm(now)
 	}
@@ -104,23 +110,36 @@ func (c *progressConn) Write(p []byte) (int, error) {
 const sendfileChunk = 4 << 20
 
 // ReadFrom keeps the kernel's sendfile/splice path for plain-HTTP
-// downloads, in chunks so the deadline follows progress.
+// downloads, in chunks so the deadline follows progress. A LimitedReader
+// from the caller (http.ServeContent sends ranges through io.CopyN) is
+// unwrapped first: the kernel path looks through one LimitedReader only.
 func (c *progressConn) ReadFrom(r io.Reader) (int64, error) {
 	rf, ok := c.Conn.(io.ReaderFrom)
 	if !ok {
 		return io.Copy(struct{ io.Writer }{c}, r)
 	}
-	if c.timeout == 0 {
-		return rf.ReadFrom(r)
+	outer, _ := r.(*io.LimitedReader)
+	chunk := &io.LimitedReader{R: r}
+	if outer != nil {
+		chunk.R = outer.R
 	}
-	lr := &io.LimitedReader{R: r}
 	var total int64
 	for {
+		n := int64(sendfileChunk)
+		if outer != nil {
+			n = min(n, outer.N)
+			if n <= 0 {
+				return total, nil
+			}
+		}
 		c.arm(time.Now().UnixNano())
-		lr.N = sendfileChunk
-		n, err := rf.ReadFrom(lr)
-		total += n
-		if err != nil || lr.N > 0 {
+		chunk.N = n
+		m, err := rf.ReadFrom(chunk)
+		total += m
+		if outer != nil {
+			outer.N -= m
+		}
+		if err != nil || chunk.N > 0 {
 			return total, err
 		}
 	}
