@@ -159,7 +159,8 @@ func (g *Gateway) Serve(ctx context.Context, httpLn, httpsLn, adminLn net.Listen
 		}
 		// Plain HTTP sent here is answered by net/http itself with
 		// "400 Client sent an HTTP request to an HTTPS server".
-		tlsLn := tls.NewListener(progressListener(httpsLn, lc.ProgressTimeout.Std(), lc.MaxConns), srv.TLSConfig)
+		raw := coalesceListener{progressListener(httpsLn, lc.ProgressTimeout.Std(), lc.MaxConns)}
+		tlsLn := tls.NewListener(raw, srv.TLSConfig)
 		serve("https", srv, tlsLn)
 		g.log.Info().Str("addr", httpsLn.Addr().String()).Msg("serving https")
 		g.certs.Start()

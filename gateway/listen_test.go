@@ -37,7 +37,7 @@ type upstream struct {
 	writeErr chan error
 }
 
-func newUpstream(t *testing.T) *upstream {
+func newUpstream(t testing.TB) *upstream {
 	u := &upstream{writeErr: make(chan error, 1)}
 	u.Server = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		n, err := io.Copy(io.Discard, r.Body)
@@ -93,7 +93,7 @@ type testGateway struct {
 
 // startGateway writes tomlText (with %[1]s = cert folder, %[2]s = upstream
 // URL) to a file, loads it and serves it on fresh loopback ports.
-func startGateway(t *testing.T, upstreamURL, tomlText string) *testGateway {
+func startGateway(t testing.TB, upstreamURL, tomlText string) *testGateway {
 	t.Helper()
 	dir := t.TempDir()
 	tg := &testGateway{certDir: dir, roots: x509.NewCertPool()}

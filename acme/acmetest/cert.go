@@ -17,7 +17,7 @@ import (
 
 // SelfSigned writes a self-signed certificate for names and its key as PEM
 // files in dir and returns their paths and the parsed certificate.
-func SelfSigned(t *testing.T, dir, prefix string, names ...string) (certFile, keyFile string, cert *x509.Certificate) {
+func SelfSigned(t testing.TB, dir, prefix string, names ...string) (certFile, keyFile string, cert *x509.Certificate) {
 	t.Helper()
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {

@@ -13,6 +13,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	digest "github.com/opencontainers/go-digest"
 
@@ -317,5 +318,43 @@ func TestClientDisconnect(t *testing.T) {
 	got, err := digest.SHA256.FromReader(bytes.NewReader(r.body))
 	if err != nil || got != d {
 		t.Fatal("digest differs")
+	}
+}
+
+// An upstream that stops sending in the middle of a blob is given up
+// after IdleTimeout: the client sees a failed download (504 when nothing
+// was sent yet) and nothing is stored.
+func TestUpstreamStallsMidBlob(t *testing.T) {
+	for _, bp := range blobPaths {
+		t.Run(bp.name, func(t *testing.T) {
+			up := startUpstream(t)
+			layer := randBytes(t, 256<<10)
+			im := up.pushImage("team/app", "v1", backend.MediaTypeOCIManifest, layer)
+			d := im.layers[0]
+			up.wrap = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				if r.Method != "GET" || r.URL.Path != "/v2/team/app/blobs/"+string(d) {
+					up.direct(w, r)
+					return
+				}
+				w.Header().Set("Content-Length", strconv.Itoa(len(layer)))
+				w.WriteHeader(http.StatusOK)
+				_, _ = w.Write(layer[:len(layer)/2])
+				w.(http.Flusher).Flush()
+				<-r.Context().Done() // stalls until the cache gives up
+			})
+			ce := newCache(t, Options{Upstream: up.srv.URL, IdleTimeout: 200 * time.Millisecond})
+			ce.c.spoolLimit = bp.spool
+			res, body, err := ce.get("/v2/team/app/blobs/" + string(d))
+			if bp.spool > int64(len(layer)) {
+				if err != nil || res.StatusCode != http.StatusGatewayTimeout || !bytes.Contains(body, []byte("stalled")) {
+					t.Fatalf("spooled stall: %v %v %s", err, res, body)
+				}
+			} else if err == nil {
+				t.Fatalf("streamed stall: download ended cleanly with %d bytes", len(body))
+			}
+			if ce.stored(d) || ce.uploadsLeft() != 0 {
+				t.Fatalf("stored %v, %d uploads left", ce.stored(d), ce.uploadsLeft())
+			}
+		})
 	}
 }

@@ -75,6 +75,9 @@ type Cache struct {
 	spoolLimit int64
 	now        func() time.Time
 	tr         http.RoundTripper
+
+	manifests flightGroup[*manifest]  // shared manifest GETs
+	heads     flightGroup[*tagRecord] // shared manifest HEADs
 }
 
 // New checks o, opens the store under o.Root and returns the cache. ctx
@@ -102,7 +105,9 @@ func New(ctx context.Context, o Options) (*Cache, error) {
 	if o.Password != "" && o.Username == "" {
 		return nil, errors.New("cache: password without username")
 	}
-	st, err := localfs.New(localfs.Options{Root: o.Root, SyncBlobs: o.SyncBlobs, Logger: o.Logger})
+	// Downloads are never resumed: a session left by a crash is garbage
+	// after an hour (an active one is written to all the time).
+	st, err := localfs.New(localfs.Options{Root: o.Root, UploadTTL: time.Hour, SyncBlobs: o.SyncBlobs, Logger: o.Logger})
 	if err != nil {
 		return nil, fmt.Errorf("cache: %w", err)
 	}

@@ -2,6 +2,8 @@ package cache
 
 import (
 	"bytes"
+	"context"
+	"errors"
 	"net/http"
 	"strconv"
 	"strings"
@@ -261,3 +263,74 @@ func TestReadOnly(t *testing.T) {
 }
 
 func itoa(n int) string { return strconv.Itoa(n) }
+
+// Concurrent misses of one tag share a single upstream GET (Docker Hub
+// counts manifest GETs against its pull limit).
+func TestConcurrentTagMissOneFetch(t *testing.T) {
+	up := startUpstream(t)
+	im := up.pushImage("team/app", "v1", backend.MediaTypeDockerManifest, randBytes(t, 100))
+	release := make(chan struct{})
+	up.wrap = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Method == "GET" && strings.Contains(r.URL.Path, "/manifests/") {
+			<-release
+		}
+		up.direct(w, r)
+	})
+	ce := newCache(t, Options{Upstream: up.srv.URL})
+	const n = 8
+	joined := make(chan string, n)
+	ce.c.manifests.joined = func(key string) { joined <- key }
+	results := make(chan *resp, n)
+	for i := 0; i < n; i++ {
+		go func() {
+			results <- doReq(t, ce.srv.Client(), "GET", ce.srv.URL+"/v2/team/app/manifests/v1", nil, acceptAllHdr)
+		}()
+	}
+	for i := 0; i < n-1; i++ {
+		<-joined // every other request waits for the first one's fetch
+	}
+	close(release)
+	for i := 0; i < n; i++ {
+		r := <-results
+		if r.status != http.StatusOK || !bytes.Equal(r.body, im.manifest) {
+			t.Fatalf("status %d, body %s", r.status, r.body)
+		}
+	}
+	if got := up.count("GET manifest"); got != 1 {
+		t.Fatalf("%d upstream manifest GETs for %d concurrent misses, want 1", got, n)
+	}
+}
+
+func TestFlightGroupWaiterOutlivesCancelledLeader(t *testing.T) {
+	var g flightGroup[int]
+	started := make(chan struct{})
+	leaderCtx, cancelLeader := context.WithCancel(context.Background())
+	joined := make(chan struct{})
+	g.joined = func(string) { close(joined) }
+	leaderDone := make(chan error)
+	go func() {
+		_, err := g.do(leaderCtx, "k", func() (int, error) {
+			close(started)
+			<-leaderCtx.Done()
+			return 0, leaderCtx.Err()
+		})
+		leaderDone <- err
+	}()
+	<-started
+	waiterDone := make(chan int)
+	go func() {
+		v, err := g.do(context.Background(), "k", func() (int, error) { return 42, nil })
+		if err != nil {
+			t.Error(err)
+		}
+		waiterDone <- v
+	}()
+	<-joined
+	cancelLeader()
+	if err := <-leaderDone; !errors.Is(err, context.Canceled) {
+		t.Fatalf("leader: %v", err)
+	}
+	if v := <-waiterDone; v != 42 {
+		t.Fatalf("waiter got %d, want its own result 42", v)
+	}
+}

@@ -224,11 +224,8 @@ func (c *Cache) manifestByTag(w http.ResponseWriter, req *http.Request, repo, ta
 			return err
 		}
 	}
-	m, err := c.fetchManifest(ctx, repo, tag, acceptAll, "")
+	m, err := c.fetchTag(ctx, repo, tag)
 	if err != nil {
-		return err
-	}
-	if err := c.writeTag(ctx, repo, tag, &tagRecord{Digest: m.digest, MediaType: m.mediaType, Size: int64(len(m.data)), Checked: now}); err != nil {
 		return err
 	}
 	serveManifest(w, req, m)
@@ -336,8 +333,20 @@ func (c *Cache) loadManifest(ctx context.Context, repo string, d digest.Digest) 
 
 var errNoDigest = errors.New("upstream HEAD gave no Docker-Content-Digest")
 
-// headManifest asks the upstream what ref points at, without content.
+// headManifest asks the upstream what ref points at, without content;
+// concurrent identical questions share one request.
 func (c *Cache) headManifest(ctx context.Context, repo, ref, accept string) (*tagRecord, error) {
+	rec, err := c.heads.do(ctx, repo+"\x00"+ref+"\x00"+accept, func() (*tagRecord, error) {
+		return c.headManifestOnce(ctx, repo, ref, accept)
+	})
+	if err != nil {
+		return nil, err
+	}
+	cp := *rec // callers update their copy
+	return &cp, nil
+}
+
+func (c *Cache) headManifestOnce(ctx context.Context, repo, ref, accept string) (*tagRecord, error) {
 	ctx, cancel := c.smallCtx(ctx)
 	defer cancel()
 	resp, err := c.up.do(ctx, http.MethodHead, c.upPath(repo, "manifests", ref), nil, http.Header{"Accept": {accept}}, c.up.repo(repo))
@@ -362,8 +371,30 @@ func (c *Cache) headManifest(ctx context.Context, repo, ref, accept string) (*ta
 // fetchManifest GETs ref from the upstream, checks the content against
 // want (a digest reference) or the upstream's Docker-Content-Digest, and
 // stores it for repo. Content that does not match is a 502 and is not
-// stored.
+// stored. Concurrent identical fetches share one upstream request.
 func (c *Cache) fetchManifest(ctx context.Context, repo, ref, accept string, want digest.Digest) (*manifest, error) {
+	return c.manifests.do(ctx, "get\x00"+repo+"\x00"+ref+"\x00"+accept+"\x00"+string(want), func() (*manifest, error) {
+		return c.fetchManifestOnce(ctx, repo, ref, accept, want)
+	})
+}
+
+// fetchTag fetches a tag with every manifest type accepted and records the
+// answer; concurrent misses of one tag share it.
+func (c *Cache) fetchTag(ctx context.Context, repo, tag string) (*manifest, error) {
+	return c.manifests.do(ctx, "tag\x00"+repo+"\x00"+tag, func() (*manifest, error) {
+		m, err := c.fetchManifestOnce(ctx, repo, tag, acceptAll, "")
+		if err != nil {
+			return nil, err
+		}
+		rec := &tagRecord{Digest: m.digest, MediaType: m.mediaType, Size: int64(len(m.data)), Checked: c.now()}
+		if err := c.writeTag(ctx, repo, tag, rec); err != nil {
+			return nil, err
+		}
+		return m, nil
+	})
+}
+
+func (c *Cache) fetchManifestOnce(ctx context.Context, repo, ref, accept string, want digest.Digest) (*manifest, error) {
 	ctx, cancel := c.smallCtx(ctx)
 	defer cancel()
 	resp, err := c.up.do(ctx, http.MethodGet, c.upPath(repo, "manifests", ref), nil, http.Header{"Accept": {accept}}, c.up.repo(repo))

@@ -29,6 +29,9 @@ type upstream struct {
 	basicMode bool             // the upstream asked for Basic once
 }
 
+// maxTokens: past this many cached tokens, expired ones are dropped.
+const maxTokens = 1024
+
 type token struct {
 	value   string
 	expires time.Time
@@ -158,10 +161,11 @@ func (u *upstream) do(ctx context.Context, method, path string, query url.Values
 		u.basicMode = true
 		u.tokenMu.Unlock()
 	case "bearer":
+		asked := scope
 		if s := ch.params["scope"]; s != "" {
 			scope = s
 		}
-		if err := u.fetchToken(ctx, ch, scope); err != nil {
+		if err := u.fetchToken(ctx, ch, scope, asked); err != nil {
 			return nil, err
 		}
 	default:
@@ -214,8 +218,10 @@ func (u *upstream) send(ctx context.Context, method, path string, query url.Valu
 }
 
 // fetchToken runs the token dance: GET realm?service=&scope= with Basic
-// credentials when configured, and caches the token for scope.
-func (u *upstream) fetchToken(ctx context.Context, ch *challenge, scope string) error {
+// credentials when configured, and caches the token for scope and for the
+// scope the request was made with (alias), so the next request for the
+// same repository sends it at once.
+func (u *upstream) fetchToken(ctx context.Context, ch *challenge, scope, alias string) error {
 	realm := ch.params["realm"]
 	ru, err := url.Parse(realm)
 	if err != nil || (ru.Scheme != "http" && ru.Scheme != "https") || ru.Host == "" {
@@ -274,8 +280,18 @@ func (u *upstream) fetchToken(ctx context.Context, ch *challenge, scope string) 
 	if margin > 30*time.Second {
 		margin = 30 * time.Second
 	}
+	tok := token{value: t, expires: time.Now().Add(life - margin)}
 	u.tokenMu.Lock()
-	u.tokens[scope] = token{value: t, expires: time.Now().Add(life - margin)}
+	if len(u.tokens) > maxTokens {
+		now := time.Now()
+		for k, v := range u.tokens {
+			if now.After(v.expires) {
+				delete(u.tokens, k)
+			}
+		}
+	}
+	u.tokens[scope] = tok
+	u.tokens[alias] = tok
 	u.tokenMu.Unlock()
 	return nil
 }

@@ -260,3 +260,16 @@ func TestOptions(t *testing.T) {
 		}
 	}
 }
+
+// FuzzParseChallenge: any WWW-Authenticate value parses without panic.
+func FuzzParseChallenge(f *testing.F) {
+	f.Add(`Bearer realm="https://auth.docker.io/token",service="registry.docker.io",scope="repository:library/alpine:pull"`)
+	f.Add(`Basic realm="x"`)
+	f.Add(`Bearer realm="a\"b`)
+	f.Add(`Bearer ,,=,"`)
+	f.Fuzz(func(t *testing.T, v string) {
+		if c := parseChallenge([]string{v}); c != nil && c.scheme == "" {
+			t.Fatalf("empty scheme from %q", v)
+		}
+	})
+}

@@ -99,8 +99,17 @@ func (r *Registry) getBlob(w http.ResponseWriter, req *http.Request, rt *backend
 			return nil
 		}
 	}
-	if _, err := io.CopyN(w, src, length); err != nil {
-		r.log.Debug().Err(err).Str("digest", string(d)).Msg("registry: blob download interrupted")
+	var cerr error
+	if start == 0 && length == size {
+		// the whole (immutable) file: hand over the *os.File itself, so
+		// that writers in between which add their own io.LimitedReader
+		// still reach sendfile (it unwraps only one)
+		_, cerr = io.Copy(w, src)
+	} else {
+		_, cerr = io.CopyN(w, src, length)
+	}
+	if cerr != nil {
+		r.log.Debug().Err(cerr).Str("digest", string(d)).Msg("registry: blob download interrupted")
 	}
 	return nil
 }

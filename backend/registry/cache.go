@@ -5,14 +5,15 @@ import (
 	digest "github.com/opencontainers/go-digest"
 )
 
-// The cache keeps hot tag->digest answers and small manifests in memory so
-// a manifest HEAD or GET costs no file system call. It is filled on reads
-// and on pushes and cleared on deletes made through this process (one
-// wharf process owns a root directory).
+// The cache keeps the bytes of recently used small manifests, keyed by
+// digest, so a manifest GET or HEAD reads two small record files (tag,
+// revision link) and no manifest file. Content under a digest never
+// changes, so the cache can never be stale; tags and links are always read
+// from the store, so several Registry values on one root (a config reload
+// opens the new one before the old one has drained) always agree.
 const (
-	cacheTags            = 4096
-	cacheManifests       = 512
-	cacheMaxManifestSize = 64 << 10 // bigger manifests are read from disk each time (<= 32 MiB cached in all)
+	cacheManifests       = 1024
+	cacheMaxManifestSize = 32 << 10 // bigger manifests are read from disk each time (<= 32 MiB cached in all)
 )
 
 type cachedManifest struct {
@@ -22,30 +23,18 @@ type cachedManifest struct {
 }
 
 type cache struct {
-	tags      *lru.Cache[string, digest.Digest]
-	manifests *lru.Cache[string, *cachedManifest]
+	content *lru.Cache[digest.Digest, []byte]
 }
 
 func newCache() *cache {
-	t, _ := lru.New[string, digest.Digest](cacheTags)
-	m, _ := lru.New[string, *cachedManifest](cacheManifests)
-	return &cache{tags: t, manifests: m}
+	c, _ := lru.New[digest.Digest, []byte](cacheManifests)
+	return &cache{content: c}
 }
 
-func (c *cache) tag(repo, tag string) (digest.Digest, bool) { return c.tags.Get(repo + ":" + tag) }
-func (c *cache) setTag(repo, tag string, d digest.Digest)   { c.tags.Add(repo+":"+tag, d) }
-func (c *cache) dropTag(repo, tag string)                   { c.tags.Remove(repo + ":" + tag) }
+func (c *cache) get(d digest.Digest) ([]byte, bool) { return c.content.Get(d) }
 
-func (c *cache) manifest(repo string, d digest.Digest) (*cachedManifest, bool) {
-	return c.manifests.Get(repo + "@" + string(d))
-}
-
-func (c *cache) setManifest(repo string, m *cachedManifest) {
-	if len(m.data) <= cacheMaxManifestSize {
-		c.manifests.Add(repo+"@"+string(m.digest), m)
+func (c *cache) add(d digest.Digest, data []byte) {
+	if len(data) <= cacheMaxManifestSize {
+		c.content.Add(d, data)
 	}
-}
-
-func (c *cache) dropManifest(repo string, d digest.Digest) {
-	c.manifests.Remove(repo + "@" + string(d))
 }

@@ -41,9 +41,6 @@ func (r *Registry) resolve(ctx context.Context, repo, ref string) (digest.Digest
 		}
 		return d, nil
 	}
-	if d, ok := r.cache.tag(repo, ref); ok {
-		return d, nil
-	}
 	raw, err := r.store.GetRecord(ctx, repo, tagKey(ref))
 	if err != nil {
 		if errors.Is(err, storage.ErrNotFound) {
@@ -55,21 +52,23 @@ func (r *Registry) resolve(ctx context.Context, repo, ref string) (digest.Digest
 	if perr != nil {
 		return "", fmt.Errorf("tag %s of %s holds a bad digest: %w", ref, repo, perr)
 	}
-	r.cache.setTag(repo, ref, d)
 	return d, nil
 }
 
 // loadManifest returns the bytes and media type of manifest d in repo.
+// The repository's record is read every time (it may have been deleted,
+// also by another Registry on the same root); only the immutable content
+// comes from the cache.
 func (r *Registry) loadManifest(ctx context.Context, repo string, d digest.Digest) (*cachedManifest, error) {
-	if m, ok := r.cache.manifest(repo, d); ok {
-		return m, nil
-	}
 	mt, err := r.store.GetRecord(ctx, repo, manifestKey(d))
 	if err != nil {
 		if errors.Is(err, storage.ErrNotFound) {
 			return nil, manifestUnknown(string(d))
 		}
 		return nil, err
+	}
+	if data, ok := r.cache.get(d); ok {
+		return &cachedManifest{digest: d, mediaType: string(mt), data: data}, nil
 	}
 	b, err := r.store.OpenBlob(ctx, d)
 	if err != nil {
@@ -86,9 +85,8 @@ func (r *Registry) loadManifest(ctx context.Context, repo string, d digest.Diges
 	if _, err := io.ReadFull(b, data); err != nil {
 		return nil, fmt.Errorf("read manifest %s: %w", d, err)
 	}
-	m := &cachedManifest{digest: d, mediaType: string(mt), data: data}
-	r.cache.setManifest(repo, m)
-	return m, nil
+	r.cache.add(d, data)
+	return &cachedManifest{digest: d, mediaType: string(mt), data: data}, nil
 }
 
 // accepts reports whether the Accept headers allow media type mt. No
@@ -226,7 +224,7 @@ func (r *Registry) putManifest(w http.ResponseWriter, req *http.Request, rt *bac
 	if err := r.store.PutRecord(ctx, rt.Repo, manifestKey(d), []byte(mt)); err != nil {
 		return fmt.Errorf("link manifest: %w", err)
 	}
-	r.cache.setManifest(rt.Repo, &cachedManifest{digest: d, mediaType: mt, data: body})
+	r.cache.add(d, body)
 	if m.Subject != nil {
 		desc := backend.Descriptor{
 			MediaType:    mt,
@@ -250,7 +248,6 @@ func (r *Registry) putManifest(w http.ResponseWriter, req *http.Request, rt *bac
 		if err := r.store.PutRecord(ctx, rt.Repo, tagKey(t), []byte(d)); err != nil {
 			return fmt.Errorf("tag manifest: %w", err)
 		}
-		r.cache.setTag(rt.Repo, t, d)
 	}
 	h := w.Header()
 	h.Set("Location", "/v2/"+rt.Repo+"/manifests/"+string(d))
@@ -318,7 +315,6 @@ func (r *Registry) deleteManifest(w http.ResponseWriter, req *http.Request, rt *
 			}
 			return err
 		}
-		r.cache.dropTag(rt.Repo, rt.Reference)
 		w.Header().Set("Content-Length", "0")
 		w.WriteHeader(http.StatusAccepted)
 		return nil
@@ -343,7 +339,6 @@ func (r *Registry) deleteManifest(w http.ResponseWriter, req *http.Request, rt *
 				return err
 			}
 		}
-		r.cache.dropTag(rt.Repo, t)
 	}
 	var parsed backend.Manifest
 	if json.Unmarshal(m.data, &parsed) == nil && parsed.Subject != nil && parsed.Subject.Digest.Validate() == nil {
@@ -351,7 +346,6 @@ func (r *Registry) deleteManifest(w http.ResponseWriter, req *http.Request, rt *
 			return err
 		}
 	}
-	r.cache.dropManifest(rt.Repo, d)
 	if err := r.store.DeleteRecord(ctx, rt.Repo, manifestKey(d)); err != nil {
 		if errors.Is(err, storage.ErrNotFound) {
 			return manifestUnknown(rt.Reference)

@@ -359,3 +359,24 @@ func TestRouteFromContext(t *testing.T) {
 		t.Fatalf("%d %q", rec.Code, rec.Body.String())
 	}
 }
+
+// TestTwoRegistriesOneRoot: during a config reload the old and the new
+// Registry serve the same root for a while; neither may serve a tag or a
+// manifest the other has changed or deleted.
+func TestTwoRegistriesOneRoot(t *testing.T) {
+	a := newEnv(t, Options{Delete: true})
+	b := newEnv(t, Options{Root: a.root, Delete: true})
+	repo := "two/reg"
+	m1, m2 := a.image(repo, "one"), a.image(repo, "two")
+	a.expect(a.pushManifest(repo, "t", mtOCI, m1), 201, "")
+	if r := b.do("GET", "/v2/"+repo+"/manifests/t", nil); !bytes.Equal(r.body, m1) {
+		t.Fatalf("b sees %d %s", r.status, r.body)
+	}
+	a.expect(a.pushManifest(repo, "t", mtOCI, m2), 201, "")
+	if r := b.do("HEAD", "/v2/"+repo+"/manifests/t", nil); r.header.Get("Docker-Content-Digest") != digest.FromBytes(m2).String() {
+		t.Fatalf("b serves a stale tag: %s", r.header.Get("Docker-Content-Digest"))
+	}
+	a.expect(a.do("DELETE", "/v2/"+repo+"/manifests/"+digest.FromBytes(m2).String(), nil), 202, "")
+	b.expect(b.do("GET", "/v2/"+repo+"/manifests/"+digest.FromBytes(m2).String(), nil), 404, "MANIFEST_UNKNOWN")
+	b.expect(b.do("GET", "/v2/"+repo+"/manifests/t", nil), 404, "MANIFEST_UNKNOWN")
+}

@@ -3,6 +3,8 @@ package harness
 import (
 	"bytes"
 	"crypto/sha256"
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/hex"
 	"fmt"
 	"io"
@@ -191,9 +193,18 @@ func Ref(t testing.TB, s string) name.Reference {
 
 // RemoteOptions are the go-containerregistry options the harness uses:
 // anonymous, a fresh transport (no pooled connections to a killed server).
+// extra options come last, so they override these.
 func RemoteOptions(extra ...remote.Option) []remote.Option {
 	tr := http.DefaultTransport.(*http.Transport).Clone()
 	return append([]remote.Option{remote.WithTransport(tr)}, extra...)
+}
+
+// TLSTransport is a fresh transport that trusts only roots (e.g. Pebble's
+// issuing root), for proving certificate verification.
+func TLSTransport(roots *x509.CertPool) *http.Transport {
+	tr := http.DefaultTransport.(*http.Transport).Clone()
+	tr.TLSClientConfig = &tls.Config{RootCAs: roots, MinVersion: tls.VersionTLS12}
+	return tr
 }
 
 // RemoteImage fetches an image manifest from a registry (blobs are fetched
@@ -209,9 +220,11 @@ func RemoteImage(t testing.TB, ref string, opts ...remote.Option) v1.Image {
 
 // VerifyRemoteImage fetches ref with go-containerregistry, reads every blob
 // and compares it with want. It returns the manifest digest.
-func VerifyRemoteImage(t testing.TB, ref string, want v1.Image, same Same) v1.Hash {
+// Extra options (e.g. remote.WithTransport(TLSTransport(roots))) override
+// the defaults.
+func VerifyRemoteImage(t testing.TB, ref string, want v1.Image, same Same, opts ...remote.Option) v1.Hash {
 	t.Helper()
-	img := RemoteImage(t, ref)
+	img := RemoteImage(t, ref, opts...)
 	if err := CompareImages(img, want, same); err != nil {
 		t.Fatalf("image %s in the registry is not what was pushed: %v", ref, err)
 	}
@@ -224,9 +237,9 @@ func VerifyRemoteImage(t testing.TB, ref string, want v1.Image, same Same) v1.Ha
 
 // VerifyRemoteIndex fetches an index and all its children and compares them
 // with want byte for byte.
-func VerifyRemoteIndex(t testing.TB, ref string, want v1.ImageIndex) {
+func VerifyRemoteIndex(t testing.TB, ref string, want v1.ImageIndex, opts ...remote.Option) {
 	t.Helper()
-	idx, err := remote.Index(Ref(t, ref), RemoteOptions()...)
+	idx, err := remote.Index(Ref(t, ref), RemoteOptions(opts...)...)
 	if err != nil {
 		t.Fatalf("fetch index %s: %v", ref, err)
 	}

@@ -111,9 +111,17 @@ func (c *WharfConfig) Admin() string { c.used["admin"] = true; return c.admin }
 type WharfOption func(*wharfOptions)
 
 type wharfOptions struct {
-	vars  map[string]any
-	env   []string
-	ready []string
+	vars               map[string]any
+	env                []string
+	ready              []string
+	http, https, admin string
+}
+
+// WithAddrs makes .HTTP, .HTTPS and .Admin these addresses instead of
+// harness-picked ones ("" keeps the picked one), for peers that must know
+// the ports first (Pebble validates challenges on fixed ports).
+func WithAddrs(http, https, admin string) WharfOption {
+	return func(o *wharfOptions) { o.http, o.https, o.admin = http, https, admin }
 }
 
 // WithVars makes extra values available to the config template as .Vars.
@@ -181,6 +189,14 @@ func StartWharf(t testing.TB, tmpl string, opts ...WharfOption) *Wharf {
 		https:   FreeAddr(t),
 		admin:   FreeAddr(t),
 		used:    map[string]bool{},
+	}
+	for _, fixed := range []struct {
+		dst *string
+		v   string
+	}{{&cfg.http, o.http}, {&cfg.https, o.https}, {&cfg.admin, o.admin}} {
+		if fixed.v != "" {
+			*fixed.dst = fixed.v
+		}
 	}
 	if err := os.MkdirAll(cfg.DataDir, 0o755); err != nil {
 		t.Fatalf("data dir: %v", err)

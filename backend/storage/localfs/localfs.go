@@ -69,6 +69,10 @@ const (
 	dirRepos   = "repositories"
 	dirUploads = "uploads"
 	dirTmp     = "tmp"
+
+	// tmpMaxAge: files in tmp/ live for milliseconds (records and
+	// manifests); older ones are leftovers of a crash.
+	tmpMaxAge = 5 * time.Minute
 )
 
 // New opens (creating if needed) a store at o.Root, removes temporary files
@@ -99,9 +103,11 @@ func New(o Options) (*Store, error) {
 		stop:      make(chan struct{}),
 		done:      make(chan struct{}),
 	}
-	// Anything in tmp/ is a write that never got renamed into place: a
-	// previous process died in the middle of it.
-	s.cleanTmp(0)
+	// Anything in tmp/ older than a few minutes is a write that never got
+	// renamed into place: a process died in the middle of it. Younger
+	// files may belong to a registry on the same root that is still
+	// draining (a config reload opens a new one before closing the old).
+	s.cleanTmp(tmpMaxAge)
 	s.expireUploads(time.Now())
 	go s.janitor()
 	return s, nil
@@ -135,7 +141,7 @@ func (s *Store) janitor() {
 			return
 		case now := <-t.C:
 			s.expireUploads(now)
-			s.cleanTmp(time.Hour)
+			s.cleanTmp(tmpMaxAge)
 		}
 	}
 }

@@ -1,0 +1,92 @@
+package gateway
+
+import (
+	"bytes"
+	"io"
+	"net"
+	"testing"
+	"time"
+)
+
+// countConn counts the writes that reach the socket.
+type countConn struct {
+	net.Conn
+	writes int
+}
+
+func (c *countConn) Write(p []byte) (int, error) { c.writes++; return c.Conn.Write(p) }
+
+func TestCoalesceConn(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	got := make(chan []byte, 1)
+	go func() {
+		c, err := ln.Accept()
+		if err != nil {
+			got <- nil
+			return
+		}
+		b, _ := io.ReadAll(c)
+		got <- b
+	}()
+	raw, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	cc := &countConn{Conn: raw}
+	c := &coalesceConn{Conn: cc}
+
+	full := func(b byte) []byte { return bytes.Repeat([]byte{b}, fullRecord+16) }
+	var want []byte
+	write := func(p []byte) {
+		t.Helper()
+		if n, err := c.Write(p); err != nil || n != len(p) {
+			t.Fatalf("Write: %d, %v", n, err)
+		}
+		want = append(want, p...)
+	}
+	// four full records and a short one: one socket write
+	for i := byte(0); i < 4; i++ {
+		write(full('a' + i))
+	}
+	write([]byte("short"))
+	if cc.writes != 1 {
+		t.Fatalf("%d socket writes for 4 full records and a short one, want 1", cc.writes)
+	}
+	// more full records than fit: written when the buffer is full
+	for i := 0; i < 2*coalesceMax/fullRecord; i++ {
+		write(full('x'))
+	}
+	if cc.writes < 2 {
+		t.Fatalf("buffer never flushed when full (%d writes)", cc.writes)
+	}
+	// a trailing full record is sent by the timer without another write
+	before := cc.writes
+	write(full('z'))
+	for i := 0; ; i++ {
+		c.mu.Lock()
+		pending := c.buf != nil
+		c.mu.Unlock()
+		if !pending {
+			break
+		}
+		if i > 1000 {
+			t.Fatal("trailing record never flushed")
+		}
+		time.Sleep(time.Millisecond)
+	}
+	if cc.writes == before {
+		t.Fatal("timer flush did not write")
+	}
+	// and what is pending at Close is sent before the close
+	write(full('q'))
+	if err := c.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if b := <-got; !bytes.Equal(b, want) {
+		t.Fatalf("peer got %d bytes, want %d (in order)", len(b), len(want))
+	}
+}
