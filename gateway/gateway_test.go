@@ -94,3 +94,25 @@ func TestAdminHandler(t *testing.T) {
 		t.Errorf("/metrics lacks the request counter with a bounded method label:\n%s", body)
 	}
 }
+
+// A transfer a backend aborts on purpose still gets its access-log line.
+func TestAccessLogOnAbort(t *testing.T) {
+	var buf strings.Builder
+	log := zerolog.New(&buf)
+	h := accessLog(&log, nil, "s")(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.WriteHeader(http.StatusOK)
+		w.Write([]byte("part"))
+		panic(http.ErrAbortHandler)
+	}))
+	func() {
+		defer func() {
+			if p := recover(); p != http.ErrAbortHandler {
+				t.Errorf("panic %v was not passed on", p)
+			}
+		}()
+		h.ServeHTTP(httptest.NewRecorder(), httptest.NewRequest("GET", "/v2/x/blobs/sha256:00", nil))
+	}()
+	if !strings.Contains(buf.String(), `"aborted":true`) || !strings.Contains(buf.String(), `"bytes":4`) {
+		t.Fatalf("no access-log line for the aborted transfer: %q", buf.String())
+	}
+}

@@ -101,29 +101,41 @@ func accessLog(log *zerolog.Logger, m *metrics, siteName string) Middleware {
 			start := time.Now()
 			rec := &recorder{ResponseWriter: w}
 			ctx, id := auth.NewIdentity(r.Context())
+			// Logged in a defer so that a transfer a backend cuts off on
+			// purpose (panic(http.ErrAbortHandler), e.g. a mirrored blob
+			// whose digest turned out wrong) still gets its line.
+			defer func() {
+				p := recover()
+				status := rec.status
+				if status == 0 {
+					status = http.StatusOK
+				}
+				ev := log.Info()
+				if status >= 500 || p != nil {
+					ev = log.Error()
+				}
+				ev = ev.Str("id", RequestID(r.Context())).
+					Str("host", r.Host).
+					Str("remote", r.RemoteAddr).
+					Str("method", r.Method).
+					Str("path", r.URL.Path).
+					Int("status", status).
+					Int64("bytes_in", rec.bodyIn(r)).
+					Int64("bytes", rec.bytes).
+					Dur("duration", time.Since(start))
+				if id.User != "" {
+					ev = ev.Str("user", id.User)
+				}
+				if p != nil {
+					ev = ev.Bool("aborted", true)
+				}
+				ev.Msg("request")
+				m.observe(siteName, r.Method, status, rec.bytes, time.Since(start))
+				if p != nil {
+					panic(p)
+				}
+			}()
 			next.ServeHTTP(rec, r.WithContext(ctx))
-			status := rec.status
-			if status == 0 {
-				status = http.StatusOK
-			}
-			ev := log.Info()
-			if status >= 500 {
-				ev = log.Error()
-			}
-			ev = ev.Str("id", RequestID(r.Context())).
-				Str("host", r.Host).
-				Str("remote", r.RemoteAddr).
-				Str("method", r.Method).
-				Str("path", r.URL.Path).
-				Int("status", status).
-				Int64("bytes_in", rec.bodyIn(r)).
-				Int64("bytes", rec.bytes).
-				Dur("duration", time.Since(start))
-			if id.User != "" {
-				ev = ev.Str("user", id.User)
-			}
-			ev.Msg("request")
-			m.observe(siteName, r.Method, status, rec.bytes, time.Since(start))
 		})
 	}
 }

@@ -4,10 +4,9 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"sync"
 	"sync/atomic"
 	"time"
-
-	"golang.org/x/net/netutil"
 )
 
 // Timeouts: the http.Server bounds header reads (ReadHeaderTimeout) and
@@ -19,25 +18,42 @@ import (
 // deadline pushed forward on every write).
 
 // progressListener wraps accepted connections in progressConn and bounds
-// how many are open at once.
+// how many are open at once. It counts connections itself rather than
+// using netutil.LimitListener, whose connection type hides ReadFrom and so
+// turns every blob download from sendfile into a read/write loop.
 func progressListener(ln net.Listener, timeout time.Duration, maxConns int) net.Listener {
+	l := &progressLn{Listener: ln, timeout: timeout}
 	if maxConns > 0 {
-		ln = netutil.LimitListener(ln, maxConns)
+		l.slots = make(chan struct{}, maxConns)
 	}
-	return &progressLn{Listener: ln, timeout: timeout}
+	return l
 }
 
 type progressLn struct {
 	net.Listener
 	timeout time.Duration
+	slots   chan struct{} // one token per open connection; nil = no limit
 }
 
 func (l *progressLn) Accept() (net.Conn, error) {
-	c, err := l.Listener.Accept()
-	if err != nil || l.timeout <= 0 {
-		return c, err
+	if l.slots != nil {
+		l.slots <- struct{}{} // wait for a free slot, as LimitListener does
 	}
-	return newProgressConn(c, l.timeout), nil
+	c, err := l.Listener.Accept()
+	if err != nil {
+		if l.slots != nil {
+			<-l.slots
+		}
+		return nil, err
+	}
+	if l.timeout <= 0 && l.slots == nil {
+		return c, nil
+	}
+	pc := newProgressConn(c, l.timeout)
+	if l.slots != nil {
+		pc.release = func() { <-l.slots }
+	}
+	return pc, nil
 }
 
 // progressConn gives every Write a deadline of now+timeout (or the
@@ -50,6 +66,20 @@ type progressConn struct {
 	slack   int64 // re-arm at most this often (ns)
 	armed   atomic.Int64
 	outer   atomic.Int64 // write deadline the server set, unix ns; 0 = none
+
+	release   func() // frees the listener's slot; nil = no limit
+	closeOnce sync.Once
+}
+
+// Close closes the connection and gives its slot back to the listener.
+func (c *progressConn) Close() error {
+	err := c.Conn.Close()
+	c.closeOnce.Do(func() {
+		if c.release != nil {
+			c.release()
+		}
+	})
+	return err
 }
 
 func newProgressConn(c net.Conn, timeout time.Duration) *progressConn {
@@ -57,6 +87,9 @@ func newProgressConn(c net.Conn, timeout time.Duration) *progressConn {
 }
 
 func (c *progressConn) arm(now int64) {
+	if c.timeout <= 0 {
+		return
+	}
 	d := now + c.timeout
 	if o := c.outer.Load(); o != 0 && o < d {
 		d = o
@@ -77,20 +110,36 @@ func (c *progressConn) Write(p []byte) (int, error) {
 const sendfileChunk = 4 << 20
 
 // ReadFrom keeps the kernel's sendfile/splice path for plain-HTTP
-// downloads, in chunks so the deadline follows progress.
+// downloads, in chunks so the deadline follows progress. A LimitedReader
+// from the caller (http.ServeContent sends ranges through io.CopyN) is
+// unwrapped first: the kernel path looks through one LimitedReader only.
 func (c *progressConn) ReadFrom(r io.Reader) (int64, error) {
 	rf, ok := c.Conn.(io.ReaderFrom)
 	if !ok {
 		return io.Copy(struct{ io.Writer }{c}, r)
 	}
-	lr := &io.LimitedReader{R: r}
+	outer, _ := r.(*io.LimitedReader)
+	chunk := &io.LimitedReader{R: r}
+	if outer != nil {
+		chunk.R = outer.R
+	}
 	var total int64
 	for {
+		n := int64(sendfileChunk)
+		if outer != nil {
+			n = min(n, outer.N)
+			if n <= 0 {
+				return total, nil
+			}
+		}
 		c.arm(time.Now().UnixNano())
-		lr.N = sendfileChunk
-		n, err := rf.ReadFrom(lr)
-		total += n
-		if err != nil || lr.N > 0 {
+		chunk.N = n
+		m, err := rf.ReadFrom(chunk)
+		total += m
+		if outer != nil {
+			outer.N -= m
+		}
+		if err != nil || chunk.N > 0 {
 			return total, err
 		}
 	}

@@ -7,6 +7,7 @@ import (
 	"io"
 	"net/http"
 	"os"
+	"path/filepath"
 	"strconv"
 	"time"
 
@@ -156,8 +157,37 @@ func (c *Cache) serveFile(w http.ResponseWriter, req *http.Request, d digest.Dig
 // held back until the digest is verified, so a client never receives a
 // complete wrong blob. Nothing becomes visible unless it matches d.
 func (c *Cache) fetchBlob(w http.ResponseWriter, req *http.Request, repo string, d digest.Digest) error {
-	ctx, cancel := context.WithCancel(req.Context())
+	key := repo + "@" + string(d)
+	for {
+		f, leader := c.joinBlob(key)
+		if leader {
+			// stays the error if the download panics (an aborted stream)
+			var err error = &upstreamError{status: http.StatusBadGateway, msg: fmt.Sprintf("the download of blob %s from the upstream failed", d)}
+			defer c.endBlob(key, f, &err)
+			err = c.downloadBlob(w, req, repo, d, f)
+			if be := (*backend.Error)(nil); errors.As(err, &be) && be.Code == backend.CodeRangeInvalid {
+				// this request's own Range was bad: followers try themselves
+				f.finish(false, context.Canceled)
+			}
+			return err
+		}
+		err := c.followBlob(w, req, d, f)
+		if !errors.Is(err, errLeaderFailed) {
+			return err
+		}
+		// that download failed before this request answered: try ourselves
+	}
+}
+
+// downloadBlob fetches the blob from the upstream for this request and
+// for the requests following it (f).
+func (c *Cache) downloadBlob(w http.ResponseWriter, req *http.Request, repo string, d digest.Digest, f *blobFlight) error {
+	// The download outlives this request's client while other requests
+	// follow it; it is cancelled once nobody is left.
+	ctx, cancel := context.WithCancel(context.WithoutCancel(req.Context()))
 	defer cancel()
+	f.setCancel(cancel)
+	defer context.AfterFunc(req.Context(), f.leaderLeft)()
 	// One watchdog bounds the wait for the answer, then the time between
 	// two reads of the body; there is no limit on the whole download.
 	watch := time.AfterFunc(c.upTimeout, cancel)
@@ -182,13 +212,13 @@ func (c *Cache) fetchBlob(w http.ResponseWriter, req *http.Request, repo string,
 	watch.Reset(c.idle)
 	size := resp.ContentLength
 	if size >= 0 && size <= c.spoolLimit {
-		return c.spoolBlob(ctx, w, req, repo, d, &idleReader{r: resp.Body, t: watch, d: c.idle}, size)
+		return c.spoolBlob(ctx, w, req, repo, d, &idleReader{r: resp.Body, t: watch, d: c.idle}, size, f)
 	}
-	return c.streamBlob(ctx, w, req, repo, d, resp.Body, watch, size)
+	return c.streamBlob(ctx, w, req, repo, d, resp.Body, watch, size, f)
 }
 
 // spoolBlob stores a small blob, verifies it, then serves it from disk.
-func (c *Cache) spoolBlob(ctx context.Context, w http.ResponseWriter, req *http.Request, repo string, d digest.Digest, body io.Reader, size int64) error {
+func (c *Cache) spoolBlob(ctx context.Context, w http.ResponseWriter, req *http.Request, repo string, d digest.Digest, body io.Reader, size int64, f *blobFlight) error {
 	u, err := c.store.NewUpload(ctx, repo)
 	if err != nil {
 		return fmt.Errorf("start storing blob %s: %w", d, err)
@@ -222,6 +252,7 @@ func (c *Cache) spoolBlob(ctx context.Context, w http.ResponseWriter, req *http.
 	if err := c.link(ctx, repo, d); err != nil {
 		return err
 	}
+	f.finish(true, nil)
 	b, err := c.store.OpenBlob(ctx, d)
 	if err != nil {
 		return fmt.Errorf("open stored blob %s: %w", d, err)
@@ -232,7 +263,7 @@ func (c *Cache) spoolBlob(ctx context.Context, w http.ResponseWriter, req *http.
 }
 
 // streamBlob tees the upstream body to the client and into an upload.
-func (c *Cache) streamBlob(ctx context.Context, w http.ResponseWriter, req *http.Request, repo string, d digest.Digest, body io.Reader, watch *time.Timer, size int64) error {
+func (c *Cache) streamBlob(ctx context.Context, w http.ResponseWriter, req *http.Request, repo string, d digest.Digest, body io.Reader, watch *time.Timer, size int64, f *blobFlight) error {
 	start, end := int64(0), int64(-1) // window of the blob sent to the client; -1: to the end
 	status := http.StatusOK
 	h := w.Header()
@@ -256,13 +287,14 @@ func (c *Cache) streamBlob(ctx context.Context, w http.ResponseWriter, req *http
 		return fmt.Errorf("start storing blob %s: %w", d, err)
 	}
 	defer u.Close()
+	f.streaming(filepath.Join(c.root, "uploads", u.ID(), "data"), size)
 	h.Set("Content-Type", "application/octet-stream")
 	h.Set("Docker-Content-Digest", string(d))
 	h.Set("Accept-Ranges", "bytes")
 	h.Set("ETag", `"`+string(d)+`"`)
 	w.WriteHeader(status)
 	cw := &clientWriter{w: w, start: start, end: end, hold: end > start}
-	src := &idleReader{r: io.TeeReader(body, cw), t: watch, d: c.idle}
+	src := &idleReader{r: io.TeeReader(body, cw), t: watch, d: c.idle, progress: f.progress}
 	n, err := u.Append(ctx, src)
 	abort := func(msg string, err error) error {
 		_ = u.Cancel(context.WithoutCancel(ctx))
@@ -271,6 +303,9 @@ func (c *Cache) streamBlob(ctx context.Context, w http.ResponseWriter, req *http
 			ev = c.log.Debug() // the client went away; nothing to worry about
 		}
 		ev.Err(err).Str("repo", repo).Str("digest", string(d)).Int64("bytes", n).Msg(msg)
+		if req.Context().Err() != nil {
+			f.finish(false, context.Canceled) // followers may try again themselves
+		}
 		// The status line is out: end the response without its last
 		// byte so the client sees a failed download, never a good one.
 		panic(http.ErrAbortHandler)
@@ -291,6 +326,7 @@ func (c *Cache) streamBlob(ctx context.Context, w http.ResponseWriter, req *http
 	if err := c.link(ctx, repo, d); err != nil {
 		c.log.Warn().Err(err).Str("repo", repo).Str("digest", string(d)).Msg("cache: link blob")
 	}
+	f.finish(true, nil)
 	if err := cw.release(); err != nil {
 		c.log.Debug().Err(err).Str("digest", string(d)).Msg("cache: client went away at the last byte")
 	}
@@ -313,7 +349,7 @@ func (cw *clientWriter) Write(p []byte) (int, error) {
 	hi := lo + int64(len(p))
 	cw.pos = hi
 	if cw.failed != nil {
-		return 0, cw.failed
+		return len(p), nil // the client is gone; the download goes on for followers
 	}
 	a, b := cw.start, hi
 	if cw.end >= 0 {
@@ -333,8 +369,7 @@ func (cw *clientWriter) Write(p []byte) (int, error) {
 	}
 	if a < b {
 		if _, err := cw.w.Write(p[a-lo : b-lo]); err != nil {
-			cw.failed = err
-			return 0, err
+			cw.failed = err // see above; the context ends the download if nobody follows
 		}
 	}
 	return len(p), nil
@@ -342,6 +377,9 @@ func (cw *clientWriter) Write(p []byte) (int, error) {
 
 // release writes the held-back byte.
 func (cw *clientWriter) release() error {
+	if cw.failed != nil {
+		return cw.failed
+	}
 	if len(cw.held) == 0 {
 		return nil
 	}
@@ -353,12 +391,16 @@ func (cw *clientWriter) release() error {
 // that a TeeReader does inside it): the download ends only when nothing
 // moves for the idle timeout.
 type idleReader struct {
-	r io.Reader
-	t *time.Timer
-	d time.Duration
+	r        io.Reader
+	t        *time.Timer
+	d        time.Duration
+	progress func() // called before every read: earlier bytes may be on disk now
 }
 
 func (i *idleReader) Read(p []byte) (int, error) {
+	if i.progress != nil {
+		i.progress()
+	}
 	i.t.Reset(i.d)
 	n, err := i.r.Read(p)
 	i.t.Reset(i.d)

@@ -358,3 +358,160 @@ func TestUpstreamStallsMidBlob(t *testing.T) {
 		})
 	}
 }
+
+// Requests for a blob that is being downloaded follow that download
+// instead of starting their own: one upstream GET, every client gets the
+// right bytes (also a ranged one), and nothing is stored if the bytes
+// turn out wrong.
+func TestFollowDownload(t *testing.T) {
+	for _, bp := range blobPaths {
+		for _, corrupt := range []bool{false, true} {
+			t.Run(fmt.Sprintf("%s/corrupt=%v", bp.name, corrupt), func(t *testing.T) {
+				up := startUpstream(t)
+				layer := randBytes(t, 512<<10)
+				im := up.pushImage("team/app", "v1", backend.MediaTypeOCIManifest, layer)
+				d := im.layers[0]
+				gate := make(chan struct{})
+				inFlight := make(chan struct{})
+				var once sync.Once
+				up.wrap = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+					if r.Method != "GET" || r.URL.Path != "/v2/team/app/blobs/"+string(d) {
+						up.direct(w, r)
+						return
+					}
+					up.mu.Lock()
+					up.counts["GET blob"]++
+					up.mu.Unlock()
+					body := append([]byte(nil), layer...)
+					if corrupt {
+						body[len(body)-1] ^= 0xff
+					}
+					w.Header().Set("Content-Length", strconv.Itoa(len(body)))
+					w.WriteHeader(http.StatusOK)
+					_, _ = w.Write(body[:len(body)/2])
+					w.(http.Flusher).Flush()
+					once.Do(func() { close(inFlight) })
+					<-gate
+					_, _ = w.Write(body[len(body)/2:])
+				})
+				ce := newCache(t, Options{Upstream: up.srv.URL})
+				ce.c.spoolLimit = bp.spool
+				const followers = 4
+				joined := make(chan string, 100)
+				ce.c.blobJoined = func(k string) { joined <- k }
+
+				type result struct {
+					status int
+					body   []byte
+					err    error
+				}
+				results := make(chan result, followers+1)
+				get := func(hdr ...string) {
+					res, body, err := ce.get("/v2/team/app/blobs/"+string(d), hdr...)
+					r := result{body: body, err: err}
+					if res != nil {
+						r.status = res.StatusCode
+					}
+					results <- r
+				}
+				go get()
+				<-inFlight
+				for i := 0; i < followers; i++ {
+					if i == 0 {
+						go get("Range: bytes=100-199")
+					} else {
+						go get()
+					}
+				}
+				for i := 0; i < followers; i++ {
+					<-joined
+				}
+				close(gate)
+				for i := 0; i < followers+1; i++ {
+					r := <-results
+					switch {
+					case corrupt && r.err == nil && r.status < 300 && (len(r.body) == len(layer) || len(r.body) == 100):
+						t.Errorf("a client got a complete response from a corrupt download (%d bytes, status %d)", len(r.body), r.status)
+					case !corrupt && (r.err != nil || (r.status != 200 && r.status != 206)):
+						t.Errorf("status %d, err %v", r.status, r.err)
+					case !corrupt && r.status == 200 && !bytes.Equal(r.body, layer):
+						t.Errorf("full body differs (%d bytes)", len(r.body))
+					case !corrupt && r.status == 206 && !bytes.Equal(r.body, layer[100:200]):
+						t.Errorf("ranged body differs")
+					}
+				}
+				if got := up.count("GET blob"); got != 1 {
+					t.Errorf("%d upstream GETs for %d clients, want 1", got, followers+1)
+				}
+				if ce.stored(d) == corrupt || ce.uploadsLeft() != 0 {
+					t.Fatalf("stored %v (corrupt %v), %d uploads left", ce.stored(d), corrupt, ce.uploadsLeft())
+				}
+			})
+		}
+	}
+}
+
+// When the first client goes away in the middle of a download that others
+// follow, the download goes on for them and the blob is stored.
+func TestFollowersOutliveLeader(t *testing.T) {
+	up := startUpstream(t)
+	layer := randBytes(t, 2<<20)
+	im := up.pushImage("team/app", "v1", backend.MediaTypeOCIManifest, layer)
+	d := im.layers[0]
+	gate := make(chan struct{})
+	inFlight := make(chan struct{})
+	var once sync.Once
+	up.wrap = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Method != "GET" || r.URL.Path != "/v2/team/app/blobs/"+string(d) {
+			up.direct(w, r)
+			return
+		}
+		up.mu.Lock()
+		up.counts["GET blob"]++
+		up.mu.Unlock()
+		w.Header().Set("Content-Length", strconv.Itoa(len(layer)))
+		w.WriteHeader(http.StatusOK)
+		_, _ = w.Write(layer[:len(layer)/2])
+		w.(http.Flusher).Flush()
+		once.Do(func() { close(inFlight) })
+		<-gate
+		_, _ = w.Write(layer[len(layer)/2:])
+	})
+	ce := newCache(t, Options{Upstream: up.srv.URL})
+	ce.c.spoolLimit = 1 << 10
+	joined := make(chan string, 10)
+	ce.c.blobJoined = func(k string) { joined <- k }
+
+	// the leader: reads a little, then goes away
+	ctx, cancel := context.WithCancel(context.Background())
+	req, _ := http.NewRequestWithContext(ctx, "GET", ce.srv.URL+"/v2/team/app/blobs/"+string(d), nil)
+	res, err := ce.srv.Client().Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	buf := make([]byte, 4096)
+	if _, err := io.ReadFull(res.Body, buf); err != nil {
+		t.Fatal(err)
+	}
+	<-inFlight
+	type result struct {
+		body []byte
+		err  error
+	}
+	done := make(chan result, 1)
+	go func() {
+		_, body, err := ce.get("/v2/team/app/blobs/" + string(d))
+		done <- result{body, err}
+	}()
+	<-joined
+	cancel()
+	res.Body.Close()
+	close(gate)
+	r := <-done
+	if r.err != nil || !bytes.Equal(r.body, layer) {
+		t.Fatalf("follower: err %v, %d bytes", r.err, len(r.body))
+	}
+	if !ce.stored(d) || ce.uploadsLeft() != 0 || up.count("GET blob") != 1 {
+		t.Fatalf("stored %v, %d uploads left, %d upstream GETs", ce.stored(d), ce.uploadsLeft(), up.count("GET blob"))
+	}
+}

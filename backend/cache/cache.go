@@ -13,6 +13,8 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"path/filepath"
+	"sync"
 	"time"
 
 	"github.com/rs/zerolog"
@@ -78,6 +80,11 @@ type Cache struct {
 
 	manifests flightGroup[*manifest]  // shared manifest GETs
 	heads     flightGroup[*tagRecord] // shared manifest HEADs
+
+	root       string // absolute store root (for following a download's data file)
+	blobsMu    sync.Mutex
+	blobs      map[string]*blobFlight // downloads in progress by repo@digest
+	blobJoined func(key string)       // tests: a request follows another's download
 }
 
 // New checks o, opens the store under o.Root and returns the cache. ctx
@@ -111,6 +118,11 @@ func New(ctx context.Context, o Options) (*Cache, error) {
 	if err != nil {
 		return nil, fmt.Errorf("cache: %w", err)
 	}
+	root, err := filepath.Abs(o.Root)
+	if err != nil {
+		st.Close()
+		return nil, fmt.Errorf("cache: root %q: %w", o.Root, err)
+	}
 	tr := o.Transport
 	if tr == nil {
 		tr = newTransport()
@@ -125,6 +137,8 @@ func New(ctx context.Context, o Options) (*Cache, error) {
 		spoolLimit: defaultSpoolLimit,
 		now:        time.Now,
 		tr:         tr,
+		root:       root,
+		blobs:      map[string]*blobFlight{},
 	}, nil
 }
 

@@ -93,34 +93,45 @@ func TestUploadFlows(t *testing.T) {
 		}},
 	}
 	for _, c := range cases {
-		t.Run(c.name, func(t *testing.T) {
-			e := newEnv(t, Options{})
-			e.t = t
-			repo := "flows/a"
-			r := c.push(e, repo, c.d)
-			e.expect(r, http.StatusCreated, "")
-			if got := r.header.Get("Location"); got != "/v2/"+repo+"/blobs/"+string(c.d) {
-				t.Errorf("Location %q", got)
+		for _, direct := range []bool{false, true} {
+			name := c.name
+			if direct {
+				name += " (DirectIO)"
 			}
-			if got := r.header.Get("Docker-Content-Digest"); got != string(c.d) {
-				t.Errorf("Docker-Content-Digest %q", got)
-			}
-			g := e.do("GET", "/v2/"+repo+"/blobs/"+string(c.d), nil)
-			e.expect(g, http.StatusOK, "")
-			if !bytes.Equal(g.body, data) {
-				t.Fatal("pulled bytes differ")
-			}
-			h := e.do("HEAD", "/v2/"+repo+"/blobs/"+string(c.d), nil)
-			e.expect(h, http.StatusOK, "")
-			if h.header.Get("Content-Length") != fmt.Sprint(len(data)) || h.header.Get("Docker-Content-Digest") != string(c.d) {
-				t.Errorf("HEAD headers %v", h.header)
-			}
-			// the session is gone after the commit
-			uploads, _ := os.ReadDir(filepath.Join(e.root, "uploads"))
-			if len(uploads) != 0 {
-				t.Errorf("%d upload sessions left", len(uploads))
-			}
-		})
+			t.Run(name, func(t *testing.T) {
+				flow(t, c.push, c.d, data, Options{DirectIO: direct})
+			})
+		}
+	}
+}
+
+// flow pushes data with push into a fresh registry and checks what
+// comes back.
+func flow(t *testing.T, push func(e *env, repo string, d digest.Digest) *resp, d digest.Digest, data []byte, o Options) {
+	e := newEnv(t, o)
+	repo := "flows/a"
+	r := push(e, repo, d)
+	e.expect(r, http.StatusCreated, "")
+	if got := r.header.Get("Location"); got != "/v2/"+repo+"/blobs/"+string(d) {
+		t.Errorf("Location %q", got)
+	}
+	if got := r.header.Get("Docker-Content-Digest"); got != string(d) {
+		t.Errorf("Docker-Content-Digest %q", got)
+	}
+	g := e.do("GET", "/v2/"+repo+"/blobs/"+string(d), nil)
+	e.expect(g, http.StatusOK, "")
+	if !bytes.Equal(g.body, data) {
+		t.Fatal("pulled bytes differ")
+	}
+	h := e.do("HEAD", "/v2/"+repo+"/blobs/"+string(d), nil)
+	e.expect(h, http.StatusOK, "")
+	if h.header.Get("Content-Length") != fmt.Sprint(len(data)) || h.header.Get("Docker-Content-Digest") != string(d) {
+		t.Errorf("HEAD headers %v", h.header)
+	}
+	// the session is gone after the commit
+	uploads, _ := os.ReadDir(filepath.Join(e.root, "uploads"))
+	if len(uploads) != 0 {
+		t.Errorf("%d upload sessions left", len(uploads))
 	}
 }
 

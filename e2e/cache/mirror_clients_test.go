@@ -14,7 +14,6 @@ import (
 	"github.com/wharf-dev/wharf/e2e/harness"
 )
 
-
 const mirrorConfig = `data_dir = "{{.DataDir}}"
 
 [listen]

@@ -11,13 +11,15 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/wharf-dev/wharf/internal/testpeer"
 )
 
 func testEnv(t *testing.T) *Env {
 	t.Helper()
 	for _, b := range []string{"nginx", "docker-registry"} {
 		if _, err := exec.LookPath(b); err != nil {
-			t.Skipf("%s not installed", b)
+			testpeer.Missing(t, "%s not installed", b)
 		}
 	}
 	ng, _ := exec.LookPath("nginx")
