@@ -59,9 +59,13 @@ func TestNginxStaticAndStop(t *testing.T) {
 	if _, err := os.Stat(st.Dir); !errors.Is(err, os.ErrNotExist) {
 		t.Fatalf("stack folder left behind: %v", err)
 	}
+	// Workers die with their process group; give the kernel a moment.
 	for _, pid := range g {
+		for i := 0; i < 100 && running(pid); i++ {
+			time.Sleep(50 * time.Millisecond)
+		}
 		if running(pid) {
-			t.Errorf("process %d still running after Stop", pid)
+			t.Errorf("process %d still running 5 s after Stop", pid)
 		}
 	}
 }
