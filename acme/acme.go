@@ -267,17 +267,26 @@ var (
 )
 
 // GetCertificate is tls.Config.GetCertificate: the certificate of the site
-// named by SNI. Unknown, empty and IP-address names are refused, so the
-// handshake fails and no certificate is ever obtained for them.
+// named by SNI. Unknown names, IP addresses as SNI and a missing SNI are
+// refused, so the handshake fails and no certificate is ever obtained for
+// them; the one exception is a connection without SNI to an address that a
+// tls = "manual" site is named by (clients send no SNI for IP addresses).
 func (m *Manager) GetCertificate(hello *tls.ClientHelloInfo) (*tls.Certificate, error) {
 	name := NormalizeHost(hello.ServerName)
+	set := m.sites.Load()
 	if name == "" {
+		// Clients send no SNI when they connect by IP address: a manual
+		// site named by the address they connected to answers.
+		if ip := localIP(hello.Conn); ip != "" {
+			if c, ok := set.manual[ip]; ok {
+				return c, nil
+			}
+		}
 		return nil, ErrNoSNI
 	}
 	if net.ParseIP(name) != nil {
 		return nil, ErrIPSNI
 	}
-	set := m.sites.Load()
 	if c, ok := set.manual[name]; ok {
 		return c, nil
 	}
@@ -397,6 +406,19 @@ func rootPool(file string) (*x509.CertPool, error) {
 		return nil, fmt.Errorf("acme: ca_root %s holds no PEM certificate", file)
 	}
 	return pool, nil
+}
+
+// localIP is the address a connection was accepted on, as a site host
+// would name it ("" if unknown).
+func localIP(c net.Conn) string {
+	if c == nil {
+		return ""
+	}
+	a, ok := c.LocalAddr().(*net.TCPAddr)
+	if !ok {
+		return ""
+	}
+	return a.IP.String()
 }
 
 // splitPort splits a listen address such as ":80" or "127.0.0.1:8080".

@@ -326,3 +326,31 @@ func TestNormalizeHost(t *testing.T) {
 		}
 	}
 }
+
+// A client that connects by IP address sends no SNI: a manual site named by
+// that address answers; without one the handshake fails.
+func TestManualSiteByIPWithoutSNI(t *testing.T) {
+	dir := t.TempDir()
+	cert, key, leaf := writeCert(t, dir, "", "127.0.0.1")
+	m, err := New(context.Background(), Config{
+		DataDir: dir,
+		Sites:   []Site{{Host: "127.0.0.1", TLS: ModeManual, CertFile: cert, KeyFile: key}},
+	}, testLogger(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Stop()
+	addr := tlsServer(t, m)
+	roots := x509.NewCertPool()
+	roots.AddCert(leaf)
+	got, err := handshake(addr, "127.0.0.1", roots) // Go sends no SNI for an IP
+	if err != nil || !got.Equal(leaf) {
+		t.Fatalf("connection by IP: %v", err)
+	}
+	if err := m.Update(nil); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := handshake(addr, "127.0.0.1", roots); err == nil {
+		t.Fatal("no site for the address, yet the handshake succeeded")
+	}
+}

@@ -10,6 +10,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/wharf-dev/wharf/internal/testpeer"
 )
 
 // registryClient does what the Docker client does against a registry with
@@ -174,7 +176,7 @@ func TestCrane(t *testing.T) {
 	crane, err := exec.LookPath("crane")
 	if err != nil {
 		if _, err2 := os.Stat("/root/go/bin/crane"); err2 != nil {
-			t.Skip("crane not installed (go install github.com/google/go-containerregistry/cmd/crane@latest)")
+			testpeer.Missing(t, "crane not installed (go install github.com/google/go-containerregistry/cmd/crane@latest)")
 		}
 		crane = "/root/go/bin/crane"
 	}

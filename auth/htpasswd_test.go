@@ -10,6 +10,8 @@ import (
 	"unicode/utf16"
 
 	"golang.org/x/crypto/bcrypt"
+
+	"github.com/wharf-dev/wharf/internal/testpeer"
 )
 
 // hash makes a cheap bcrypt hash for tests, with the given prefix ($2a$,
@@ -154,7 +156,7 @@ func TestPasswdLine(t *testing.T) {
 func TestHtpasswdTool(t *testing.T) {
 	bin, err := exec.LookPath("htpasswd")
 	if err != nil {
-		t.Skip("htpasswd (apache2-utils) not installed")
+		testpeer.Missing(t, "htpasswd (apache2-utils) not installed")
 	}
 	p := filepath.Join(t.TempDir(), "htpasswd")
 	for _, args := range [][]string{{"-cbB", p, "alice", "apw"}, {"-bB", "-C", "7", p, "bob", "bpw"}, {"-bm", p, "md5user", "x"}} {

@@ -21,6 +21,7 @@ import (
 
 	"github.com/wharf-dev/wharf/acme/acmetest"
 	"github.com/wharf-dev/wharf/e2e/harness"
+	"github.com/wharf-dev/wharf/internal/testpeer"
 )
 
 func TestMain(m *testing.M) { os.Exit(harness.Main(m)) }
@@ -372,7 +373,7 @@ allow = ["pull"]
 // names is https on the port the client used.
 func TestAuthTLS(t *testing.T) {
 	if addrs, err := net.LookupHost("auth.test"); err != nil || len(addrs) == 0 || addrs[0] != "127.0.0.1" {
-		t.Skip("auth.test does not resolve to 127.0.0.1 (the test setup adds it to /etc/hosts)")
+		testpeer.Missing(t, "auth.test does not resolve to 127.0.0.1 (the test setup adds it to /etc/hosts)")
 	}
 	skopeo, crane := harness.Skopeo(t), harness.Crane(t)
 	certDir := t.TempDir()

@@ -2,9 +2,12 @@ package gateway
 
 import (
 	"bytes"
+	"crypto/sha256"
+	"encoding/hex"
 	"io"
 	"net/http"
 	"strconv"
+	"strings"
 	"testing"
 )
 
@@ -74,4 +77,102 @@ func (r *repeat) Read(p []byte) (int, error) {
 	n := copy(p, r.block[r.off:])
 	r.off = (r.off + n) % len(r.block)
 	return n, nil
+}
+
+// BenchmarkRegistryTLSPull pulls a 256 MiB blob from the registry site
+// over TLS (HTTP/1.1): the listener's and TLS costs per pulled GiB.
+func BenchmarkRegistryTLSPull(b *testing.B) {
+	const size = 256 << 20
+	tg := startGateway(b, "http://unused.invalid", registryTOML)
+	c := tg.client(false)
+	base := tg.httpsURL("registry.test", "")
+	resp, err := c.Post(base+"/v2/b/blobs/uploads/", "", nil)
+	if err != nil {
+		b.Fatal(err)
+	}
+	resp.Body.Close()
+	loc := resp.Header.Get("Location")
+	if !strings.HasPrefix(loc, "http") {
+		loc = base + loc
+	}
+	h := sha256.New()
+	data := io.TeeReader(io.LimitReader(&repeat{block: bytes.Repeat([]byte("wharf-bench-data"), 1<<16)}, size), h)
+	req, _ := http.NewRequest(http.MethodPatch, loc, data)
+	resp, err = c.Do(req)
+	if err != nil {
+		b.Fatal(err)
+	}
+	resp.Body.Close()
+	digest := "sha256:" + hex.EncodeToString(h.Sum(nil))
+	loc = resp.Header.Get("Location")
+	if !strings.HasPrefix(loc, "http") {
+		loc = base + loc
+	}
+	sep := "?"
+	if strings.Contains(loc, "?") {
+		sep = "&"
+	}
+	req, _ = http.NewRequest(http.MethodPut, loc+sep+"digest="+digest, nil)
+	resp, err = c.Do(req)
+	if err != nil || resp.StatusCode != http.StatusCreated {
+		b.Fatalf("PUT: %v %v", resp.Status, err)
+	}
+	resp.Body.Close()
+	b.SetBytes(size)
+	b.ResetTimer()
+	buf := make([]byte, 256<<10)
+	for i := 0; i < b.N; i++ {
+		resp, err := c.Get(base + "/v2/b/blobs/" + digest)
+		if err != nil {
+			b.Fatal(err)
+		}
+		n, _ := io.CopyBuffer(io.Discard, resp.Body, buf)
+		resp.Body.Close()
+		if n != size {
+			b.Fatalf("got %d", n)
+		}
+	}
+}
+
+const registryTOML = `
+data_dir = "%[1]s/data"
+[listen]
+http  = "127.0.0.1:0"
+https = "127.0.0.1:0"
+[[site]]
+host    = "registry.test"
+backend = "registry"
+tls     = "manual"
+cert    = "%[1]s/registry.test-cert.pem"
+key     = "%[1]s/registry.test-key.pem"
+`
+
+// BenchmarkRegistryTLSPush pushes 256 MiB blobs to the registry site over
+// TLS (HTTP/1.1, one PATCH then PUT, as docker does).
+func BenchmarkRegistryTLSPush(b *testing.B) {
+	const size = 256 << 20
+	tg := startGateway(b, "http://unused.invalid", registryTOML)
+	c := tg.client(false)
+	base := tg.httpsURL("registry.test", "")
+	block := bytes.Repeat([]byte("wharf-bench-data"), 1<<16)
+	b.SetBytes(size)
+	for i := 0; i < b.N; i++ {
+		resp, err := c.Post(base+"/v2/p/blobs/uploads/", "", nil)
+		if err != nil {
+			b.Fatal(err)
+		}
+		resp.Body.Close()
+		loc := resp.Header.Get("Location")
+		if !strings.HasPrefix(loc, "http") {
+			loc = base + loc
+		}
+		// a different blob each round
+		block[0] = byte(i)
+		req, _ := http.NewRequest(http.MethodPatch, loc, io.LimitReader(&repeat{block: block}, size))
+		resp, err = c.Do(req)
+		if err != nil || resp.StatusCode != http.StatusAccepted {
+			b.Fatalf("PATCH: %v %v", resp.Status, err)
+		}
+		resp.Body.Close()
+	}
 }

@@ -119,6 +119,9 @@ type CacheSite struct {
 // ProxySite is [site.proxy]: a streaming reverse proxy to a registry.
 type ProxySite struct {
 	Upstream string `toml:"upstream"`
+	// PreserveHost sends the client's Host header upstream instead of the
+	// upstream's own host name (X-Forwarded-Host carries it either way).
+	PreserveHost bool `toml:"preserve_host"`
 }
 
 // Policy is one [[policy]] rule.

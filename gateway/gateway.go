@@ -199,8 +199,9 @@ func (g *Gateway) backend(ctx context.Context, cfg *Config, sc Site) (http.Handl
 		return c, nil
 	case "proxy":
 		p, err := proxy.New(proxy.Options{
-			Upstream: sc.Proxy.Upstream,
-			Log:      g.log.With().Str("site", sc.Host).Logger(),
+			Upstream:     sc.Proxy.Upstream,
+			PreserveHost: sc.Proxy.PreserveHost,
+			Log:          g.log.With().Str("site", sc.Host).Logger(),
 		})
 		if err != nil {
 			return nil, err

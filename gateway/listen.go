@@ -210,7 +210,11 @@ func (g *Gateway) serveHTTPPort(w http.ResponseWriter, r *http.Request) {
 		g.ServeHTTP(w, r)
 		return
 	}
-	target := "https://" + hostName(r.Host) + g.httpsPort + r.URL.EscapedPath()
+	host := hostName(r.Host)
+	if strings.Contains(host, ":") { // IPv6 literal
+		host = "[" + host + "]"
+	}
+	target := "https://" + host + g.httpsPort + r.URL.EscapedPath()
 	if r.URL.RawQuery != "" {
 		target += "?" + r.URL.RawQuery
 	}
@@ -226,7 +230,7 @@ func (g *Gateway) serveHTTPPort(w http.ResponseWriter, r *http.Request) {
 // site the TLS handshake was for (SNI); a request for another host on this
 // connection gets 421 so the client retries on a connection of its own.
 func (g *Gateway) serveHTTPSPort(w http.ResponseWriter, r *http.Request) {
-	if r.TLS != nil && r.Host != "" && hostName(r.Host) != acme.NormalizeHost(r.TLS.ServerName) {
+	if r.TLS != nil && r.TLS.ServerName != "" && r.Host != "" && hostName(r.Host) != acme.NormalizeHost(r.TLS.ServerName) {
 		msg := fmt.Sprintf("host %q does not match the TLS server name %q", hostName(r.Host), r.TLS.ServerName)
 		backend.WriteError(w, r, backend.Errorf(http.StatusMisdirectedRequest, backend.CodeUnsupported, "%s", msg))
 		return

@@ -10,6 +10,7 @@ import (
 	"net"
 	"net/http"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/rs/zerolog"
@@ -99,7 +100,7 @@ func accessLog(log *zerolog.Logger, m *metrics, siteName string) Middleware {
 	return func(next http.Handler) http.Handler {
 		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			start := time.Now()
-			rec := &recorder{ResponseWriter: w}
+			rec := &recorder{ResponseWriter: w, tls: r.TLS != nil}
 			ctx, id := auth.NewIdentity(r.Context())
 			// Logged in a defer so that a transfer a backend cuts off on
 			// purpose (panic(http.ErrAbortHandler), e.g. a mirrored blob
@@ -117,6 +118,7 @@ func accessLog(log *zerolog.Logger, m *metrics, siteName string) Middleware {
 				ev = ev.Str("id", RequestID(r.Context())).
 					Str("host", r.Host).
 					Str("remote", r.RemoteAddr).
+					Str("proto", r.Proto).
 					Str("method", r.Method).
 					Str("path", r.URL.Path).
 					Int("status", status).
@@ -146,6 +148,7 @@ type recorder struct {
 	http.ResponseWriter
 	status int
 	bytes  int64
+	tls    bool // the connection is TLS: no sendfile
 }
 
 func (r *recorder) WriteHeader(code int) {
@@ -171,14 +174,24 @@ func (r *recorder) ReadFrom(src io.Reader) (int64, error) {
 	}
 	var n int64
 	var err error
-	if rf, ok := r.ResponseWriter.(io.ReaderFrom); ok {
+	switch rf, ok := r.ResponseWriter.(io.ReaderFrom); {
+	case r.tls:
+		// No sendfile through TLS: net/http would copy in 32 KiB steps
+		// (a file read per step); large steps cut the system calls.
+		bp := tlsCopyPool.Get().(*[]byte)
+		n, err = io.CopyBuffer(struct{ io.Writer }{r.ResponseWriter}, struct{ io.Reader }{src}, *bp)
+		tlsCopyPool.Put(bp)
+	case ok:
 		n, err = rf.ReadFrom(src)
-	} else {
+	default:
 		n, err = io.Copy(struct{ io.Writer }{r.ResponseWriter}, src)
 	}
 	r.bytes += n
 	return n, err
 }
+
+// tlsCopyPool holds the buffers for answers copied into a TLS connection.
+var tlsCopyPool = sync.Pool{New: func() any { b := make([]byte, 256<<10); return &b }}
 
 // Flush passes through so streamed answers leave at once.
 func (r *recorder) Flush() {

@@ -15,6 +15,8 @@ import (
 
 	"github.com/wharf-dev/wharf/acme/acmetest"
 	"github.com/wharf-dev/wharf/backend/proxy/proxytest"
+
+	"github.com/wharf-dev/wharf/internal/testpeer"
 )
 
 const pebbleTOML = `
@@ -146,7 +148,7 @@ func TestGatewayWithPebble(t *testing.T) {
 		t.Skip("real ACME server test")
 	}
 	if _, err := exec.LookPath("curl"); err != nil {
-		t.Skip("curl not installed")
+		testpeer.Missing(t, "curl not installed")
 	}
 	upstream := proxytest.StartDockerRegistry(t)
 	for _, challenge := range []string{"http-01", "tls-alpn-01"} {

@@ -21,6 +21,8 @@ import (
 	"time"
 
 	"github.com/miekg/dns"
+
+	"github.com/wharf-dev/wharf/internal/testpeer"
 )
 
 // Pebble is a running Pebble ACME server for one test.
@@ -65,7 +67,7 @@ func PebbleBinary(t *testing.T) string {
 			return p
 		}
 	}
-	t.Skip("pebble not installed (go install github.com/letsencrypt/pebble/v2/cmd/pebble@v2.10.1)")
+	testpeer.Missing(t, "pebble not installed (go install github.com/letsencrypt/pebble/v2/cmd/pebble@v2.10.1)")
 	return ""
 }
 

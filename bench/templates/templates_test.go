@@ -8,6 +8,8 @@ import (
 	"testing"
 
 	"github.com/wharf-dev/wharf/bench/internal/tlsca"
+
+	"github.com/wharf-dev/wharf/internal/testpeer"
 )
 
 // TestNginxConfigsAreValid renders both nginx configs and has the real
@@ -15,7 +17,7 @@ import (
 func TestNginxConfigsAreValid(t *testing.T) {
 	nginx, err := exec.LookPath("nginx")
 	if err != nil {
-		t.Skip("nginx not installed")
+		testpeer.Missing(t, "nginx not installed")
 	}
 	dir := t.TempDir()
 	ca, err := tlsca.New(dir, []string{"nginx.bench.test"})

@@ -16,6 +16,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/wharf-dev/wharf/internal/testpeer"
 )
 
 // StartDockerRegistry runs Debian's docker-registry (distribution 2.8) on a
@@ -24,7 +26,7 @@ func StartDockerRegistry(t *testing.T) string {
 	t.Helper()
 	bin, err := exec.LookPath("docker-registry")
 	if err != nil {
-		t.Skip("docker-registry not installed (apt-get install docker-registry)")
+		testpeer.Missing(t, "docker-registry not installed (apt-get install docker-registry)")
 	}
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -87,7 +89,7 @@ func CraneBinary(t *testing.T) string {
 			return p
 		}
 	}
-	t.Skip("crane not installed (go install github.com/google/go-containerregistry/cmd/crane@latest)")
+	testpeer.Missing(t, "crane not installed (go install github.com/google/go-containerregistry/cmd/crane@latest)")
 	return ""
 }
 

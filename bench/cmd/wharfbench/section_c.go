@@ -73,8 +73,9 @@ func (b *bench) authPhase(ctx context.Context, p *phase) error {
 	return b.bcrypt30(ctx, p)
 }
 
-// bcrypt30 pulls a 30-layer image as a fresh client (login, manifest,
-// config, layers) and records how many bcrypt checks it cost: wharf's own
+// bcrypt30 pulls a 30-layer image as a fresh client of a user that has not
+// logged in before (login, manifest, config, layers) and records how many
+// bcrypt checks it cost: wharf's own
 // counter when it exposes one, else for servers without a credential cache
 // the number of requests that carried the password (one check each).
 func (b *bench) bcrypt30(ctx context.Context, p *phase) error {
@@ -91,7 +92,9 @@ func (b *bench) bcrypt30(ctx context.Context, p *phase) error {
 			before, counted = v, true
 		}
 	}
-	c, err := regclient.New(p.opts)
+	o := p.opts
+	o.User = b.user30
+	c, err := regclient.New(o)
 	if err != nil {
 		return err
 	}

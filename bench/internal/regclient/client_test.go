@@ -12,6 +12,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/wharf-dev/wharf/internal/testpeer"
 )
 
 // startDockerRegistry runs Debian's registry 2.8 on a free port, or skips.
@@ -19,7 +21,7 @@ func startDockerRegistry(t *testing.T) string {
 	t.Helper()
 	bin, err := exec.LookPath("docker-registry")
 	if err != nil {
-		t.Skip("docker-registry not installed")
+		testpeer.Missing(t, "docker-registry not installed")
 	}
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {

@@ -169,7 +169,7 @@ func (e *Env) startNginx(ctx context.Context, s *Stack, tmpl string, data templa
 	}
 	// Workers fork after the master listens; give them a moment so that
 	// Group() sees them.
-	for i := 0; i < 50 && len(p.Group()) < 2; i++ {
+	for i := 0; i < 250 && len(p.Group()) < 2; i++ {
 		time.Sleep(20 * time.Millisecond)
 	}
 	return nil

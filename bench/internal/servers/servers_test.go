@@ -11,13 +11,15 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/wharf-dev/wharf/internal/testpeer"
 )
 
 func testEnv(t *testing.T) *Env {
 	t.Helper()
 	for _, b := range []string{"nginx", "docker-registry"} {
 		if _, err := exec.LookPath(b); err != nil {
-			t.Skipf("%s not installed", b)
+			testpeer.Missing(t, "%s not installed", b)
 		}
 	}
 	ng, _ := exec.LookPath("nginx")
@@ -57,9 +59,13 @@ func TestNginxStaticAndStop(t *testing.T) {
 	if _, err := os.Stat(st.Dir); !errors.Is(err, os.ErrNotExist) {
 		t.Fatalf("stack folder left behind: %v", err)
 	}
+	// Workers die with their process group; give the kernel a moment.
 	for _, pid := range g {
+		for i := 0; i < 100 && running(pid); i++ {
+			time.Sleep(50 * time.Millisecond)
+		}
 		if running(pid) {
-			t.Errorf("process %d still running after Stop", pid)
+			t.Errorf("process %d still running 5 s after Stop", pid)
 		}
 	}
 }

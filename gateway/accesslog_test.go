@@ -1,0 +1,44 @@
+package gateway
+
+import (
+	"bytes"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+
+	"github.com/rs/zerolog"
+)
+
+// A transfer the client breaks off (the proxy aborts with
+// http.ErrAbortHandler) still gets its access log line, marked aborted,
+// and the abort goes on to net/http.
+func TestAccessLogAborted(t *testing.T) {
+	var buf bytes.Buffer
+	log := zerolog.New(&buf)
+	h := accessLog(&log, newMetrics(), "registry.test")(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.WriteHeader(http.StatusOK)
+		_, _ = w.Write([]byte("partial"))
+		panic(http.ErrAbortHandler)
+	}))
+	func() {
+		defer func() {
+			if p := recover(); p != http.ErrAbortHandler {
+				t.Fatalf("panic %v, want http.ErrAbortHandler passed on", p)
+			}
+		}()
+		h.ServeHTTP(httptest.NewRecorder(), httptest.NewRequest(http.MethodGet, "/v2/a/blobs/sha256:00", nil))
+	}()
+	line := buf.String()
+	for _, want := range []string{`"aborted":true`, `"status":200`, `"bytes":7`, `"proto":"HTTP/1.1"`} {
+		if !strings.Contains(line, want) {
+			t.Errorf("log line %s lacks %s", line, want)
+		}
+	}
+	buf.Reset()
+	h = accessLog(&log, newMetrics(), "registry.test")(http.NotFoundHandler())
+	h.ServeHTTP(httptest.NewRecorder(), httptest.NewRequest(http.MethodGet, "/", nil))
+	if strings.Contains(buf.String(), "aborted") || !strings.Contains(buf.String(), `"status":404`) {
+		t.Errorf("normal request logged as %s", buf.String())
+	}
+}
