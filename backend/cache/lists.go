@@ -1,13 +1,9 @@
 package cache
 
 import (
-	"bytes"
-	"encoding/json"
-	"fmt"
 	"io"
 	"net/http"
 	"net/url"
-	"strconv"
 	"strings"
 
 	"github.com/wharf-dev/wharf/backend"
@@ -56,14 +52,7 @@ func (c *Cache) tagsList(w http.ResponseWriter, req *http.Request, rt *backend.R
 	}
 	c.log.Warn().Err(err).Str("repo", rt.Repo).Msg("cache: upstream failed listing tags; listing the cached ones")
 	w.Header().Set("Warning", `110 - "response is stale"`)
-	page, perr := paginate(w, req, tags, "/v2/"+rt.Repo+"/tags/list")
-	if perr != nil {
-		return perr
-	}
-	return writeJSON(w, req, "application/json", struct {
-		Name string   `json:"name"`
-		Tags []string `json:"tags"`
-	}{rt.Repo, page})
+	return backend.ServeTags(w, req, rt.Repo, tags)
 }
 
 // catalog lists the repositories this cache holds (not the upstream's).
@@ -73,22 +62,7 @@ func (c *Cache) catalog(w http.ResponseWriter, req *http.Request) error {
 	if err != nil {
 		return err
 	}
-	if f := backend.RepoFilterFrom(ctx); f != nil {
-		kept := repos[:0]
-		for _, n := range repos {
-			if f(n) {
-				kept = append(kept, n)
-			}
-		}
-		repos = kept
-	}
-	page, err := paginate(w, req, repos, "/v2/_catalog")
-	if err != nil {
-		return err
-	}
-	return writeJSON(w, req, "application/json", struct {
-		Repositories []string `json:"repositories"`
-	}{page})
+	return backend.ServeCatalog(w, req, repos)
 }
 
 // referrers passes the request to the upstream. An upstream that cannot
@@ -144,52 +118,4 @@ func rewriteLink(link, upRepo, repo string) string {
 		}
 	}
 	return strings.Replace(link, "/v2/"+upRepo+"/", "/v2/"+repo+"/", 1)
-}
-
-// paginate applies n and last to a sorted list and sets the Link header
-// for the next page.
-func paginate(w http.ResponseWriter, req *http.Request, all []string, path string) ([]string, error) {
-	q := req.URL.Query()
-	out := all
-	if last := q.Get("last"); last != "" {
-		i := 0
-		for i < len(out) && out[i] <= last {
-			i++
-		}
-		out = out[i:]
-	}
-	if ns := q.Get("n"); ns != "" {
-		n, err := strconv.Atoi(ns)
-		if err != nil || n < 0 {
-			return nil, backend.Errorf(http.StatusBadRequest, backend.CodeUnsupported, "invalid page size n=%q", clip(ns))
-		}
-		if n < len(out) {
-			out = out[:n]
-			if n > 0 {
-				v := url.Values{}
-				v.Set("n", strconv.Itoa(n))
-				v.Set("last", out[n-1])
-				w.Header().Set("Link", fmt.Sprintf("<%s?%s>; rel=\"next\"", path, v.Encode()))
-			}
-		}
-	}
-	if out == nil {
-		out = []string{}
-	}
-	return out, nil
-}
-
-func writeJSON(w http.ResponseWriter, req *http.Request, ct string, v any) error {
-	var buf bytes.Buffer
-	if err := json.NewEncoder(&buf).Encode(v); err != nil {
-		return fmt.Errorf("encode response: %w", err)
-	}
-	h := w.Header()
-	h.Set("Content-Type", ct)
-	h.Set("Content-Length", strconv.Itoa(buf.Len()))
-	w.WriteHeader(http.StatusOK)
-	if req.Method != http.MethodHead {
-		_, _ = w.Write(buf.Bytes())
-	}
-	return nil
 }

@@ -1,7 +1,6 @@
 package registry
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -418,14 +417,7 @@ func (r *Registry) tagsList(w http.ResponseWriter, req *http.Request, rt *backen
 			return backend.Errorf(http.StatusNotFound, backend.CodeNameUnknown, "repository %q unknown", rt.Repo)
 		}
 	}
-	page, err := paginate(w, req, tags, "/v2/"+rt.Repo+"/tags/list")
-	if err != nil {
-		return err
-	}
-	return writeJSON(w, req, "application/json", struct {
-		Name string   `json:"name"`
-		Tags []string `json:"tags"`
-	}{rt.Repo, page})
+	return backend.ServeTags(w, req, rt.Repo, tags)
 }
 
 func (r *Registry) catalog(w http.ResponseWriter, req *http.Request) error {
@@ -434,22 +426,7 @@ func (r *Registry) catalog(w http.ResponseWriter, req *http.Request) error {
 	if err != nil {
 		return err
 	}
-	if f := backend.RepoFilterFrom(ctx); f != nil {
-		kept := repos[:0]
-		for _, n := range repos {
-			if f(n) {
-				kept = append(kept, n)
-			}
-		}
-		repos = kept
-	}
-	page, err := paginate(w, req, repos, "/v2/_catalog")
-	if err != nil {
-		return err
-	}
-	return writeJSON(w, req, "application/json", struct {
-		Repositories []string `json:"repositories"`
-	}{page})
+	return backend.ServeCatalog(w, req, repos)
 }
 
 func (r *Registry) referrers(w http.ResponseWriter, req *http.Request, rt *backend.Route) error {
@@ -485,7 +462,7 @@ func (r *Registry) referrers(w http.ResponseWriter, req *http.Request, rt *backe
 	if len(filter) > 0 {
 		w.Header().Set("OCI-Filters-Applied", "artifactType")
 	}
-	return writeJSON(w, req, backend.MediaTypeOCIIndex, struct {
+	return backend.WriteJSON(w, req, backend.MediaTypeOCIIndex, struct {
 		SchemaVersion int                  `json:"schemaVersion"`
 		MediaType     string               `json:"mediaType"`
 		Manifests     []backend.Descriptor `json:"manifests"` // [] even when empty
@@ -499,20 +476,4 @@ func contains(l []string, s string) bool {
 		}
 	}
 	return false
-}
-
-func writeJSON(w http.ResponseWriter, req *http.Request, ct string, v any) error {
-	var buf bytes.Buffer
-	enc := json.NewEncoder(&buf)
-	if err := enc.Encode(v); err != nil {
-		return fmt.Errorf("encode response: %w", err)
-	}
-	h := w.Header()
-	h.Set("Content-Type", ct)
-	h.Set("Content-Length", strconv.Itoa(buf.Len()))
-	w.WriteHeader(http.StatusOK)
-	if req.Method != http.MethodHead {
-		_, _ = w.Write(buf.Bytes())
-	}
-	return nil
 }

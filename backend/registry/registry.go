@@ -7,8 +7,6 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
-	"net/url"
-	"strconv"
 	"time"
 
 	"github.com/rs/zerolog"
@@ -167,38 +165,4 @@ func (r *Registry) deleteAllowed() error {
 		return backend.Errorf(http.StatusMethodNotAllowed, backend.CodeUnsupported, "deletion is disabled on this registry")
 	}
 	return nil
-}
-
-// paginate applies the n and last query parameters to a sorted list and
-// sets the Link header for the next page.
-func paginate(w http.ResponseWriter, req *http.Request, all []string, path string) ([]string, error) {
-	q := req.URL.Query()
-	last := q.Get("last")
-	out := all
-	if last != "" {
-		i := 0
-		for i < len(out) && out[i] <= last {
-			i++
-		}
-		out = out[i:]
-	}
-	if ns := q.Get("n"); ns != "" {
-		n, err := strconv.Atoi(ns)
-		if err != nil || n < 0 {
-			return nil, backend.Errorf(http.StatusBadRequest, backend.CodeUnsupported, "invalid page size n=%q", ns)
-		}
-		if n < len(out) {
-			out = out[:n]
-			if n > 0 {
-				v := url.Values{}
-				v.Set("n", strconv.Itoa(n))
-				v.Set("last", out[n-1])
-				w.Header().Set("Link", fmt.Sprintf("<%s?%s>; rel=\"next\"", path, v.Encode()))
-			}
-		}
-	}
-	if out == nil {
-		out = []string{}
-	}
-	return out, nil
 }
