@@ -12,6 +12,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/wharf-dev/wharf/bench/internal/procstat"
@@ -104,8 +105,12 @@ type Transfer struct {
 }
 
 // timed runs fn, which moves bytes, and measures wall time and the CPU
-// the group spent meanwhile.
+// the group spent meanwhile. It first flushes the page cache's dirty pages
+// (sync): the kernel throttles writers once dirty data passes
+// dirty_background_ratio, so without it a push would pay for the bytes the
+// previous measurement (often another server's) left unwritten.
 func timed(g procstat.Group, bytes int64, fn func() error) (Transfer, error) {
+	syscall.Sync()
 	c0, err := g.CPUSeconds()
 	if err != nil {
 		return Transfer{}, err
