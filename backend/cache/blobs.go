@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"os"
 	"path/filepath"
 	"strconv"
 	"time"
@@ -107,46 +106,15 @@ func (c *Cache) headBlob(ctx context.Context, repo string, d digest.Digest) (int
 	return 0, statusError(resp, "blob "+string(d))
 }
 
-// serveFile serves a stored blob with a single Range if asked; the body is
-// copied from the *os.File so plain HTTP uses sendfile.
+// serveFile serves a stored blob with a single Range if asked (sendfile
+// on plain HTTP).
 func (c *Cache) serveFile(w http.ResponseWriter, req *http.Request, d digest.Digest, b storage.Blob) {
-	size := b.Size()
-	h := w.Header()
-	h.Set("Content-Type", "application/octet-stream")
-	h.Set("Docker-Content-Digest", string(d))
-	h.Set("Accept-Ranges", "bytes")
-	h.Set("ETag", `"`+string(d)+`"`)
-	h.Set("Cache-Control", "max-age=31536000")
-	start, length, ranged, re := backend.ParseRange(req.Header.Get("Range"), size)
+	re, err := backend.ServeBlob(w, req, d, b, b.Size())
 	if re != nil {
-		h.Set("Content-Range", fmt.Sprintf("bytes */%d", size))
-		h.Del("Docker-Content-Digest")
 		backend.WriteError(w, req, re)
 		return
 	}
-	status := http.StatusOK
-	if !ranged {
-		start, length = 0, size
-	} else {
-		status = http.StatusPartialContent
-		h.Set("Content-Range", fmt.Sprintf("bytes %d-%d/%d", start, start+length-1, size))
-	}
-	h.Set("Content-Length", strconv.FormatInt(length, 10))
-	w.WriteHeader(status)
-	if req.Method == http.MethodHead || length == 0 {
-		return
-	}
-	var src io.ReadSeeker = b
-	if f, ok := b.(interface{ OSFile() *os.File }); ok {
-		src = f.OSFile() // lets net/http's ReadFrom use sendfile
-	}
-	if start > 0 {
-		if _, err := src.Seek(start, io.SeekStart); err != nil {
-			c.log.Warn().Err(err).Msg("cache: seek blob")
-			return
-		}
-	}
-	if _, err := io.CopyN(w, src, length); err != nil {
+	if err != nil {
 		c.log.Debug().Err(err).Str("digest", string(d)).Msg("cache: blob download interrupted")
 	}
 }

@@ -6,8 +6,6 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"os"
-	"strconv"
 
 	digest "github.com/opencontainers/go-digest"
 
@@ -64,49 +62,9 @@ func (r *Registry) getBlob(w http.ResponseWriter, req *http.Request, rt *backend
 		return err
 	}
 	defer b.Close()
-	size := b.Size()
-	h := w.Header()
-	h.Set("Content-Type", "application/octet-stream")
-	h.Set("Docker-Content-Digest", string(d))
-	h.Set("Accept-Ranges", "bytes")
-	h.Set("ETag", `"`+string(d)+`"`)
-	h.Set("Cache-Control", "max-age=31536000")
-	start, length, ranged, re := backend.ParseRange(req.Header.Get("Range"), size)
+	re, cerr := backend.ServeBlob(w, req, d, b, b.Size())
 	if re != nil {
-		h.Set("Content-Range", fmt.Sprintf("bytes */%d", size))
-		h.Del("Docker-Content-Digest")
 		return re
-	}
-	status := http.StatusOK
-	if !ranged {
-		start, length = 0, size
-	} else {
-		status = http.StatusPartialContent
-		h.Set("Content-Range", fmt.Sprintf("bytes %d-%d/%d", start, start+length-1, size))
-	}
-	h.Set("Content-Length", strconv.FormatInt(length, 10))
-	w.WriteHeader(status)
-	if req.Method == http.MethodHead || length == 0 {
-		return nil
-	}
-	var src io.ReadSeeker = b
-	if f, ok := b.(interface{ OSFile() *os.File }); ok {
-		src = f.OSFile() // lets net/http's ReadFrom use sendfile
-	}
-	if start > 0 {
-		if _, err := src.Seek(start, io.SeekStart); err != nil {
-			r.log.Warn().Err(err).Msg("registry: seek blob")
-			return nil
-		}
-	}
-	var cerr error
-	if start == 0 && length == size {
-		// the whole (immutable) file: hand over the *os.File itself, so
-		// that writers in between which add their own io.LimitedReader
-		// still reach sendfile (it unwraps only one)
-		_, cerr = io.Copy(w, src)
-	} else {
-		_, cerr = io.CopyN(w, src, length)
 	}
 	if cerr != nil {
 		r.log.Debug().Err(cerr).Str("digest", string(d)).Msg("registry: blob download interrupted")
