@@ -69,6 +69,43 @@ type progressConn struct {
 
 	release   func() // frees the listener's slot; nil = no limit
 	closeOnce sync.Once
+
+	// Read-ahead: net/http reads request bodies in small pieces (a 4 KiB
+	// bufio fill per chunk header, then the rest of a chunk, often 32 KiB),
+	// two syscalls per chunk of a streamed push. One large read serves
+	// many of them. The buffer is pooled and held only while it has data.
+	ra    *[]byte
+	raOff int
+	raEnd int
+}
+
+const readAheadSize = 256 << 10
+
+var readAheadPool = sync.Pool{New: func() any { b := make([]byte, readAheadSize); return &b }}
+
+// Read serves small reads from one large read of the socket.
+func (c *progressConn) Read(p []byte) (int, error) {
+	if c.ra == nil {
+		if len(p) >= readAheadSize/4 {
+			return c.Conn.Read(p) // large reads gain nothing from a copy
+		}
+		c.ra = readAheadPool.Get().(*[]byte)
+		n, err := c.Conn.Read(*c.ra)
+		if n <= 0 {
+			readAheadPool.Put(c.ra)
+			c.ra = nil
+			return 0, err
+		}
+		c.raOff, c.raEnd = 0, n
+		// An error with data is reported by the next Read, from the socket.
+	}
+	n := copy(p, (*c.ra)[c.raOff:c.raEnd])
+	c.raOff += n
+	if c.raOff == c.raEnd {
+		readAheadPool.Put(c.ra)
+		c.ra = nil
+	}
+	return n, nil
 }
 
 // Close closes the connection and gives its slot back to the listener.

@@ -172,3 +172,47 @@ func TestProgressBodyWriteTo(t *testing.T) {
 		t.Fatalf("trickle: %q %v", w.data.String(), err)
 	}
 }
+
+// Reads through the read-ahead buffer return the peer's bytes in order
+// whatever the mix of small and large reads, and EOF after the last one.
+func TestProgressConnReadAhead(t *testing.T) {
+	data := make([]byte, 3*readAheadSize+12345)
+	for i := range data {
+		data[i] = byte(i * 7)
+	}
+	raw, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer raw.Close()
+	go func() {
+		c, err := net.Dial("tcp", raw.Addr().String())
+		if err != nil {
+			return
+		}
+		c.Write(data)
+		c.Close()
+	}()
+	sc, err := raw.Accept()
+	if err != nil {
+		t.Fatal(err)
+	}
+	pc := newProgressConn(sc, time.Minute)
+	defer pc.Close()
+	var got []byte
+	sizes := []int{1, 4096, 5, readAheadSize, 32 << 10, 3}
+	for i := 0; ; i++ {
+		buf := make([]byte, sizes[i%len(sizes)])
+		n, err := pc.Read(buf)
+		got = append(got, buf[:n]...)
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	if !bytes.Equal(got, data) {
+		t.Fatalf("read %d bytes, not the %d sent in order", len(got), len(data))
+	}
+}
