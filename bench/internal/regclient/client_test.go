@@ -3,59 +3,18 @@ package regclient
 import (
 	"bytes"
 	"context"
-	"fmt"
 	"io"
-	"net"
-	"os"
-	"os/exec"
-	"path/filepath"
 	"strings"
 	"testing"
-	"time"
 
-	"github.com/wharf-dev/wharf/internal/testpeer"
+	"github.com/wharf-dev/wharf/backend/proxy/proxytest"
 )
-
-// startDockerRegistry runs Debian's registry 2.8 on a free port, or skips.
-func startDockerRegistry(t *testing.T) string {
-	t.Helper()
-	bin, err := exec.LookPath("docker-registry")
-	if err != nil {
-		testpeer.Missing(t, "docker-registry not installed")
-	}
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := l.Addr().String()
-	l.Close()
-	dir := t.TempDir()
-	cfg := filepath.Join(dir, "config.yml")
-	conf := fmt.Sprintf("version: 0.1\nlog:\n  level: error\nstorage:\n  filesystem:\n    rootdirectory: %s\nhttp:\n  addr: %s\n", filepath.Join(dir, "data"), addr)
-	if err := os.WriteFile(cfg, []byte(conf), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	cmd := exec.Command(bin, "serve", cfg)
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
-	for i := 0; i < 200; i++ {
-		if c, err := net.Dial("tcp", addr); err == nil {
-			c.Close()
-			return "http://" + addr
-		}
-		time.Sleep(25 * time.Millisecond)
-	}
-	t.Fatal("docker-registry did not start")
-	return ""
-}
 
 // TestRoundTripDockerRegistry pushes a blob both ways (streamed PATCH and
 // monolithic PUT) and an image to a real registry 2.8, then pulls them
 // back and checks what the registry stored.
 func TestRoundTripDockerRegistry(t *testing.T) {
-	base := startDockerRegistry(t)
+	base := proxytest.StartDockerRegistry(t)
 	ctx := context.Background()
 	c, err := New(Options{Base: base, Conns: 4})
 	if err != nil {
