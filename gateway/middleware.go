@@ -100,7 +100,7 @@ func accessLog(log *zerolog.Logger, m *metrics, siteName string) Middleware {
 	return func(next http.Handler) http.Handler {
 		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			start := time.Now()
-			rec := &recorder{ResponseWriter: w, tls: r.TLS != nil}
+			rec := &recorder{ResponseWriter: w, tls: r.TLS != nil && !sealedConn(r.Context())}
 			ctx, id := auth.NewIdentity(r.Context())
 			// Logged in a defer so that a transfer a backend cuts off on
 			// purpose (panic(http.ErrAbortHandler), e.g. a mirrored blob
@@ -148,7 +148,7 @@ type recorder struct {
 	http.ResponseWriter
 	status int
 	bytes  int64
-	tls    bool // the connection is TLS: no sendfile
+	tls    bool // the connection is a *tls.Conn: no sendfile, no ReadFrom
 }
 
 func (r *recorder) WriteHeader(code int) {
