@@ -2,6 +2,7 @@ package gateway
 
 import (
 	"net/http"
+	"net/http/pprof"
 	"strconv"
 	"time"
 
@@ -91,8 +92,10 @@ func (c *authCollector) Collect(ch chan<- prometheus.Metric) {
 	ch <- prometheus.MustNewConstMetric(c.tokens, prometheus.CounterValue, float64(st.TokensIssued))
 }
 
-// AdminHandler serves /metrics, /healthz (the process is alive) and /readyz
-// (the gateway has a site table and serves it).
+// AdminHandler serves /metrics, /healthz (the process is alive), /readyz
+// (the gateway has a site table and serves it) and Go's profiles under
+// /debug/pprof/; the admin address is meant for loopback or a management
+// network only, as Caddy's admin endpoint is.
 func (g *Gateway) AdminHandler() http.Handler {
 	mux := http.NewServeMux()
 	mux.Handle("GET /metrics", promhttp.HandlerFor(g.metrics.reg, promhttp.HandlerOpts{}))
@@ -106,5 +109,10 @@ func (g *Gateway) AdminHandler() http.Handler {
 		}
 		_, _ = w.Write([]byte("ready\n"))
 	})
+	mux.HandleFunc("GET /debug/pprof/", pprof.Index)
+	mux.HandleFunc("GET /debug/pprof/cmdline", pprof.Cmdline)
+	mux.HandleFunc("GET /debug/pprof/profile", pprof.Profile)
+	mux.HandleFunc("GET /debug/pprof/symbol", pprof.Symbol)
+	mux.HandleFunc("GET /debug/pprof/trace", pprof.Trace)
 	return mux
 }

@@ -89,6 +89,9 @@ func TestAdminHandler(t *testing.T) {
 	if code, _ := get("/readyz"); code != http.StatusOK {
 		t.Errorf("/readyz when serving = %d", code)
 	}
+	if code, body := get("/debug/pprof/goroutine?debug=1"); code != http.StatusOK || !strings.Contains(body, "goroutine profile:") {
+		t.Errorf("/debug/pprof/goroutine = %d %.80q", code, body)
+	}
 	_, body := get("/metrics")
 	if !strings.Contains(body, `wharf_http_requests_total{code=`) || !strings.Contains(body, `method="OTHER",site="*"`) {
 		t.Errorf("/metrics lacks the request counter with a bounded method label:\n%s", body)

@@ -66,7 +66,11 @@ type config struct {
 	nginx, htpasswdBn string
 	cache, out, tmp   string
 	keep              bool
+	only              map[string]bool // setups to run; empty = all
 }
+
+// wants reports whether setup name is to be run (-only).
+func (c *config) wants(name string) bool { return len(c.only) == 0 || c.only[name] }
 
 // bench is one invocation of the suite.
 type bench struct {
@@ -100,8 +104,17 @@ func runCmd(ctx context.Context, args []string) error {
 	fs.StringVar(&c.out, "out", ".bench", "results folder")
 	fs.StringVar(&c.tmp, "tmp", os.TempDir(), "parent of the servers' temporary folders")
 	fs.BoolVar(&c.keep, "keep", false, "keep the servers' temporary folders (logs, configs)")
+	only := fs.String("only", "", "comma-separated setups to run (e.g. wharf-registry,nginx-static); empty: all")
 	if err := fs.Parse(args); err != nil {
 		return err
+	}
+	for _, name := range strings.Split(*only, ",") {
+		if name = strings.TrimSpace(name); name != "" {
+			if c.only == nil {
+				c.only = map[string]bool{}
+			}
+			c.only[name] = true
+		}
 	}
 	if c.blobMiB < 1 || c.blobMiB > 1024 {
 		return fmt.Errorf("-blob-mib %d: must be 1..1024", c.blobMiB)

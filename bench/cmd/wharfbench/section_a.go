@@ -34,6 +34,9 @@ func (b *bench) sectionA(ctx context.Context) *Section {
 			s.note("client-limit", err.Error())
 		}
 		for _, sp := range rotate(setups, r) {
+			if !b.cfg.wants(sp.name) {
+				continue
+			}
 			if sp.name == "nginx-sendfile" {
 				b.runPhase(ctx, s, r, sp, "static", false, func(p *phase) error { return b.staticPhase(ctx, p, "") })
 				continue

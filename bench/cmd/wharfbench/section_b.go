@@ -65,6 +65,9 @@ func (b *bench) sectionB(ctx context.Context) *Section {
 	}
 	for r := 0; r < b.cfg.runs && ctx.Err() == nil; r++ {
 		for _, sp := range rotate(setups, r) {
+			if !b.cfg.wants(sp.name) {
+				continue
+			}
 			switch {
 			case sp.static:
 				b.runPhase(ctx, s, r, sp, "static", false, func(p *phase) error { return b.staticPhase(ctx, p, "") })

@@ -38,6 +38,9 @@ func (b *bench) sectionC(ctx context.Context) *Section {
 	}
 	for r := 0; r < b.cfg.runs && ctx.Err() == nil; r++ {
 		for _, sp := range rotate(setups, r) {
+			if !b.cfg.wants(sp.name) {
+				continue
+			}
 			b.runPhase(ctx, s, r, sp, "rate", false, func(p *phase) error { return b.authPhase(ctx, p) })
 		}
 	}
