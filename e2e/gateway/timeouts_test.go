@@ -20,6 +20,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -496,11 +497,14 @@ func testSlowUpload(t *testing.T, tr *transport, repo string) {
 
 // stallingBody hands out head, then blocks until it is closed and fails: a
 // client that stopped sending mid-body. The HTTP client closes it when the
-// exchange ends, which also ends the blocked read.
+// exchange ends, which also ends the blocked read. An HTTP/1 client waits
+// for a blocked body read even after its context ends, so the stall itself
+// gives up after hangBound and says so in gaveUp.
 type stallingBody struct {
 	head    []byte
 	release chan struct{}
 	once    sync.Once
+	gaveUp  atomic.Bool
 }
 
 // Close ends the stall.
@@ -515,8 +519,13 @@ func (s *stallingBody) Read(p []byte) (int, error) {
 		s.head = s.head[n:]
 		return n, nil
 	}
-	<-s.release
-	return 0, errors.New("test client gave up")
+	select {
+	case <-s.release:
+		return 0, errors.New("test client closed the stalled body")
+	case <-time.After(hangBound):
+		s.gaveUp.Store(true)
+		return 0, errors.New("test client gave up on the stall")
+	}
 }
 
 // testStalledUpload: a chunked PATCH sends 256 KiB of a 1 MiB blob and then
@@ -538,7 +547,7 @@ func testStalledUpload(t *testing.T, tr *transport, repo string) {
 	resp, err := tr.do(t, c, http.MethodPatch, loc, body, -1)
 	took := time.Since(start)
 	switch {
-	case errors.Is(err, context.DeadlineExceeded):
+	case errors.Is(err, context.DeadlineExceeded) || body.gaveUp.Load():
 		t.Fatalf("stalled upload: still open after %s; wharf never cut it", hangBound)
 	case err != nil:
 		t.Logf("stalled upload over %s: cut after %s: %v", tr.name, took.Round(100*time.Millisecond), err)
