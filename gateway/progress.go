@@ -210,12 +210,22 @@ func (c *progressConn) CloseWrite() error {
 // withProgress cuts request bodies that stop moving: every Read pushes the
 // connection's (HTTP/1) or stream's (HTTP/2) read deadline to
 // now+timeout; when the body ends the deadline is cleared again so the
-// server's idle handling takes over.
+// server's idle handling takes over. Over HTTP/2 it also cuts answers that
+// stop moving (progressWriter): there a client that stops reading blocks
+// the handler on flow control, which no connection deadline sees.
 func withProgress(timeout time.Duration, next http.Handler) http.Handler {
 	if timeout <= 0 {
 		return next
 	}
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.ProtoMajor >= 2 {
+			w = &progressWriter{
+				ResponseWriter: w,
+				rc:             http.NewResponseController(w),
+				timeout:        int64(timeout),
+				slack:          int64(timeout) / 16,
+			}
+		}
 		if r.Body != nil && r.Body != http.NoBody && r.ContentLength != 0 {
 			r.Body = &progressBody{
 				ReadCloser: r.Body,
@@ -227,6 +237,41 @@ func withProgress(timeout time.Duration, next http.Handler) http.Handler {
 		next.ServeHTTP(w, r)
 	})
 }
+
+// progressWriter pushes an HTTP/2 stream's write deadline to now+timeout
+// before every write and flush, so a stream whose client stopped reading
+// (the handler waits for a window update that never comes) is reset after
+// timeout while one that reads slowly but steadily is not.
+type progressWriter struct {
+	http.ResponseWriter
+	rc      *http.ResponseController
+	timeout int64
+	slack   int64
+	armed   int64
+}
+
+func (w *progressWriter) arm() {
+	if now := time.Now().UnixNano(); now-w.armed > w.slack {
+		_ = w.rc.SetWriteDeadline(time.Unix(0, now+w.timeout))
+		w.armed = now
+	}
+}
+
+func (w *progressWriter) Write(p []byte) (int, error) {
+	w.arm()
+	return w.ResponseWriter.Write(p)
+}
+
+// Flush passes through, armed: a flush can wait for flow control too.
+func (w *progressWriter) Flush() {
+	w.arm()
+	if f, ok := w.ResponseWriter.(http.Flusher); ok {
+		f.Flush()
+	}
+}
+
+// Unwrap lets http.ResponseController reach the stream's writer.
+func (w *progressWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
 
 // Uploads are moved in buffers of uploadBuf bytes: WriteTo fills one from
 // as many reads as arrive back to back (each at least fillMin bytes, so a
