@@ -2,6 +2,7 @@ package gateway
 
 import (
 	"bytes"
+	"io"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -40,5 +41,34 @@ func TestAccessLogAborted(t *testing.T) {
 	h.ServeHTTP(httptest.NewRecorder(), httptest.NewRequest(http.MethodGet, "/", nil))
 	if strings.Contains(buf.String(), "aborted") || !strings.Contains(buf.String(), `"status":404`) {
 		t.Errorf("normal request logged as %s", buf.String())
+	}
+}
+
+// A chunked upload (no Content-Length, how Docker pushes) is logged with
+// the bytes the backend read, whether it reads with Read or io.Copy.
+func TestAccessLogBytesIn(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		read func(r *http.Request) error
+	}{
+		{"Read", func(r *http.Request) error { _, err := io.ReadAll(struct{ io.Reader }{r.Body}); return err }},
+		{"WriteTo", func(r *http.Request) error { _, err := io.Copy(io.Discard, r.Body); return err }},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var buf bytes.Buffer
+			log := zerolog.New(&buf)
+			h := accessLog(&log, newMetrics(), "registry.test")(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				if err := tc.read(r); err != nil {
+					t.Error(err)
+				}
+				w.WriteHeader(http.StatusAccepted)
+			}))
+			req := httptest.NewRequest(http.MethodPatch, "/v2/a/blobs/uploads/x", strings.NewReader(strings.Repeat("x", 100000)))
+			req.ContentLength = -1 // chunked
+			h.ServeHTTP(httptest.NewRecorder(), req)
+			if !strings.Contains(buf.String(), `"bytes_in":100000`) {
+				t.Errorf("log line %s lacks bytes_in 100000", buf.String())
+			}
+		})
 	}
 }

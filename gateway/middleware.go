@@ -101,6 +101,11 @@ func accessLog(log *zerolog.Logger, m *metrics, siteName string) Middleware {
 		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			start := time.Now()
 			rec := &recorder{ResponseWriter: w, tls: r.TLS != nil && !sealedConn(r.Context())}
+			var in *countingBody
+			if r.Body != nil && r.Body != http.NoBody {
+				in = &countingBody{ReadCloser: r.Body}
+				r.Body = in
+			}
 			ctx, id := auth.NewIdentity(r.Context())
 			// Logged in a defer so that a transfer a backend cuts off on
 			// purpose (panic(http.ErrAbortHandler), e.g. a mirrored blob
@@ -122,7 +127,7 @@ func accessLog(log *zerolog.Logger, m *metrics, siteName string) Middleware {
 					Str("method", r.Method).
 					Str("path", r.URL.Path).
 					Int("status", status).
-					Int64("bytes_in", rec.bodyIn(r)).
+					Int64("bytes_in", in.count()).
 					Int64("bytes", rec.bytes).
 					Dur("duration", time.Since(start))
 				if id.User != "" {
@@ -211,9 +216,34 @@ func (r *recorder) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 // Unwrap lets http.ResponseController reach the real writer.
 func (r *recorder) Unwrap() http.ResponseWriter { return r.ResponseWriter }
 
-func (r *recorder) bodyIn(req *http.Request) int64 {
-	if req.ContentLength > 0 {
-		return req.ContentLength
+// countingBody counts the request body bytes the backend read, so that
+// chunked uploads (how Docker pushes) are logged with their size too.
+type countingBody struct {
+	io.ReadCloser
+	n int64
+}
+
+func (b *countingBody) Read(p []byte) (int, error) {
+	n, err := b.ReadCloser.Read(p)
+	b.n += int64(n)
+	return n, err
+}
+
+// WriteTo keeps the body's own large-buffer copy (progressBody.WriteTo).
+func (b *countingBody) WriteTo(w io.Writer) (int64, error) {
+	if wt, ok := b.ReadCloser.(io.WriterTo); ok {
+		n, err := wt.WriteTo(w)
+		b.n += n
+		return n, err
 	}
-	return 0
+	n, err := io.Copy(w, struct{ io.Reader }{b.ReadCloser})
+	b.n += n
+	return n, err
+}
+
+func (b *countingBody) count() int64 {
+	if b == nil {
+		return 0
+	}
+	return b.n
 }
