@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"os"
 
 	digest "github.com/opencontainers/go-digest"
 
@@ -229,7 +230,11 @@ func (r *Registry) appendBody(ctx context.Context, req *http.Request, u storage.
 	n, err := u.Append(ctx, body)
 	if err != nil {
 		if errors.Is(err, storage.ErrInterrupted) {
-			return backend.Errorf(http.StatusBadRequest, backend.CodeBlobUploadInvalid, "upload interrupted after %d bytes (session kept at %d bytes; resume with PATCH): %v", n, u.Size(), err)
+			why := "the request body broke off"
+			if errors.Is(err, os.ErrDeadlineExceeded) {
+				why = "no data arrived within the server's progress timeout"
+			}
+			return backend.Errorf(http.StatusBadRequest, backend.CodeBlobUploadInvalid, "upload interrupted after %d bytes: %s (session kept at %d bytes; resume with PATCH)", n, why, u.Size())
 		}
 		return fmt.Errorf("append to upload: %w", err)
 	}

@@ -353,7 +353,7 @@ read:
 		return total, werr
 	}
 	if rerr != nil {
-		return total, fmt.Errorf("%w: %v", storage.ErrInterrupted, rerr)
+		return total, fmt.Errorf("%w: %w", storage.ErrInterrupted, rerr)
 	}
 	return total, nil
 }
