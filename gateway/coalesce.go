@@ -26,6 +26,13 @@ const (
 
 var coalescePool = sync.Pool{New: func() any { b := make([]byte, 0, coalesceMax+fullRecord+512); return &b }}
 
+// isFrameTail reports whether a record of n bytes carries exactly 9 bytes
+// of data: the tail of an HTTP/2 DATA frame of n*16 KiB data plus its
+// 9-byte header (TLS 1.3: 5+9+1+16 = 31 bytes; TLS 1.2 with AES-GCM:
+// 5+8+9+16 = 38; with ChaCha20-Poly1305: 5+9+16 = 30). Such a record right
+// after a full one is gathered too, or every 16 KiB frame cost a write.
+func isFrameTail(n int) bool { return n == 30 || n == 31 || n == 38 }
+
 // coalesceListener wraps accepted connections in coalesceConn.
 type coalesceListener struct{ net.Listener }
 
@@ -42,7 +49,9 @@ type coalesceConn struct {
 	mu    sync.Mutex
 	buf   *[]byte // pending records; from coalescePool, nil when empty
 	timer *time.Timer
-	err   error // a failed delayed write; returned by the next Write
+	err   error         // a failed delayed write; returned by the next Write
+	full  bool          // the last write gathered was a full record
+	delay time.Duration // how long gathered records wait; 0: coalesceDelay
 }
 
 func (c *coalesceConn) Write(p []byte) (int, error) {
@@ -51,24 +60,37 @@ func (c *coalesceConn) Write(p []byte) (int, error) {
 	if c.err != nil {
 		return 0, c.err
 	}
-	if len(p) >= fullRecord && (c.buf == nil || len(*c.buf)+len(p) <= coalesceMax) {
+	full := len(p) >= fullRecord
+	tail := !full && c.full && isFrameTail(len(p))
+	c.full = full
+	if !full && !tail {
+		// A short record ends what the writer had to say: send it all.
 		if c.buf == nil {
-			c.buf = coalescePool.Get().(*[]byte)
+			return c.Conn.Write(p)
 		}
 		*c.buf = append(*c.buf, p...)
-		if c.timer == nil {
-			c.timer = time.AfterFunc(coalesceDelay, c.timerFlush)
-		} else {
-			c.timer.Reset(coalesceDelay)
+		if err := c.flushLocked(); err != nil {
+			return 0, err
 		}
 		return len(p), nil
 	}
+	if c.buf != nil && len(*c.buf)+len(p) > coalesceMax {
+		if err := c.flushLocked(); err != nil {
+			return 0, err
+		}
+	}
 	if c.buf == nil {
-		return c.Conn.Write(p)
+		c.buf = coalescePool.Get().(*[]byte)
 	}
 	*c.buf = append(*c.buf, p...)
-	if err := c.flushLocked(); err != nil {
-		return 0, err
+	d := c.delay
+	if d == 0 {
+		d = coalesceDelay
+	}
+	if c.timer == nil {
+		c.timer = time.AfterFunc(d, c.timerFlush)
+	} else {
+		c.timer.Reset(d)
 	}
 	return len(p), nil
 }

@@ -37,7 +37,9 @@ func TestCoalesceConn(t *testing.T) {
 		t.Fatal(err)
 	}
 	cc := &countConn{Conn: raw}
-	c := &coalesceConn{Conn: cc}
+	// No timer flushes while writes are counted (the race detector can
+	// make a loop of writes slower than coalesceDelay).
+	c := &coalesceConn{Conn: cc, delay: time.Hour}
 
 	full := func(b byte) []byte { return bytes.Repeat([]byte{b}, fullRecord+16) }
 	var want []byte
@@ -56,6 +58,26 @@ func TestCoalesceConn(t *testing.T) {
 	if cc.writes != 1 {
 		t.Fatalf("%d socket writes for 4 full records and a short one, want 1", cc.writes)
 	}
+	// HTTP/2 DATA frames of 16 KiB: a full record and a 9-byte tail each;
+	// the tails do not end the gathering, the short record at the end does
+	before := cc.writes
+	frames := coalesceMax / (fullRecord + 16 + 31)
+	for i := 0; i < frames; i++ {
+		write(full('f'))
+		write(bytes.Repeat([]byte{'t'}, 31))
+	}
+	write([]byte("end"))
+	if n := cc.writes - before; n != 1 {
+		t.Fatalf("%d socket writes for %d frames (full record + tail) and a short record, want 1", n, frames)
+	}
+	// two tails in a row: the second is not a frame tail and sends at once
+	before = cc.writes
+	write(full('g'))
+	write(bytes.Repeat([]byte{'t'}, 31))
+	write(bytes.Repeat([]byte{'u'}, 31))
+	if n := cc.writes - before; n != 1 {
+		t.Fatalf("%d socket writes for full, tail, tail; want 1", n)
+	}
 	// more full records than fit: written when the buffer is full
 	for i := 0; i < 2*coalesceMax/fullRecord; i++ {
 		write(full('x'))
@@ -64,7 +86,10 @@ func TestCoalesceConn(t *testing.T) {
 		t.Fatalf("buffer never flushed when full (%d writes)", cc.writes)
 	}
 	// a trailing full record is sent by the timer without another write
-	before := cc.writes
+	c.mu.Lock()
+	c.delay = time.Millisecond
+	c.mu.Unlock()
+	before = cc.writes
 	write(full('z'))
 	for i := 0; ; i++ {
 		c.mu.Lock()
