@@ -274,8 +274,22 @@ func TestResumedSession(t *testing.T) {
 	for i := 0; i < 3; i++ {
 		tr := &http.Transport{TLSClientConfig: &tls.Config{RootCAs: s.pool, ClientSessionCache: cache}, DisableKeepAlives: true}
 		c := &http.Client{Transport: tr}
-		if got := sum(get(t, c, s.url+"/file")); got != s.sum {
-			t.Fatalf("connection %d: sha256 %s", i, got)
+		resp, err := c.Get(s.url + "/file")
+		if err != nil {
+			t.Fatalf("connection %d: %v", i, err)
+		}
+		b, err := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if err != nil || sum(b) != s.sum {
+			t.Fatalf("connection %d: %d bytes, sha256 %s, %v", i, len(b), sum(b), err)
+		}
+		// The per-connection configuration must not lose the session
+		// ticket keys of the listener's configuration.
+		if resumed := resp.TLS.DidResume; resumed != (i > 0) {
+			t.Fatalf("connection %d: DidResume = %v", i, resumed)
+		}
+		if kind := s.kinds.Load(); kind != "*tlsout.Conn" {
+			t.Fatalf("connection %d: type %v", i, kind)
 		}
 		tr.CloseIdleConnections()
 	}
