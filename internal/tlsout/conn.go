@@ -233,9 +233,11 @@ type syscallReader interface {
 	Read(func(uintptr) bool) error
 }
 
-// copyFile is ReadFrom for files: one readv fills the data places of a
-// whole batch, which is then sealed in place and sent.
-func (c *Conn) copyFile(rc syscallReader, limit int64) (int64, error) {
+// copyBatches is ReadFrom's loop: fill reads at most limit bytes (no
+// limit if negative) into the data places of one batch of records in buf,
+// seals them and says where the sealed records end and how much data they
+// carry; the batch is then sent.
+func (c *Conn) copyBatches(limit int64, fill func(buf []byte, slot int, limit int64) (end int, n int64, err error)) (int64, error) {
 	c.wmu.Lock()
 	defer c.wmu.Unlock()
 	if err := c.writable(); err != nil {
@@ -244,37 +246,15 @@ func (c *Conn) copyFile(rc syscallReader, limit int64) (int64, error) {
 	bp := batchPool.Get().(*[]byte)
 	defer batchPool.Put(bp)
 	buf := (*bp)[:cap(*bp)]
-	slot := c.slot()
 	var total int64
-	var iovs [batchRecords][]byte
 	for limit != 0 {
 		if err := c.rekeyIfDue(); err != nil {
 			return total, err
 		}
-		count := 0
-		for i := range iovs {
-			n := maxPlaintext
-			if limit >= 0 && limit-int64(i*maxPlaintext) < int64(n) {
-				n = int(limit - int64(i*maxPlaintext))
-			}
-			at := i*slot + recordHeader
-			iovs[i] = buf[at : at+n]
-			count++
-			if n < maxPlaintext {
-				break
-			}
-		}
-		got, rerr := readv(rc, iovs[:count])
-		c.readvs++
-		end := 0
-		for i := 0; got > 0; i++ {
-			n := min(got, maxPlaintext)
-			end = i*slot + c.seal(buf, i*slot, n, typeAppData)
-			got -= n
-			total += int64(n)
-			if limit > 0 {
-				limit -= int64(n)
-			}
+		end, n, rerr := fill(buf, c.slot(), limit)
+		total += n
+		if limit > 0 {
+			limit -= n
 		}
 		if err := c.send(buf[:end]); err != nil {
 			return total, err
@@ -289,25 +269,40 @@ func (c *Conn) copyFile(rc syscallReader, limit int64) (int64, error) {
 	return total, nil
 }
 
-// copyReader is ReadFrom for other readers: one Read per record place; a
-// short Read sends the batch at once.
-func (c *Conn) copyReader(r io.Reader, limit int64) (int64, error) {
-	c.wmu.Lock()
-	defer c.wmu.Unlock()
-	if err := c.writable(); err != nil {
-		return 0, err
-	}
-	bp := batchPool.Get().(*[]byte)
-	defer batchPool.Put(bp)
-	buf := (*bp)[:cap(*bp)]
-	slot := c.slot()
-	var total int64
-	for limit != 0 {
-		if err := c.rekeyIfDue(); err != nil {
-			return total, err
+// copyFile is ReadFrom for files: one readv fills the data places of a
+// whole batch, which is then sealed in place.
+func (c *Conn) copyFile(rc syscallReader, limit int64) (int64, error) {
+	var iovs [batchRecords][]byte
+	return c.copyBatches(limit, func(buf []byte, slot int, limit int64) (int, int64, error) {
+		count := 0
+		for i := range iovs {
+			n := maxPlaintext
+			if limit >= 0 && limit-int64(i*maxPlaintext) < int64(n) {
+				n = int(limit - int64(i*maxPlaintext))
+			}
+			at := i*slot + recordHeader
+			iovs[i] = buf[at : at+n]
+			count++
+			if n < maxPlaintext {
+				break
+			}
 		}
+		got, err := readv(rc, iovs[:count])
+		c.readvs++
 		end := 0
-		var rerr error
+		for i := 0; i*maxPlaintext < got; i++ {
+			end = i*slot + c.seal(buf, i*slot, min(got-i*maxPlaintext, maxPlaintext), typeAppData)
+		}
+		return end, int64(got), err
+	})
+}
+
+// copyReader is ReadFrom for other readers: one Read per record place; a
+// short Read ends the batch, so what arrived is sent at once.
+func (c *Conn) copyReader(r io.Reader, limit int64) (int64, error) {
+	return c.copyBatches(limit, func(buf []byte, slot int, limit int64) (int, int64, error) {
+		end := 0
+		var total int64
 		for i := 0; i < batchRecords && limit != 0; i++ {
 			n := maxPlaintext
 			if limit >= 0 && limit < int64(n) {
@@ -323,21 +318,11 @@ func (c *Conn) copyReader(r io.Reader, limit int64) (int64, error) {
 				}
 			}
 			if err != nil || got < n {
-				rerr = err
-				break
+				return end, total, err
 			}
 		}
-		if err := c.send(buf[:end]); err != nil {
-			return total, err
-		}
-		if rerr == io.EOF {
-			return total, nil
-		}
-		if rerr != nil {
-			return total, rerr
-		}
-	}
-	return total, nil
+		return end, total, nil
+	})
 }
 
 // readv fills iovs from a file with one system call.
