@@ -81,8 +81,12 @@ func (l *Listener) configForClient(hello *tls.ClientHelloInfo) (*tls.Config, err
 		}
 	}
 	u, ok := hello.Conn.(*under)
-	if !ok || l.cfg.Plain || !slices.Contains(hello.SupportedVersions, tls.VersionTLS13) ||
+	if !ok {
+		return c, nil
+	}
+	if l.cfg.Plain || !slices.Contains(hello.SupportedVersions, tls.VersionTLS13) ||
 		slices.Contains(hello.SupportedProtos, "h2") {
+		u.pass() // stays a *tls.Conn: nothing to keep
 		return c, nil
 	}
 	if c == nil {
