@@ -138,6 +138,9 @@ func Evict(ctx context.Context, st storage.Store, o EvictOptions) (*EvictResult,
 	}
 	repos := make([]*evictRepo, 0, len(names))
 	for _, name := range names {
+		if err := ctx.Err(); err != nil {
+			return nil, fmt.Errorf("evict: %w", err)
+		}
 		r, err := e.scan(ctx, name)
 		if err != nil {
 			return nil, fmt.Errorf("evict: repository %s: %w", name, err)
@@ -148,11 +151,17 @@ func Evict(ctx context.Context, st storage.Store, o EvictOptions) (*EvictResult,
 		o.beforeSweep()
 	}
 	for _, r := range repos {
+		if err := ctx.Err(); err != nil {
+			return nil, fmt.Errorf("evict: %w", err)
+		}
 		if err := e.sweepRecords(ctx, r); err != nil {
 			return nil, fmt.Errorf("evict: repository %s: %w", r.name, err)
 		}
 	}
 	for _, b := range cands {
+		if err := ctx.Err(); err != nil {
+			return nil, fmt.Errorf("evict: %w", err)
+		}
 		if err := e.sweepBlob(ctx, b); err != nil {
 			return nil, fmt.Errorf("evict: blob %s: %w", b.Digest, err)
 		}

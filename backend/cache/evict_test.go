@@ -3,6 +3,7 @@ package cache
 import (
 	"bytes"
 	"context"
+	"errors"
 	"io"
 	"io/fs"
 	"net/http"
@@ -381,5 +382,24 @@ func TestTouchInterval(t *testing.T) {
 	}
 	if _, err := New(context.Background(), Options{Upstream: "http://127.0.0.1:1", Root: t.TempDir(), MaxAge: -time.Hour}); err == nil {
 		t.Error("New with a negative max_age: no error")
+	}
+}
+
+// An interrupted run (wharf gc got SIGINT) stops with the context's error
+// and removes nothing it had not removed yet.
+func TestEvictCancelled(t *testing.T) {
+	up := startUpstream(t)
+	im := up.pushImage("team/app", "v1", backend.MediaTypeOCIManifest, randBytes(t, 3000))
+	ce := newCache(t, Options{Upstream: up.srv.URL, MaxAge: testMaxAge})
+	ce.pull("team/app", "v1", im)
+	ce.age(48 * time.Hour)
+	before := ce.files()
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	if _, err := Evict(ctx, ce.c.store, EvictOptions{MaxAge: testMaxAge}); !errors.Is(err, context.Canceled) {
+		t.Fatalf("cancelled run: %v, want context.Canceled", err)
+	}
+	if after := ce.files(); strings.Join(after, "\n") != strings.Join(before, "\n") {
+		t.Fatalf("cancelled run removed files:\nbefore %v\nafter  %v", before, after)
 	}
 }
