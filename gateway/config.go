@@ -114,6 +114,9 @@ type CacheSite struct {
 	Username string   `toml:"username"`
 	Password string   `toml:"password"`
 	Root     string   `toml:"root"`
+	// MaxAge: `wharf gc` evicts cached tags, manifests and blobs not used
+	// for this long. Zero (the default) never evicts anything.
+	MaxAge Duration `toml:"max_age"`
 }
 
 // ProxySite is [site.proxy]: a streaming reverse proxy to a registry.
@@ -476,6 +479,9 @@ func (c *Config) Validate() error {
 			other("proxy", s.Proxy != nil)
 			if err := checkUpstream(s.Cache.Upstream); err != nil {
 				add(key("cache.upstream"), "%v", err)
+			}
+			if s.Cache.MaxAge < 0 {
+				add(key("cache.max_age"), "negative max_age %v: want a duration such as \"720h\", or 0 to never evict", s.Cache.MaxAge.Std())
 			}
 		case "proxy":
 			other("registry", s.Registry != nil)

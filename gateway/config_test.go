@@ -113,3 +113,49 @@ func TestConfigChecksHtpasswdContent(t *testing.T) {
 		t.Fatalf("want a file:line error for a SHA1 htpasswd line, got %v", err)
 	}
 }
+
+// [site.cache] max_age: optional (0 = never evict), a Go duration, never
+// negative; problems point at the key's line.
+func TestCacheMaxAge(t *testing.T) {
+	const head = "[listen]\nhttp = \":80\"\n[[site]]\nhost = \"m.example\"\nbackend = \"cache\"\ntls = \"off\"\n[site.cache]\nupstream = \"https://u.example\"\n"
+	tests := []struct {
+		name, line string
+		want       time.Duration
+		err        string // substring of the error, with file:line
+	}{
+		{"absent", "", 0, ""},
+		{"zero", "max_age = \"0s\"\n", 0, ""},
+		{"thirty days", "max_age = \"720h\"\n", 720 * time.Hour, ""},
+		{"minutes", "max_age = \"90m\"\n", 90 * time.Minute, ""},
+		{"negative", "max_age = \"-1h\"\n", 0, "gw.toml:9: negative duration \"-1h\""},
+		{"words", "max_age = \"30 days\"\n", 0, "gw.toml:9: invalid duration \"30 days\""},
+		{"number", "max_age = 3600\n", 0, "gw.toml"},
+		{"misspelt", "maxage = \"1h\"\n", 0, "gw.toml:9: unknown key \"site.cache.maxage\""},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			c, err := ParseConfig("gw.toml", []byte(head+tt.line))
+			if tt.err != "" {
+				if err == nil || !strings.Contains(err.Error(), tt.err) {
+					t.Fatalf("error %v, want one containing %q", err, tt.err)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := c.Sites[0].Cache.MaxAge.Std(); got != tt.want {
+				t.Fatalf("max_age = %v, want %v", got, tt.want)
+			}
+		})
+	}
+	// A config built in code (not parsed) is checked by Validate too.
+	c, err := ParseConfig("gw.toml", []byte(head+"max_age = \"1h\"\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.Sites[0].Cache.MaxAge = Duration(-time.Hour)
+	if err := c.Validate(); err == nil || !strings.Contains(err.Error(), "gw.toml:9: negative max_age") {
+		t.Fatalf("Validate with a negative max_age: %v", err)
+	}
+}

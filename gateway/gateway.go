@@ -191,6 +191,7 @@ func (g *Gateway) backend(ctx context.Context, cfg *Config, sc Site) (http.Handl
 			Username: sc.Cache.Username,
 			Password: sc.Cache.Password,
 			Root:     cfg.DataPath(sc.Cache.Root),
+			MaxAge:   sc.Cache.MaxAge.Std(),
 			Logger:   g.log.With().Str("site", sc.Host).Logger(),
 		})
 		if err != nil {

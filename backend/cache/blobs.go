@@ -34,6 +34,8 @@ func (c *Cache) getBlob(w http.ResponseWriter, req *http.Request, rt *backend.Ro
 	case lerr == nil:
 		if b, err := c.store.OpenBlob(ctx, d); err == nil {
 			defer b.Close()
+			c.usedBlob(ctx, d)
+			c.usedRecord(ctx, repo, blobKey(d))
 			c.serveFile(w, req, d, b)
 			return nil
 		} else if !errors.Is(err, storage.ErrNotFound) {
@@ -54,10 +56,14 @@ func (c *Cache) getBlob(w http.ResponseWriter, req *http.Request, rt *backend.Ro
 				return err
 			}
 			b, err := c.store.OpenBlob(ctx, d)
+			if errors.Is(err, storage.ErrNotFound) {
+				break // evicted meanwhile: fetch it again below
+			}
 			if err != nil {
 				return err
 			}
 			defer b.Close()
+			c.usedBlob(ctx, d)
 			c.serveFile(w, req, d, b)
 			return nil
 		}

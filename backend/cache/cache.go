@@ -63,6 +63,11 @@ type Options struct {
 	Transport http.RoundTripper
 	// SyncBlobs fsyncs each blob before it becomes visible.
 	SyncBlobs bool
+	// MaxAge is the site's max_age: what is not used for this long is
+	// evicted by Evict (`wharf gc`). The cache itself only uses it to
+	// choose how often a use is written down (max_age/24, at most hourly);
+	// zero means no eviction, and uses are written down hourly.
+	MaxAge time.Duration
 }
 
 // Cache is a pull-through cache of one upstream. It is an http.Handler for
@@ -76,6 +81,7 @@ type Cache struct {
 	idle       time.Duration
 	spoolLimit int64
 	now        func() time.Time
+	touchEvery time.Duration // see usedBlob
 	tr         http.RoundTripper
 
 	manifests flightGroup[*manifest]  // shared manifest GETs
@@ -109,6 +115,9 @@ func New(ctx context.Context, o Options) (*Cache, error) {
 	if o.IdleTimeout <= 0 {
 		o.IdleTimeout = DefaultIdleTimeout
 	}
+	if o.MaxAge < 0 {
+		return nil, fmt.Errorf("cache: negative max_age %v", o.MaxAge)
+	}
 	if o.Password != "" && o.Username == "" {
 		return nil, errors.New("cache: password without username")
 	}
@@ -136,6 +145,7 @@ func New(ctx context.Context, o Options) (*Cache, error) {
 		idle:       o.IdleTimeout,
 		spoolLimit: defaultSpoolLimit,
 		now:        time.Now,
+		touchEvery: touchInterval(o.MaxAge),
 		tr:         tr,
 		root:       root,
 		blobs:      map[string]*blobFlight{},

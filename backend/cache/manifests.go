@@ -164,6 +164,9 @@ func (c *Cache) manifestByTag(w http.ResponseWriter, req *http.Request, repo, ta
 	if err != nil {
 		return err
 	}
+	if rec != nil {
+		c.usedRecord(ctx, repo, tagKey(tag))
+	}
 	if !acceptsAll(req) {
 		return c.manifestByTagRestricted(w, req, repo, tag, rec)
 	}
@@ -321,6 +324,8 @@ func (c *Cache) loadManifest(ctx context.Context, repo string, d digest.Digest) 
 		return nil, err
 	}
 	defer b.Close()
+	c.usedRecord(ctx, repo, manifestKey(d))
+	c.usedBlob(ctx, d)
 	if b.Size() > backend.MaxManifestSize {
 		return nil, fmt.Errorf("cached manifest %s larger than %d bytes", d, backend.MaxManifestSize)
 	}

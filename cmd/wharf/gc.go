@@ -11,13 +11,16 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/wharf-dev/wharf/backend/cache"
 	"github.com/wharf-dev/wharf/backend/registry/gc"
 	"github.com/wharf-dev/wharf/backend/storage/localfs"
 	"github.com/wharf-dev/wharf/gateway"
 )
 
-// cmdGC runs `wharf gc`: mark and sweep on every registry site's root,
-// safe while `wharf serve` serves the same data (see backend/registry/gc).
+// cmdGC runs `wharf gc`: mark and sweep on every registry site's root
+// (see backend/registry/gc), and eviction of what cache sites with a
+// max_age have not used for that long (see backend/cache/evict.go); both
+// are safe while `wharf serve` serves the same data.
 func cmdGC(args []string, stdout, stderr io.Writer) int {
 	var (
 		dryRun, untagged bool
@@ -25,8 +28,8 @@ func cmdGC(args []string, stdout, stderr io.Writer) int {
 	)
 	path, _, ok := loadFlags("gc", args, stderr, true, func(fs *flag.FlagSet) {
 		fs.BoolVar(&dryRun, "dry-run", false, "list what would be removed, remove nothing")
-		fs.BoolVar(&untagged, "delete-untagged", false, "also remove manifests that no tag reaches")
-		fs.DurationVar(&grace, "grace", gc.DefaultGrace, "never remove anything modified more recently than this")
+		fs.BoolVar(&untagged, "delete-untagged", false, "registry sites: also remove manifests that no tag reaches")
+		fs.DurationVar(&grace, "grace", gc.DefaultGrace, "registry sites: never remove anything modified more recently than this (cache sites evict by their max_age)")
 	})
 	if !ok {
 		return 2
@@ -52,46 +55,123 @@ func cmdGC(args []string, stdout, stderr io.Writer) int {
 	if dryRun {
 		verb = "would remove"
 	}
+	// Roots of registry sites are never evicted, whatever a cache site
+	// says; a root shared by cache sites is evicted with the longest
+	// max_age among them (none if one of them has none).
+	regRoots := map[string]string{}
+	cacheAge := map[string]time.Duration{}
+	for _, s := range cfg.Sites {
+		switch {
+		case s.Backend == "registry" && s.Registry != nil:
+			regRoots[cfg.DataPath(s.Registry.Root)] = s.Host
+		case s.Backend == "cache" && s.Cache != nil:
+			root := cfg.DataPath(s.Cache.Root)
+			age, seen := cacheAge[root]
+			if a := s.Cache.MaxAge.Std(); !seen || age > 0 && (a == 0 || a > age) {
+				cacheAge[root] = a
+			}
+		}
+	}
 	seen := map[string]bool{}
 	sites := 0
 	for _, s := range cfg.Sites {
-		if s.Backend != "registry" || s.Registry == nil {
-			continue
+		switch {
+		case s.Backend == "registry" && s.Registry != nil:
+			root := cfg.DataPath(s.Registry.Root)
+			if seen[root] {
+				continue
+			}
+			seen[root] = true
+			sites++
+			if code := gcRegistrySite(ctx, s.Host, root, verb, gc.Options{DeleteUntagged: untagged, DryRun: dryRun, Grace: grace}, stdout, stderr); code != 0 {
+				return code
+			}
+		case s.Backend == "cache" && s.Cache != nil:
+			root := cfg.DataPath(s.Cache.Root)
+			if host, ok := regRoots[root]; ok {
+				fmt.Fprintf(stderr, "wharf gc: cache site %s: its root %s is also the root of registry site %s; not evicting anything there\n", s.Host, root, host)
+				return 1
+			}
+			if seen[root] {
+				continue
+			}
+			seen[root] = true
+			maxAge := cacheAge[root]
+			if maxAge == 0 {
+				fmt.Fprintf(stdout, "site %s (%s): cache without max_age; nothing evicted\n", s.Host, root)
+				continue
+			}
+			sites++
+			if code := evictCacheSite(ctx, s.Host, root, verb, cache.EvictOptions{MaxAge: maxAge, DryRun: dryRun}, stdout, stderr); code != 0 {
+				return code
+			}
 		}
-		root := cfg.DataPath(s.Registry.Root)
-		if seen[root] {
-			continue
-		}
-		seen[root] = true
-		sites++
-		if _, err := os.Stat(root); errors.Is(err, os.ErrNotExist) {
-			fmt.Fprintf(stdout, "site %s (%s): no data yet\n", s.Host, root)
-			continue
-		}
-		res, err := gcRoot(ctx, root, gc.Options{
-			DeleteUntagged: untagged,
-			DryRun:         dryRun,
-			Grace:          grace,
-			Report: func(it gc.Item) {
-				switch it.Kind {
-				case gc.KindManifest:
-					fmt.Fprintf(stdout, "%s manifest %s@%s\n", verb, it.Repo, it.Digest)
-				case gc.KindBlob:
-					fmt.Fprintf(stdout, "%s blob %s (%d bytes)\n", verb, it.Digest, it.Size)
-				}
-			},
-		})
-		if err != nil {
-			fmt.Fprintf(stderr, "wharf gc: site %s (%s): %v\n", s.Host, root, err)
-			return 1
-		}
-		fmt.Fprintf(stdout, "site %s (%s): %s %d manifests, %d blobs (%s), %d repository links; %d blobs kept\n",
-			s.Host, root, verb, res.Manifests, res.Blobs, humanBytes(res.Bytes), res.Links, res.Kept)
 	}
 	if sites == 0 {
-		fmt.Fprintf(stderr, "wharf gc: %s has no site with backend = \"registry\"; nothing to collect\n", path)
+		fmt.Fprintf(stderr, "wharf gc: %s has no site with backend = \"registry\" and no cache site with max_age; nothing to collect\n", path)
 		return 1
 	}
+	return 0
+}
+
+// gcRegistrySite collects one registry root and prints what went.
+func gcRegistrySite(ctx context.Context, host, root, verb string, o gc.Options, stdout, stderr io.Writer) int {
+	if _, err := os.Stat(root); errors.Is(err, os.ErrNotExist) {
+		fmt.Fprintf(stdout, "site %s (%s): no data yet\n", host, root)
+		return 0
+	}
+	o.Report = func(it gc.Item) {
+		switch it.Kind {
+		case gc.KindManifest:
+			fmt.Fprintf(stdout, "%s manifest %s@%s\n", verb, it.Repo, it.Digest)
+		case gc.KindBlob:
+			fmt.Fprintf(stdout, "%s blob %s (%d bytes)\n", verb, it.Digest, it.Size)
+		}
+	}
+	res, err := gcRoot(ctx, root, o)
+	if err != nil {
+		fmt.Fprintf(stderr, "wharf gc: site %s (%s): %v\n", host, root, err)
+		return 1
+	}
+	fmt.Fprintf(stdout, "site %s (%s): %s %d manifests, %d blobs (%s), %d repository links; %d blobs kept\n",
+		host, root, verb, res.Manifests, res.Blobs, humanBytes(res.Bytes), res.Links, res.Kept)
+	return 0
+}
+
+// evictCacheSite evicts what one cache root has not used for o.MaxAge
+// and prints what went.
+func evictCacheSite(ctx context.Context, host, root, verb string, o cache.EvictOptions, stdout, stderr io.Writer) int {
+	if _, err := os.Stat(root); errors.Is(err, os.ErrNotExist) {
+		fmt.Fprintf(stdout, "site %s (%s): no data yet\n", host, root)
+		return 0
+	}
+	o.Report = func(it cache.EvictItem) {
+		used := it.LastUse.UTC().Format(time.RFC3339)
+		switch it.Kind {
+		case cache.EvictTag:
+			fmt.Fprintf(stdout, "%s tag %s:%s (last used %s)\n", verb, it.Repo, it.Tag, used)
+		case cache.EvictManifest:
+			fmt.Fprintf(stdout, "%s manifest %s@%s (last used %s)\n", verb, it.Repo, it.Digest, used)
+		case cache.EvictBlob:
+			fmt.Fprintf(stdout, "%s blob %s (%d bytes, last used %s)\n", verb, it.Digest, it.Size, used)
+		}
+	}
+	st, err := localfs.New(localfs.Options{Root: root})
+	if err != nil {
+		fmt.Fprintf(stderr, "wharf gc: site %s (%s): %v\n", host, root, err)
+		return 1
+	}
+	defer st.Close()
+	res, err := cache.Evict(ctx, st, o)
+	if err != nil {
+		fmt.Fprintf(stderr, "wharf gc: site %s (%s): %v\n", host, root, err)
+		return 1
+	}
+	if res.Unreadable > 0 {
+		fmt.Fprintf(stderr, "wharf gc: site %s (%s): warning: %d cached manifests do not parse; the blobs they name were judged by their own last use\n", host, root, res.Unreadable)
+	}
+	fmt.Fprintf(stdout, "site %s (%s): %s %d tags, %d manifests, %d blobs (%s), %d repository links not used for %s; %d blobs (%s) kept\n",
+		host, root, verb, res.Tags, res.Manifests, res.Blobs, humanBytes(res.Bytes), res.Links, o.MaxAge, res.KeptBlobs, humanBytes(res.KeptBytes))
 	return 0
 }
 

@@ -30,7 +30,8 @@ Usage:
   wharf serve [-config gateway.toml]   serve (no config: dev registry on http://127.0.0.1:5000)
   wharf check -config gateway.toml     validate the config; exit 1 with file:line: messages
   wharf passwd USER                    read a password from stdin, print a bcrypt htpasswd line
-  wharf gc -config gateway.toml        garbage-collect the registry sites (safe while serving)
+  wharf gc -config gateway.toml        garbage-collect registry sites, evict cache entries unused for
+                                       max_age (safe while serving)
         [-dry-run] [-delete-untagged] [-grace 1h]
   wharf version                        print the version
 `
