@@ -166,6 +166,7 @@ func (g *Gateway) Serve(ctx context.Context, httpLn, httpsLn, adminLn net.Listen
 			// serving starts, while handshakes may already be running.
 			TLS:              g.certs.TLSConfig(),
 			HandshakeTimeout: lc.ReadHeaderTimeout.Std(),
+			Plain:            lc.StockTLS,
 			Log:              func(err error) { g.log.Debug().Err(err).Msg("tls handshake failed") },
 		})
 		srv.ConnContext = withConnTLS

@@ -81,6 +81,11 @@ type server struct {
 
 func startServer(t *testing.T, cfg *tls.Config, size int64) *server {
 	t.Helper()
+	return startServerPlain(t, cfg, size, false)
+}
+
+func startServerPlain(t *testing.T, cfg *tls.Config, size int64, plain bool) *server {
+	t.Helper()
 	dir := t.TempDir()
 	cert, pool := testCert(t, dir)
 	if cfg == nil {
@@ -102,7 +107,7 @@ func startServer(t *testing.T, cfg *tls.Config, size int64) *server {
 	if err != nil {
 		t.Fatal(err)
 	}
-	tl := NewListener(ln, Config{TLS: cfg, HandshakeTimeout: 5 * time.Second})
+	tl := NewListener(ln, Config{TLS: cfg, HandshakeTimeout: 5 * time.Second, Plain: plain})
 	mux := http.NewServeMux()
 	open := func(t *testing.T) *os.File {
 		f, err := os.Open(s.file)
@@ -379,5 +384,16 @@ func TestSilentClientDoesNotBlockAccept(t *testing.T) {
 		t.Fatal("silent client got data")
 	} else if ne, ok := err.(net.Error); ok && ne.Timeout() {
 		t.Fatal("silent client was not cut by the handshake timeout")
+	}
+}
+
+// With Plain (the stock_tls setting) every connection stays a *tls.Conn.
+func TestPlainKeepsCryptoTLS(t *testing.T) {
+	s := startServerPlain(t, nil, 1<<20, true)
+	if got := sum(get(t, s.client(false, 0), s.url+"/file")); got != s.sum {
+		t.Fatalf("sha256 %s", got)
+	}
+	if kind := s.kinds.Load(); kind != "*tls.Conn" {
+		t.Fatalf("connection type %v with Plain, want *tls.Conn", kind)
 	}
 }
