@@ -1,6 +1,7 @@
 package tlsout
 
 import (
+	"bytes"
 	"crypto/tls"
 	"errors"
 	"fmt"
@@ -155,32 +156,8 @@ func (c *Conn) writable() error {
 
 // Write seals p into records and sends them, 16 records per system call.
 func (c *Conn) Write(p []byte) (int, error) {
-	c.wmu.Lock()
-	defer c.wmu.Unlock()
-	if err := c.writable(); err != nil {
-		return 0, err
-	}
-	bp := batchPool.Get().(*[]byte)
-	defer batchPool.Put(bp)
-	sent := 0
-	for len(p) > 0 {
-		if err := c.rekeyIfDue(); err != nil {
-			return sent, err
-		}
-		b := (*bp)[:0]
-		taken := 0
-		for i := 0; i < batchRecords && len(p) > 0; i++ {
-			n := min(len(p), maxPlaintext)
-			b = c.appendRecord(b, typeAppData, p[:n])
-			p = p[n:]
-			taken += n
-		}
-		if err := c.send(b); err != nil {
-			return sent, err
-		}
-		sent += taken
-	}
-	return sent, nil
+	n, err := c.copyReader(bytes.NewReader(p), int64(len(p)))
+	return int(n), err
 }
 
 // ReadFrom sends what r yields, reading it into the records' places: a
@@ -252,12 +229,12 @@ func (c *Conn) copyBatches(limit int64, fill func(buf []byte, slot int, limit in
 			return total, err
 		}
 		end, n, rerr := fill(buf, c.slot(), limit)
+		if err := c.send(buf[:end]); err != nil {
+			return total, err
+		}
 		total += n
 		if limit > 0 {
 			limit -= n
-		}
-		if err := c.send(buf[:end]); err != nil {
-			return total, err
 		}
 		if rerr == io.EOF {
 			return total, nil

@@ -3,18 +3,13 @@ package tlsout
 import (
 	"bytes"
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
 	"crypto/rand"
 	"crypto/sha256"
 	"crypto/tls"
 	"crypto/x509"
-	"crypto/x509/pkix"
 	"encoding/hex"
-	"encoding/pem"
 	"fmt"
 	"io"
-	"math/big"
 	"net"
 	"net/http"
 	"os"
@@ -24,39 +19,22 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/wharf-dev/wharf/acme/acmetest"
 )
 
-// testCert makes a self-signed certificate for 127.0.0.1 and writes its
-// PEM to dir/ca.pem for clients.
+// testCert makes a self-signed certificate for 127.0.0.1 (acmetest's)
+// and writes it to dir/cert.pem for clients.
 func testCert(t *testing.T, dir string) (tls.Certificate, *x509.CertPool) {
 	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	certFile, keyFile, leaf := acmetest.SelfSigned(t, dir, "", "127.0.0.1", "localhost")
+	cert, err := tls.LoadX509KeyPair(certFile, keyFile)
 	if err != nil {
 		t.Fatal(err)
 	}
-	tmpl := &x509.Certificate{
-		SerialNumber:          big.NewInt(1),
-		Subject:               pkix.Name{CommonName: "tlsout test"},
-		NotBefore:             time.Now().Add(-time.Hour),
-		NotAfter:              time.Now().Add(time.Hour),
-		IPAddresses:           []net.IP{net.IPv4(127, 0, 0, 1)},
-		DNSNames:              []string{"localhost"},
-		IsCA:                  true,
-		KeyUsage:              x509.KeyUsageDigitalSignature | x509.KeyUsageCertSign,
-		ExtKeyUsage:           []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
-		BasicConstraintsValid: true,
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	leaf, _ := x509.ParseCertificate(der)
 	pool := x509.NewCertPool()
 	pool.AddCert(leaf)
-	if err := os.WriteFile(filepath.Join(dir, "ca.pem"), pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key, Leaf: leaf}, pool
+	return cert, pool
 }
 
 // server is an http.Server on a tlsout.Listener that answers
@@ -329,7 +307,7 @@ func TestCurlCipherSuites(t *testing.T) {
 	for _, suite := range []string{"TLS_AES_128_GCM_SHA256", "TLS_AES_256_GCM_SHA384", "TLS_CHACHA20_POLY1305_SHA256"} {
 		t.Run(suite, func(t *testing.T) {
 			out, err := exec.Command(curl, "-sS", "--fail", "--http1.1", "--tlsv1.3", "--tls13-ciphers", suite,
-				"--cacert", filepath.Join(s.dir, "ca.pem"),
+				"--cacert", filepath.Join(s.dir, "cert.pem"),
 				"-o", filepath.Join(s.dir, "out"), s.url+"/file",
 				"-o", filepath.Join(s.dir, "out2"), s.url+"/range").CombinedOutput()
 			if err != nil {
