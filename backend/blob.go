@@ -18,25 +18,13 @@ import (
 // the body (a client gone) comes back as copyErr, for the log only.
 func ServeBlob(w http.ResponseWriter, req *http.Request, d digest.Digest, src io.ReadSeeker, size int64) (apiErr *Error, copyErr error) {
 	h := w.Header()
-	h.Set("Content-Type", "application/octet-stream")
-	h.Set("Docker-Content-Digest", string(d))
-	h.Set("Accept-Ranges", "bytes")
-	h.Set("ETag", `"`+string(d)+`"`)
+	BlobIdentity(h, d)
 	h.Set("Cache-Control", "max-age=31536000")
-	start, length, ranged, re := ParseRange(req.Header.Get("Range"), size)
+	start, end, status, re := BlobRange(h, req.Header.Get("Range"), size)
 	if re != nil {
-		h.Set("Content-Range", fmt.Sprintf("bytes */%d", size))
-		h.Del("Docker-Content-Digest")
 		return re, nil
 	}
-	status := http.StatusOK
-	if !ranged {
-		start, length = 0, size
-	} else {
-		status = http.StatusPartialContent
-		h.Set("Content-Range", fmt.Sprintf("bytes %d-%d/%d", start, start+length-1, size))
-	}
-	h.Set("Content-Length", strconv.FormatInt(length, 10))
+	length := end - start
 	w.WriteHeader(status)
 	if req.Method == http.MethodHead || length == 0 {
 		return nil, nil
@@ -57,4 +45,34 @@ func ServeBlob(w http.ResponseWriter, req *http.Request, d digest.Digest, src io
 	}
 	_, err := io.CopyN(w, src, length)
 	return nil, err
+}
+
+// BlobIdentity sets the headers every answer with a blob's bytes carries:
+// type, digest, ranges accepted, ETag.
+func BlobIdentity(h http.Header, d digest.Digest) {
+	h.Set("Content-Type", "application/octet-stream")
+	h.Set("Docker-Content-Digest", string(d))
+	h.Set("Accept-Ranges", "bytes")
+	h.Set("ETag", `"`+string(d)+`"`)
+}
+
+// BlobRange applies the request's Range header to a blob of size bytes:
+// it sets Content-Length (and Content-Range for a single satisfiable
+// range) and returns the bytes to send, [start, end), with 200 or 206. A
+// range that cannot be satisfied comes back as an *Error (416) with
+// Content-Range: bytes */size and no digest header.
+func BlobRange(h http.Header, rangeHeader string, size int64) (start, end int64, status int, e *Error) {
+	s, length, ranged, re := ParseRange(rangeHeader, size)
+	if re != nil {
+		h.Set("Content-Range", fmt.Sprintf("bytes */%d", size))
+		h.Del("Docker-Content-Digest")
+		return 0, 0, 0, re
+	}
+	if !ranged {
+		h.Set("Content-Length", strconv.FormatInt(size, 10))
+		return 0, size, http.StatusOK, nil
+	}
+	h.Set("Content-Range", fmt.Sprintf("bytes %d-%d/%d", s, s+length-1, size))
+	h.Set("Content-Length", strconv.FormatInt(length, 10))
+	return s, s + length, http.StatusPartialContent, nil
 }

@@ -7,7 +7,6 @@ import (
 	"io"
 	"net/http"
 	"os"
-	"strconv"
 	"sync"
 
 	digest "github.com/opencontainers/go-digest"
@@ -186,24 +185,12 @@ func (c *Cache) followBlob(w http.ResponseWriter, req *http.Request, d digest.Di
 	}
 	defer file.Close()
 	_, size, _, _ := f.state()
-	start, end := int64(0), size
-	status := http.StatusOK
 	h := w.Header()
-	s, length, ranged, re := backend.ParseRange(req.Header.Get("Range"), size)
+	backend.BlobIdentity(h, d)
+	start, end, status, re := backend.BlobRange(h, req.Header.Get("Range"), size)
 	if re != nil {
-		h.Set("Content-Range", fmt.Sprintf("bytes */%d", size))
 		return re
 	}
-	if ranged {
-		start, end = s, s+length
-		status = http.StatusPartialContent
-		h.Set("Content-Range", fmt.Sprintf("bytes %d-%d/%d", s, end-1, size))
-	}
-	h.Set("Content-Length", strconv.FormatInt(end-start, 10))
-	h.Set("Content-Type", "application/octet-stream")
-	h.Set("Docker-Content-Digest", string(d))
-	h.Set("Accept-Ranges", "bytes")
-	h.Set("ETag", `"`+string(d)+`"`)
 	w.WriteHeader(status)
 	if req.Method == http.MethodHead || end == start {
 		return nil

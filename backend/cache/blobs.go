@@ -74,10 +74,7 @@ func (c *Cache) getBlob(w http.ResponseWriter, req *http.Request, rt *backend.Ro
 			return err
 		}
 		h := w.Header()
-		h.Set("Content-Type", "application/octet-stream")
-		h.Set("Docker-Content-Digest", string(d))
-		h.Set("Accept-Ranges", "bytes")
-		h.Set("ETag", `"`+string(d)+`"`)
+		backend.BlobIdentity(h, d)
 		if size >= 0 {
 			h.Set("Content-Length", strconv.FormatInt(size, 10))
 		}
@@ -242,19 +239,10 @@ func (c *Cache) streamBlob(ctx context.Context, w http.ResponseWriter, req *http
 	status := http.StatusOK
 	h := w.Header()
 	if size >= 0 {
-		s, length, ranged, re := backend.ParseRange(req.Header.Get("Range"), size)
-		if re != nil {
-			h.Set("Content-Range", fmt.Sprintf("bytes */%d", size))
+		var re *backend.Error
+		if start, end, status, re = backend.BlobRange(h, req.Header.Get("Range"), size); re != nil {
 			return re
 		}
-		if ranged {
-			start, end = s, s+length
-			status = http.StatusPartialContent
-			h.Set("Content-Range", fmt.Sprintf("bytes %d-%d/%d", s, end-1, size))
-		} else {
-			end = size
-		}
-		h.Set("Content-Length", strconv.FormatInt(end-start, 10))
 	}
 	u, err := c.store.NewUpload(ctx, repo)
 	if err != nil {
@@ -262,10 +250,7 @@ func (c *Cache) streamBlob(ctx context.Context, w http.ResponseWriter, req *http
 	}
 	defer u.Close()
 	f.streaming(filepath.Join(c.root, "uploads", u.ID(), "data"), size)
-	h.Set("Content-Type", "application/octet-stream")
-	h.Set("Docker-Content-Digest", string(d))
-	h.Set("Accept-Ranges", "bytes")
-	h.Set("ETag", `"`+string(d)+`"`)
+	backend.BlobIdentity(h, d)
 	w.WriteHeader(status)
 	cw := &clientWriter{w: w, start: start, end: end, hold: end > start}
 	src := &idleReader{r: io.TeeReader(body, cw), t: watch, d: c.idle, progress: f.progress}
