@@ -26,15 +26,7 @@ func (c *Cache) tagsList(w http.ResponseWriter, req *http.Request, rt *backend.R
 		defer resp.Body.Close()
 		switch resp.StatusCode {
 		case http.StatusOK:
-			h := w.Header()
-			copyHeaders(h, resp.Header, "Content-Type", "Content-Length")
-			if link := resp.Header.Get("Link"); link != "" {
-				h.Set("Link", rewriteLink(link, upRepo, rt.Repo))
-			}
-			w.WriteHeader(http.StatusOK)
-			if req.Method != http.MethodHead {
-				_, _ = io.Copy(w, resp.Body)
-			}
+			relayList(w, req, resp, upRepo, rt.Repo, "Content-Type", "Content-Length")
 			return nil
 		case http.StatusNotFound:
 			drain(resp)
@@ -81,15 +73,7 @@ func (c *Cache) referrers(w http.ResponseWriter, req *http.Request, rt *backend.
 	if err == nil {
 		defer resp.Body.Close()
 		if resp.StatusCode == http.StatusOK {
-			h := w.Header()
-			copyHeaders(h, resp.Header, "Content-Type", "Content-Length", "OCI-Filters-Applied")
-			if link := resp.Header.Get("Link"); link != "" {
-				h.Set("Link", rewriteLink(link, upRepo, rt.Repo))
-			}
-			w.WriteHeader(http.StatusOK)
-			if req.Method != http.MethodHead {
-				_, _ = io.Copy(w, resp.Body)
-			}
+			relayList(w, req, resp, upRepo, rt.Repo, "Content-Type", "Content-Length", "OCI-Filters-Applied")
 			return nil
 		}
 		err = statusError(resp, "referrers of "+rt.Reference)
@@ -118,4 +102,20 @@ func rewriteLink(link, upRepo, repo string) string {
 		}
 	}
 	return strings.Replace(link, "/v2/"+upRepo+"/", "/v2/"+repo+"/", 1)
+}
+
+// relayList passes the upstream's 200 answer to a list request (tags,
+// referrers) on to the client: the named headers, the Link to the next
+// page rewritten from the upstream's repository name to the client's, and
+// the body.
+func relayList(w http.ResponseWriter, req *http.Request, resp *http.Response, upRepo, repo string, headers ...string) {
+	h := w.Header()
+	copyHeaders(h, resp.Header, headers...)
+	if link := resp.Header.Get("Link"); link != "" {
+		h.Set("Link", rewriteLink(link, upRepo, repo))
+	}
+	w.WriteHeader(http.StatusOK)
+	if req.Method != http.MethodHead {
+		_, _ = io.Copy(w, resp.Body)
+	}
 }
