@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"sort"
 	"time"
 
@@ -277,23 +276,18 @@ func (e *evictor) markManifest(ctx context.Context, r *evictRepo, d digest.Diges
 		r.marked[x] = true
 	}
 	mark(d)
-	b, err := e.st.OpenBlob(ctx, d)
+	data, err := storage.ReadBlob(ctx, e.st, d, backend.MaxManifestSize)
 	if errors.Is(err, storage.ErrNotFound) {
 		return nil // content gone: nothing it uses to keep
 	}
-	if err != nil {
-		return fmt.Errorf("read manifest %s: %w", d, err)
-	}
-	defer b.Close()
-	var m backend.Manifest
-	if b.Size() > backend.MaxManifestSize {
+	if errors.Is(err, storage.ErrTooLarge) {
 		e.res.Unreadable++
 		return nil
 	}
-	data, err := io.ReadAll(b)
 	if err != nil {
-		return fmt.Errorf("read manifest %s: %w", d, err)
+		return fmt.Errorf("manifest: %w", err)
 	}
+	var m backend.Manifest
 	if json.Unmarshal(data, &m) != nil {
 		e.res.Unreadable++
 		return nil

@@ -319,20 +319,15 @@ func (c *Cache) loadManifest(ctx context.Context, repo string, d digest.Digest) 
 	if err != nil {
 		return nil, err
 	}
-	b, err := c.store.OpenBlob(ctx, d)
-	if err != nil {
+	data, err := storage.ReadBlob(ctx, c.store, d, backend.MaxManifestSize)
+	if errors.Is(err, storage.ErrNotFound) {
 		return nil, err
 	}
-	defer b.Close()
+	if err != nil {
+		return nil, fmt.Errorf("cached manifest: %w", err)
+	}
 	c.usedRecord(ctx, repo, manifestKey(d))
 	c.usedBlob(ctx, d)
-	if b.Size() > backend.MaxManifestSize {
-		return nil, fmt.Errorf("cached manifest %s larger than %d bytes", d, backend.MaxManifestSize)
-	}
-	data := make([]byte, b.Size())
-	if _, err := io.ReadFull(b, data); err != nil {
-		return nil, fmt.Errorf("read manifest %s: %w", d, err)
-	}
 	return &manifest{digest: d, mediaType: string(mt), data: data}, nil
 }
 

@@ -69,20 +69,12 @@ func (r *Registry) loadManifest(ctx context.Context, repo string, d digest.Diges
 	if data, ok := r.cache.get(d); ok {
 		return &cachedManifest{digest: d, mediaType: string(mt), data: data}, nil
 	}
-	b, err := r.store.OpenBlob(ctx, d)
+	data, err := storage.ReadBlob(ctx, r.store, d, backend.MaxManifestSize)
+	if errors.Is(err, storage.ErrNotFound) {
+		return nil, manifestUnknown(string(d))
+	}
 	if err != nil {
-		if errors.Is(err, storage.ErrNotFound) {
-			return nil, manifestUnknown(string(d))
-		}
-		return nil, err
-	}
-	defer b.Close()
-	if b.Size() > backend.MaxManifestSize {
-		return nil, fmt.Errorf("manifest %s larger than %d bytes", d, backend.MaxManifestSize)
-	}
-	data := make([]byte, b.Size())
-	if _, err := io.ReadFull(b, data); err != nil {
-		return nil, fmt.Errorf("read manifest %s: %w", d, err)
+		return nil, fmt.Errorf("manifest: %w", err)
 	}
 	r.cache.add(d, data)
 	return &cachedManifest{digest: d, mediaType: string(mt), data: data}, nil

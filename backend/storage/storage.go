@@ -8,6 +8,7 @@ package storage
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"time"
 
@@ -27,7 +28,27 @@ var (
 	// ErrInterrupted: reading the data to store failed (the client went
 	// away); what was received before stays in the upload session.
 	ErrInterrupted = errors.New("upload interrupted")
+	// ErrTooLarge: ReadBlob's blob is larger than the caller allows.
+	ErrTooLarge = errors.New("larger than allowed")
 )
+
+// ReadBlob reads the whole of a small blob (a manifest) of at most max
+// bytes: ErrNotFound if it does not exist, ErrTooLarge if it is bigger.
+func ReadBlob(ctx context.Context, st Store, d digest.Digest, max int64) ([]byte, error) {
+	b, err := st.OpenBlob(ctx, d)
+	if err != nil {
+		return nil, err
+	}
+	defer b.Close()
+	if b.Size() > max {
+		return nil, fmt.Errorf("blob %s has %d bytes: %w (%d)", d, b.Size(), ErrTooLarge, max)
+	}
+	data := make([]byte, b.Size())
+	if _, err := io.ReadFull(b, data); err != nil {
+		return nil, fmt.Errorf("read blob %s: %w", d, err)
+	}
+	return data, nil
+}
 
 // Store is the registry's storage: global content-addressed blobs, upload
 // sessions that end in a blob, and per-repository records.

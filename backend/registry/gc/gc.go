@@ -55,7 +55,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"sort"
 	"strings"
 	"time"
@@ -382,20 +381,12 @@ func (c *collector) mark(ctx context.Context, name string) (*repoState, error) {
 // mark would delete blobs in use.
 func (c *collector) markManifest(ctx context.Context, repo string, d digest.Digest) ([]digest.Digest, error) {
 	c.marked[d] = true
-	b, err := c.st.OpenBlob(ctx, d)
-	if err != nil {
-		if errors.Is(err, storage.ErrNotFound) {
-			return nil, nil // a revision whose content is gone: nothing to keep
-		}
-		return nil, fmt.Errorf("read manifest %s: %w", d, err)
+	data, err := storage.ReadBlob(ctx, c.st, d, backend.MaxManifestSize)
+	if errors.Is(err, storage.ErrNotFound) {
+		return nil, nil // a revision whose content is gone: nothing to keep
 	}
-	defer b.Close()
-	if b.Size() > backend.MaxManifestSize {
-		return nil, fmt.Errorf("manifest %s has %d bytes, more than a manifest may have", d, b.Size())
-	}
-	data, err := io.ReadAll(b)
 	if err != nil {
-		return nil, fmt.Errorf("read manifest %s: %w", d, err)
+		return nil, fmt.Errorf("manifest: %w", err)
 	}
 	var m backend.Manifest
 	if err := json.Unmarshal(data, &m); err != nil {

@@ -256,3 +256,30 @@ func TestAppendModes(t *testing.T) {
 		})
 	}
 }
+
+// storage.ReadBlob on a real store: the bytes, ErrTooLarge past the
+// bound, ErrNotFound for a missing blob.
+func TestReadBlob(t *testing.T) {
+	ctx := context.Background()
+	s := newStore(t, t.TempDir())
+	data := []byte(`{"schemaVersion":2}`)
+	d := digest.FromBytes(data)
+	if err := s.PutBlob(ctx, d, data); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		d       digest.Digest
+		max     int64
+		want    []byte
+		wantErr error
+	}{
+		{d, int64(len(data)), data, nil},
+		{d, int64(len(data)) - 1, nil, storage.ErrTooLarge},
+		{digest.FromString("absent"), 100, nil, storage.ErrNotFound},
+	} {
+		got, err := storage.ReadBlob(ctx, s, tc.d, tc.max)
+		if !errors.Is(err, tc.wantErr) || (tc.wantErr == nil && err != nil) || string(got) != string(tc.want) {
+			t.Errorf("ReadBlob(%s, %d) = %q, %v; want %q, %v", tc.d, tc.max, got, err, tc.want, tc.wantErr)
+		}
+	}
+}
