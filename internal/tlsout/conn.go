@@ -46,7 +46,10 @@ type Conn struct {
 	nonce  [12]byte
 	werr   error // the first write error; the connection is unusable after it
 	closed bool
-	readvs int64 // vectored file reads, for tests
+	// For tests: vectored file reads, KeyUpdates sent, and the sequence
+	// number the take-over started at.
+	readvs, updates int64
+	firstSeq        uint64
 }
 
 // ConnectionState is the handshake's result, as *tls.Conn reports it.
@@ -141,6 +144,7 @@ func (c *Conn) rekeyIfDue() error {
 		return err
 	}
 	c.secret, c.k, c.seq = next, k, 0
+	c.updates++
 	return nil
 }
 

@@ -138,13 +138,20 @@ func startServerPlain(t *testing.T, cfg *tls.Config, size int64, plain bool) *se
 
 // readvs is the number of vectored file reads of the last tlsout.Conn.
 func (s *server) readvs() int64 {
+	var n int64
+	s.lastConn(func(c *Conn) { n = c.readvs })
+	return n
+}
+
+// lastConn runs f on the last tlsout.Conn, its write lock held.
+func (s *server) lastConn(f func(c *Conn)) {
 	c := s.conn.Load()
 	if c == nil {
-		return 0
+		return
 	}
 	c.wmu.Lock()
 	defer c.wmu.Unlock()
-	return c.readvs
+	f(c)
 }
 
 func (s *server) client(h2 bool, maxVersion uint16) *http.Client {
@@ -239,12 +246,26 @@ func TestSequenceAfterHandshake(t *testing.T) {
 	for _, noTickets := range []bool{false, true} {
 		t.Run(fmt.Sprintf("SessionTicketsDisabled=%v", noTickets), func(t *testing.T) {
 			s := startServer(t, &tls.Config{SessionTicketsDisabled: noTickets}, 100<<10)
-			c := s.client(false, 0)
+			// Go's client offers to take tickets (psk_dhe_ke) only when it
+			// has a session cache.
+			c := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{
+				RootCAs: s.pool, ClientSessionCache: tls.NewLRUClientSessionCache(1)}}}
 			if got := sum(get(t, c, s.url+"/file")); got != s.sum {
 				t.Fatalf("sha256 %s", got)
 			}
 			if kind := s.kinds.Load(); kind != "*tlsout.Conn" {
 				t.Fatalf("connection type %v", kind)
+			}
+			// The server's one ticket is the one record under the
+			// application key before Conn takes over.
+			want := uint64(1)
+			if noTickets {
+				want = 0
+			}
+			var first uint64
+			s.lastConn(func(c *Conn) { first = c.firstSeq })
+			if first != want {
+				t.Fatalf("take-over started at sequence number %d, want %d", first, want)
 			}
 		})
 	}
@@ -290,6 +311,11 @@ func TestKeyUpdate(t *testing.T) {
 		if got := sum(get(t, c, s.url+p)); got != s.sum {
 			t.Fatalf("%s after key updates: sha256 %s", p, got)
 		}
+	}
+	var updates int64
+	s.lastConn(func(c *Conn) { updates = c.updates })
+	if min := int64(3 << 20 * 3 / maxPlaintext / (batchRecords + 3)); updates < min {
+		t.Fatalf("%d KeyUpdates sent for 9 MiB, want at least %d", updates, min)
 	}
 }
 

@@ -187,7 +187,7 @@ func (l *Listener) takeOver(tc *tls.Conn, u *under) (*Conn, error) {
 	if err != nil {
 		return nil, err
 	}
-	c := &Conn{tc: tc, u: u, state: st, s: s, secret: secret, k: k, seq: seq, out: u.Conn.Write}
+	c := &Conn{tc: tc, u: u, state: st, s: s, secret: secret, k: k, seq: seq, firstSeq: seq, out: u.Conn.Write}
 	if wt, ok := u.Conn.(interface{ WriteThrough([]byte) (int, error) }); ok {
 		c.out = wt.WriteThrough
 	}
