@@ -379,8 +379,24 @@ func (p *phase) transfer(what, mbsMetric, cpuMetric string, bytes int64, fn func
 	}
 	p.put(mbsMetric, t.MBs)
 	p.put(cpuMetric, t.CPUperGiB)
-	logf("%s run %d %-16s %-22s %7.0f MB/s  %5.2f CPU s/GiB", p.s.ID, p.r+1, p.name, what, t.MBs, t.CPUperGiB)
+	p.put("client_"+cpuMetric, t.ClientCPUperGiB)
+	if t.ClientCPUperGiB > 0 {
+		p.put("bound_"+mbsMetric, gib/mb/t.ClientCPUperGiB)
+	}
+	logf("%s run %d %-16s %-22s %7.0f MB/s  %5.2f CPU s/GiB  client %4.2f", p.s.ID, p.r+1, p.name, what, t.MBs, t.CPUperGiB, t.ClientCPUperGiB)
 	return nil
+}
+
+// machinePhase records the run's page-cache write speed in the "machine"
+// column (see pageCacheWriteSpeed).
+func (b *bench) machinePhase(s *Section, r int) {
+	v, err := pageCacheWriteSpeed(b.env.TempRoot, b.blob.Size)
+	if err != nil {
+		s.note("machine", err.Error())
+		return
+	}
+	s.put("machine", "pagecache_write_mbs", r, v)
+	logf("%s run %d %-16s %-22s %7.0f MB/s", s.ID, r+1, "machine", "page-cache write", v)
 }
 
 // rotate returns xs rotated left by r, so that no setup always goes first.

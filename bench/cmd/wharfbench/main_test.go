@@ -2,9 +2,12 @@ package main
 
 import (
 	"math"
+	"os"
+	"path/filepath"
 	"reflect"
 	"strings"
 	"testing"
+	"time"
 )
 
 func TestSumMetric(t *testing.T) {
@@ -89,5 +92,39 @@ func TestRotate(t *testing.T) {
 	}
 	if !reflect.DeepEqual(xs, []string{"a", "b", "c"}) {
 		t.Fatal("rotate changed its input")
+	}
+}
+
+func TestPageCacheWriteSpeed(t *testing.T) {
+	dir := t.TempDir()
+	v, err := pageCacheWriteSpeed(dir, 8*mib)
+	if err != nil || !(v > 0) {
+		t.Fatalf("pageCacheWriteSpeed = %v, %v; want a positive speed", v, err)
+	}
+	if left, _ := os.ReadDir(dir); len(left) != 0 {
+		t.Errorf("left %d files behind", len(left))
+	}
+	if _, err := pageCacheWriteSpeed(filepath.Join(dir, "missing"), mib); err == nil {
+		t.Error("missing folder: want an error")
+	}
+}
+
+func TestTimedCountsClientCPU(t *testing.T) {
+	// A transfer that spins on this process's CPU for a while: the
+	// client's share must show, and the bound follows from it.
+	tr, err := timed(nil, gib, func() error {
+		deadline := time.Now().Add(50 * time.Millisecond)
+		x := 0
+		for time.Now().Before(deadline) {
+			x++
+		}
+		_ = x
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if tr.ClientCPUperGiB < 0.02 || tr.ClientCPUperGiB > 5 {
+		t.Errorf("client CPU per GiB = %v, want about 0.05", tr.ClientCPUperGiB)
 	}
 }

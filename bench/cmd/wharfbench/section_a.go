@@ -30,6 +30,7 @@ func (b *bench) sectionA(ctx context.Context) *Section {
 		v := sha256Speed(2 * gib)
 		s.put("machine", "sha256_mbs", r, v)
 		logf("A run %d %-16s %-22s %7.0f MB/s", r+1, "machine", "sha256 one core", v)
+		b.machinePhase(s, r)
 		if err := b.sinkPhase(ctx, s, r); err != nil {
 			s.note("client-limit", err.Error())
 		}
@@ -119,6 +120,10 @@ var rowsA = []row{
 	{"CPU pull", "s/GiB", "cpu_pull", 2},
 	{"CPU 8 pulls", "s/GiB", "cpu_pull8", 2},
 	{"sha256, one core", "MB/s", "sha256_mbs", 0},
+	{"page-cache write, 1 MiB writes", "MB/s", "pagecache_write_mbs", 0},
+	{"client CPU push", "s/GiB", "client_cpu_push", 2},
+	{"client CPU pull", "s/GiB", "client_cpu_pull", 2},
+	{"pull bound by client CPU", "MB/s", "bound_pull_mbs", 0},
 }
 
 func (b *bench) printA(s *Section) {

@@ -43,7 +43,7 @@ func shorten(s string, n int) string {
 // and nginx serving the file over TLS as the ceiling.
 func (b *bench) sectionB(ctx context.Context) *Section {
 	s := newSection("B", "issue #3: TLS on loopback, logged in where the setup has auth", b.cfg.runs,
-		"wharf-registry", "wharf-proxy", "nginx+registry2", "registry3", "nginx-static")
+		"wharf-registry", "wharf-proxy", "nginx+registry2", "registry3", "nginx-static", "machine")
 	c := b.ca
 	setups := []setup{
 		{name: "wharf-registry", wharf: true, auth: true, start: b.wharfStart(servers.WharfSpec{
@@ -64,6 +64,7 @@ func (b *bench) sectionB(ctx context.Context) *Section {
 		}},
 	}
 	for r := 0; r < b.cfg.runs && ctx.Err() == nil; r++ {
+		b.machinePhase(s, r)
 		for _, sp := range rotate(setups, r) {
 			if !b.cfg.wants(sp.name) {
 				continue
@@ -96,6 +97,11 @@ var rowsB = []row{
 	{"CPU push, HTTP/2", "s/GiB", "cpu_push_h2", 2},
 	{"CPU pull", "s/GiB", "cpu_pull", 2},
 	{"CPU 8 pulls", "s/GiB", "cpu_pull8", 2},
+	{"client CPU push", "s/GiB", "client_cpu_push", 2},
+	{"client CPU pull", "s/GiB", "client_cpu_pull", 2},
+	{"client CPU 8 pulls", "s/GiB", "client_cpu_pull8", 2},
+	{"pull bound by client CPU", "MB/s", "bound_pull_mbs", 0},
+	{"page-cache write, 1 MiB writes", "MB/s", "pagecache_write_mbs", 0},
 }
 
 // Figures of zot measured on the reference machine (issue #3); zot is not
