@@ -66,6 +66,7 @@ type config struct {
 	nginx, htpasswdBn string
 	cache, out, tmp   string
 	keep              bool
+	warm              bool            // write and free blob-size page cache right before each push
 	only              map[string]bool // setups to run; empty = all
 }
 
@@ -104,6 +105,7 @@ func runCmd(ctx context.Context, args []string) error {
 	fs.StringVar(&c.out, "out", ".bench", "results folder")
 	fs.StringVar(&c.tmp, "tmp", os.TempDir(), "parent of the servers' temporary folders")
 	fs.BoolVar(&c.keep, "keep", false, "keep the servers' temporary folders (logs, configs)")
+	fs.BoolVar(&c.warm, "warm", true, "right before each timed push, write and delete a blob-sized file, so that the push's page cache is memory freed a moment ago (see README)")
 	only := fs.String("only", "", "comma-separated setups to run (e.g. wharf-registry,nginx-static); empty: all")
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -180,6 +182,10 @@ func runCmd(ctx context.Context, args []string) error {
 	rep.Host["loadavg_start"] = load0
 	fmt.Fprintf(b.out, "wharf bench: %d run(s) per figure, medians shown; blob %d MiB %s; %d CPUs; sections %s; load average %s\n",
 		c.runs, c.blobMiB, blob.Digest[:19], runtime.NumCPU(), c.sections, load0)
+	rep.Host["warm_before_push"] = c.warm
+	if c.warm {
+		fmt.Fprintf(b.out, "pushes: each timed push starts right after a blob-sized page-cache write is freed (BENCH_WARM=0 turns this off; see the page-cache write row)\n")
+	}
 	if f, err := strconv.ParseFloat(strings.Fields(load0 + " 0")[0], 64); err == nil && f > 0.5 {
 		fmt.Fprintf(b.out, "warning: the machine is not quiet (1-minute load %.2f): figures will be noisy; ratios within this run still compare like with like\n", f)
 	}
@@ -385,6 +391,18 @@ func (p *phase) transfer(what, mbsMetric, cpuMetric string, bytes int64, fn func
 	}
 	logf("%s run %d %-16s %-22s %7.0f MB/s  %5.2f CPU s/GiB  client %4.2f", p.s.ID, p.r+1, p.name, what, t.MBs, t.CPUperGiB, t.ClientCPUperGiB)
 	return nil
+}
+
+// pushTransfer is transfer for pushes: with -warm it first writes and
+// deletes a blob-sized file, so that the pages the push writes into were
+// freed a moment ago, not handed back to the host (see pageCacheWriteSpeed).
+func (b *bench) pushTransfer(p *phase, what, mbsMetric, cpuMetric string, fn func() error) error {
+	if b.cfg.warm {
+		if _, err := pageCacheWriteSpeed(b.env.TempRoot, b.blob.Size); err != nil {
+			return fmt.Errorf("%s: %w", what, err)
+		}
+	}
+	return p.transfer(what, mbsMetric, cpuMetric, b.blob.Size, fn)
 }
 
 // machinePhase records the run's page-cache write speed in the "machine"

@@ -44,7 +44,7 @@ func (b *bench) sectionA(ctx context.Context) *Section {
 			}
 			b.runPhase(ctx, s, r, sp, "h1", false, func(p *phase) error { return b.registryPhase(ctx, p, "", true) })
 			b.runPhase(ctx, s, r, sp, "mono", false, func(p *phase) error {
-				return p.transfer("push monolithic PUT", "push_put_mbs", "cpu_push_put", b.blob.Size,
+				return b.pushTransfer(p, "push monolithic PUT", "push_put_mbs", "cpu_push_put",
 					func() error { return pushMonolithic(ctx, p.c, "bench/mono", b.blob) })
 			})
 		}
@@ -71,7 +71,7 @@ func (b *bench) staticPhase(ctx context.Context, p *phase, sfx string) error {
 // in parallel, and, when withRates, measures the manifest HEAD rate. sfx
 // ("", "_h2") is appended to the metric names.
 func (b *bench) registryPhase(ctx context.Context, p *phase, sfx string, withRates bool) error {
-	if err := p.transfer("push POST+PATCH+PUT"+sfx, "push"+sfx+"_mbs", "cpu_push"+sfx, b.blob.Size, func() error {
+	if err := b.pushTransfer(p, "push POST+PATCH+PUT"+sfx, "push"+sfx+"_mbs", "cpu_push"+sfx, func() error {
 		return pushStreamed(ctx, p.c, "bench/blob", b.blob)
 	}); err != nil {
 		return err
