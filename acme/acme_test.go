@@ -18,14 +18,34 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/wharf-dev/wharf/acme/acmetest"
+	"github.com/wharf-dev/wharf/internal/testlog"
 )
 
 func writeCert(t *testing.T, dir, prefix string, names ...string) (certFile, keyFile string, cert *x509.Certificate) {
 	return acmetest.SelfSigned(t, dir, prefix, names...)
 }
 
-func testLogger(t *testing.T) zerolog.Logger {
-	return zerolog.New(zerolog.NewTestWriter(t)).Level(zerolog.InfoLevel)
+func testLogger(t *testing.T) zerolog.Logger { return testlog.New(t, zerolog.InfoLevel) }
+
+// waitJobsDone waits (up to 10 s) until no certmagic lock file has been
+// under dataDir for 300 ms: a job that Stop cancelled may still take and
+// release its lock, and t.TempDir's removal fails if a lock file appears
+// while it runs. Registered after t.TempDir, it runs before the removal.
+func waitJobsDone(t *testing.T, dataDir string) {
+	t.Cleanup(func() {
+		locks := filepath.Join(dataDir, "acme", "locks")
+		deadline := time.Now().Add(10 * time.Second)
+		quietSince := time.Now()
+		for time.Now().Before(deadline) {
+			if ents, _ := os.ReadDir(locks); len(ents) > 0 {
+				quietSince = time.Now()
+			} else if time.Since(quietSince) >= 300*time.Millisecond {
+				return
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+		t.Logf("certmagic still holds a lock under %s after 10 s", locks)
+	})
 }
 
 // tlsServer serves "ok" over TLS with m's configuration on a loopback port.
@@ -276,6 +296,7 @@ func TestUpdateReloadsManualCertsAndKeepsOldOnError(t *testing.T) {
 // and the acme site simply has no certificate yet.
 func TestCADownDoesNotBreakServing(t *testing.T) {
 	dir := t.TempDir()
+	waitJobsDone(t, dir)
 	cert, key, leaf := writeCert(t, dir, "", "manual.example.com")
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {

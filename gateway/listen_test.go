@@ -22,6 +22,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/wharf-dev/wharf/acme/acmetest"
+	"github.com/wharf-dev/wharf/internal/testlog"
 )
 
 // bigBlob is a blob the fake upstream sends forever.
@@ -109,7 +110,7 @@ func startGateway(t testing.TB, upstreamURL, tomlText string) *testGateway {
 	if err != nil {
 		t.Fatal(err)
 	}
-	g, err := New(context.Background(), cfg, zerolog.New(zerolog.NewTestWriter(t)).Level(zerolog.WarnLevel))
+	g, err := New(context.Background(), cfg, testlog.New(t, zerolog.WarnLevel))
 	if err != nil {
 		t.Fatal(err)
 	}

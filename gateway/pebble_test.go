@@ -16,6 +16,7 @@ import (
 	"github.com/wharf-dev/wharf/acme/acmetest"
 	"github.com/wharf-dev/wharf/backend/proxy/proxytest"
 
+	"github.com/wharf-dev/wharf/internal/testlog"
 	"github.com/wharf-dev/wharf/internal/testpeer"
 )
 
@@ -59,7 +60,7 @@ func servePebbleGateway(t *testing.T, cfgFile, httpAddr, httpsAddr string) *pebb
 	if err != nil {
 		t.Fatal(err)
 	}
-	g, err := New(context.Background(), cfg, zerolog.New(zerolog.NewTestWriter(t)).Level(zerolog.InfoLevel))
+	g, err := New(context.Background(), cfg, testlog.New(t, zerolog.InfoLevel))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -20,6 +20,7 @@ import (
 
 	"github.com/wharf-dev/wharf/backend"
 	"github.com/wharf-dev/wharf/backend/registry"
+	"github.com/wharf-dev/wharf/internal/testlog"
 )
 
 // upstreamEnv is a real wharf registry (backend/registry on a temporary
@@ -222,7 +223,7 @@ func newCache(t *testing.T, o Options) *cacheEnv {
 	if o.Root == "" {
 		o.Root = t.TempDir()
 	}
-	o.Logger = zerolog.New(zerolog.NewTestWriter(t)).Level(zerolog.DebugLevel)
+	o.Logger = testlog.New(t, zerolog.DebugLevel)
 	c, err := New(context.Background(), o)
 	if err != nil {
 		t.Fatal(err)

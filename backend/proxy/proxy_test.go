@@ -12,6 +12,8 @@ import (
 	"time"
 
 	"github.com/rs/zerolog"
+
+	"github.com/wharf-dev/wharf/internal/testlog"
 )
 
 func TestParseUpstream(t *testing.T) {
@@ -54,7 +56,7 @@ func newPair(t *testing.T, opts Options, upstream http.HandlerFunc, tlsFront boo
 	up = httptest.NewServer(upstream)
 	t.Cleanup(up.Close)
 	opts.Upstream = up.URL
-	opts.Log = zerolog.New(zerolog.NewTestWriter(t))
+	opts.Log = testlog.New(t, zerolog.TraceLevel)
 	p, err := New(opts)
 	if err != nil {
 		t.Fatal(err)
@@ -172,7 +174,7 @@ func TestUpstreamDownGives502(t *testing.T) {
 	}
 	addr := ln.Addr().String()
 	ln.Close()
-	p, err := New(Options{Upstream: "http://" + addr, Log: zerolog.New(zerolog.NewTestWriter(t))})
+	p, err := New(Options{Upstream: "http://" + addr, Log: testlog.New(t, zerolog.TraceLevel)})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -231,7 +233,7 @@ func TestStreamsBothWays(t *testing.T) {
 	for _, h2 := range []bool{false, true} {
 		gotFirst, sendRest = make(chan struct{}), make(chan struct{})
 		up := httptest.NewServer(http.HandlerFunc(handler))
-		p, err := New(Options{Upstream: up.URL, Log: zerolog.New(zerolog.NewTestWriter(t))})
+		p, err := New(Options{Upstream: up.URL, Log: testlog.New(t, zerolog.TraceLevel)})
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -16,6 +16,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/wharf-dev/wharf/backend/proxy/proxytest"
+	"github.com/wharf-dev/wharf/internal/testlog"
 )
 
 // crane pushes through the proxy (over TLS, verified against the test
@@ -27,7 +28,7 @@ func TestCraneThroughProxyToDockerRegistry(t *testing.T) {
 	}
 	crane := proxytest.CraneBinary(t)
 	upstream := proxytest.StartDockerRegistry(t)
-	p, err := New(Options{Upstream: upstream, Log: zerolog.New(zerolog.NewTestWriter(t))})
+	p, err := New(Options{Upstream: upstream, Log: testlog.New(t, zerolog.TraceLevel)})
 	if err != nil {
 		t.Fatal(err)
 	}
