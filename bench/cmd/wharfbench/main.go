@@ -378,9 +378,7 @@ func (p *phase) putMax(metric string, v float64) {
 func isNaN(v float64) bool { return v != v }
 
 // transfer times fn and records MB/s and CPU s/GiB under the metric names,
-// the client's CPU as client_<cpuMetric> and, for a single stream (the
-// parallel pulls' metrics start with "pull8"), the bound that the
-// client's CPU sets as bound_<mbsMetric>.
+// and the client's CPU as client_<cpuMetric>.
 func (p *phase) transfer(what, mbsMetric, cpuMetric string, bytes int64, fn func() error) error {
 	t, err := timed(p.g, bytes, fn)
 	if err != nil {
@@ -389,9 +387,6 @@ func (p *phase) transfer(what, mbsMetric, cpuMetric string, bytes int64, fn func
 	p.put(mbsMetric, t.MBs)
 	p.put(cpuMetric, t.CPUperGiB)
 	p.put("client_"+cpuMetric, t.ClientCPUperGiB)
-	if t.ClientCPUperGiB > 0 && !strings.HasPrefix(mbsMetric, "pull8") {
-		p.put("bound_"+mbsMetric, gib/mb/t.ClientCPUperGiB)
-	}
 	logf("%s run %d %-16s %-22s %7.0f MB/s  %5.2f CPU s/GiB  client %4.2f", p.s.ID, p.r+1, p.name, what, t.MBs, t.CPUperGiB, t.ClientCPUperGiB)
 	return nil
 }

@@ -6,6 +6,7 @@ import (
 	"path/filepath"
 	"reflect"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -112,19 +113,44 @@ func TestPageCacheWriteSpeed(t *testing.T) {
 func TestTimedCountsClientCPU(t *testing.T) {
 	// A transfer that spins on this process's CPU for a while: the
 	// client's share must show, and the bound follows from it.
+	// Spin until 50 ms of CPU (not of wall time: a loaded machine may
+	// deschedule the test) have been used.
 	tr, err := timed(nil, gib, func() error {
-		deadline := time.Now().Add(50 * time.Millisecond)
-		x := 0
-		for time.Now().Before(deadline) {
-			x++
+		var ru syscall.Rusage
+		start := time.Duration(0)
+		for used := time.Duration(0); used < 50*time.Millisecond; {
+			if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+				return err
+			}
+			now := time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+			if start == 0 {
+				start = now
+			}
+			used = now - start
 		}
-		_ = x
 		return nil
 	})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if tr.ClientCPUperGiB < 0.02 || tr.ClientCPUperGiB > 5 {
+	if tr.ClientCPUperGiB < 0.045 || tr.ClientCPUperGiB > 5 {
 		t.Errorf("client CPU per GiB = %v, want about 0.05", tr.ClientCPUperGiB)
+	}
+}
+
+func TestDerivePullBound(t *testing.T) {
+	s := newSection("B", "t", 3, "wharf")
+	s.put("wharf", "client_cpu_pull", 0, 1)
+	s.put("wharf", "client_cpu_pull", 2, 0.5)
+	s.derive("bound_pull_mbs", "client_cpu_pull", pullBound)
+	got := s.Values["wharf"]["bound_pull_mbs"]
+	want := []float64{gib / mb, math.NaN(), 2 * gib / mb}
+	for i := range want {
+		if got[i] != want[i] && !(math.IsNaN(got[i]) && math.IsNaN(want[i])) {
+			t.Fatalf("bound = %v, want %v", got, want)
+		}
+	}
+	if !math.IsNaN(pullBound(0)) {
+		t.Error("pullBound(0): want NaN")
 	}
 }

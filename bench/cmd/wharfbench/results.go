@@ -59,6 +59,26 @@ func (s *Section) put(setup, metric string, r int, v float64) {
 	vs[r] = v
 }
 
+// derive records, for every setup and run that has src, dst = f(src).
+func (s *Section) derive(dst, src string, f func(float64) float64) {
+	for setup, m := range s.Values {
+		for r, v := range m[src] {
+			if !math.IsNaN(v) {
+				s.put(setup, dst, r, f(v))
+			}
+		}
+	}
+}
+
+// pullBound is the most MB/s one stream can reach when its client spends
+// clientCPU seconds per GiB: the stream is read by one goroutine.
+func pullBound(clientCPU float64) float64 {
+	if clientCPU <= 0 {
+		return math.NaN()
+	}
+	return gib / mb / clientCPU
+}
+
 // med returns the median of a setup's metric over runs (NaN if none).
 func (s *Section) med(setup, metric string) float64 {
 	return stats.Median(s.Values[setup][metric])

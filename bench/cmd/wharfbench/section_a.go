@@ -133,6 +133,7 @@ func (b *bench) printA(s *Section) {
 	s.ratioCheck("pull >= 80% of nginx sendfile", "wharf", "pull_mbs", "nginx-sendfile", "pull_mbs", 0.8)
 	s.ratioCheck("manifest HEAD rate >= 2x docker-registry", "wharf", "head_rps", "docker-registry", "head_rps", 2)
 	s.atMost("peak RSS < 64 MiB", "wharf", "rss_mib", 64, "MiB")
+	s.derive("bound_pull_mbs", "client_cpu_pull", pullBound)
 	b.printSection(s, rowsA)
 }
 

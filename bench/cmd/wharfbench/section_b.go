@@ -127,5 +127,6 @@ func (b *bench) printB(s *Section) {
 	// "less memory": wharf in front versus nginx in front (the registry
 	// behind them is the same docker-registry).
 	s.atMost("proxy front RSS <= nginx front RSS", "wharf-proxy", "rss_front_mib", s.med("nginx+registry2", "rss_front_mib"), "MiB")
+	s.derive("bound_pull_mbs", "client_cpu_pull", pullBound)
 	b.printSection(s, rowsB)
 }
