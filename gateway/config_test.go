@@ -176,7 +176,7 @@ func TestStockTLSKey(t *testing.T) {
 			t.Errorf("%q: StockTLS = %v", tc.line, c.Listen.StockTLS)
 		}
 	}
-	if _, err := ParseConfig("gw.toml", []byte(fmt.Sprintf(base, "stock_tls = \"yes\"\n"))); err == nil || !strings.Contains(err.Error(), "line 3") || !strings.Contains(err.Error(), "stock_tls") {
+	if _, err := ParseConfig("gw.toml", []byte(fmt.Sprintf(base, "stock_tls = \"yes\"\n"))); err == nil || !strings.Contains(err.Error(), "gw.toml:3: ") || !strings.Contains(err.Error(), "stock_tls") {
 		t.Errorf("stock_tls = \"yes\": want an error naming line 3 and the key, got %v", err)
 	}
 }

@@ -32,7 +32,7 @@ func TestCheckTLSConfig(t *testing.T) {
 		{"cert missing", site(fmt.Sprintf("tls = \"manual\"\ncert = %q\nkey = %q\n", filepath.Join(dir, "nope.pem"), key)), "gw.toml:8: cannot read cert"},
 		{"acme for an IP", strings.Replace(site(""), "a.example", "192.0.2.7", 1), "needs a public DNS name"},
 		{"acme without https", "[listen]\nhttp = \":80\"\n[[site]]\nhost = \"a.example\"\nbackend = \"registry\"\n", "needs [listen] https"},
-		{"unknown challenge", "[acme]\nchallenges = [\"dns-01\"]\n" + site(""), "gw.toml:2: unknown ACME challenge \"dns-01\""},
+		{"unknown challenge", "[acme]\nchallenges = [\"dns-01\"]\n" + site(""), "gw.toml:2: invalid ACME challenge \"dns-01\": want \"http-01\" or \"tls-alpn-01\""},
 		{"no challenge", "[acme]\nchallenges = []\n" + site(""), "gw.toml:2: no ACME challenge left"},
 		{"http-01 without http", "[acme]\nchallenges = [\"http-01\"]\n[listen]\nhttps = \":443\"\n[[site]]\nhost = \"a.example\"\nbackend = \"registry\"\n", "http-01 needs [listen] http"},
 		{"same address", "[listen]\nhttp = \":8080\"\nhttps = \":8080\"\n[[site]]\nhost = \"a.example\"\nbackend = \"registry\"\n", "listen on the same address"},

@@ -125,12 +125,15 @@ func cmdCheck(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintln(stderr, err)
 		return 1
 	}
-	fmt.Fprintf(stdout, "%s: ok (%d sites)\n", path, len(cfg.Sites))
+	// Every site is built as serve builds it, short of binding ports,
+	// creating storage or contacting a CA or upstream.
+	plans := cfg.Plan()
+	fmt.Fprintf(stdout, "%s: ok (%d sites)\n", path, len(plans))
 	return 0
 }
 
 func newLogger(cfg *gateway.Config, out io.Writer) zerolog.Logger {
-	lvl, err := zerolog.ParseLevel(cfg.Log.Level)
+	lvl, err := zerolog.ParseLevel(string(cfg.Log.Level))
 	if err != nil {
 		lvl = zerolog.InfoLevel
 	}
