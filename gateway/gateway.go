@@ -242,3 +242,14 @@ func (g *Gateway) reject(w http.ResponseWriter, r *http.Request, status int, msg
 	g.log.Info().Str("host", r.Host).Str("method", r.Method).Str("path", r.URL.Path).Int("status", status).Msg(msg)
 	backend.WriteError(w, r, backend.Errorf(status, backend.CodeNameUnknown, "%s", msg))
 }
+
+// Close releases what New opened (sites' stores, the auth service) for a
+// gateway that is not going to Run (Run closes them itself on return).
+func (g *Gateway) Close() {
+	g.sites.Load().close()
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.auth != nil {
+		g.auth.Close()
+	}
+}
