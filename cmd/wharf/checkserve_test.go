@@ -25,8 +25,8 @@ const (
 	csData   = "data_dir = \"data\"\n"
 	csListen = "[listen]\nhttp = \"127.0.0.1:0\"\n"
 	csHead   = csData + csListen
-	csSite = "[[site]]\nhost = \"a.example\"\nbackend = \"registry\"\ntls = \"off\"\n"
-	csAuth = "[auth]\nhtpasswd = \"DIR/htpasswd\"\n"
+	csSite   = "[[site]]\nhost = \"a.example\"\nbackend = \"registry\"\ntls = \"off\"\n"
+	csAuth   = "[auth]\nhtpasswd = \"DIR/htpasswd\"\n"
 )
 
 // cacheSite and proxySite are a site of that kind with the given
