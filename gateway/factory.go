@@ -15,6 +15,7 @@ import (
 	"github.com/wharf-dev/wharf/backend/registry"
 	"github.com/wharf-dev/wharf/backend/storage"
 	"github.com/wharf-dev/wharf/backend/storage/localfs"
+	"github.com/wharf-dev/wharf/internal/conf"
 )
 
 // SitePlan is one [[site]] resolved into everything opening it takes:
@@ -53,8 +54,9 @@ func (c *Config) Plan() []SitePlan {
 	return ps
 }
 
-// Open builds the site's backend as `wharf serve` runs it.
-func (p *SitePlan) Open(ctx context.Context, log zerolog.Logger) (http.Handler, error) {
+// Open builds the site's backend as `wharf serve` runs it; env resolves
+// the paths of secret files.
+func (p *SitePlan) Open(ctx context.Context, env conf.Env, log zerolog.Logger) (http.Handler, error) {
 	s := p.Site
 	log = log.With().Str("site", s.Host).Logger()
 	switch s.Backend {
@@ -65,11 +67,15 @@ func (p *SitePlan) Open(ctx context.Context, log zerolog.Logger) (http.Handler, 
 		}
 		return r, nil
 	case KindCache:
+		pw, err := s.Cache.UpstreamPassword(env)
+		if err != nil {
+			return nil, fmt.Errorf("cache: password_file: %w", err)
+		}
 		c, err := cache.New(ctx, cache.Options{
 			Upstream: s.Cache.Upstream,
 			TTL:      s.Cache.TTL.Std(),
 			Username: s.Cache.Username,
-			Password: s.Cache.Password,
+			Password: pw,
 			Root:     p.Root,
 			MaxAge:   s.Cache.MaxAge.Std(),
 			Logger:   log,

@@ -96,7 +96,7 @@ func (g *Gateway) build(ctx context.Context, cfg *Config, old *siteTable) (*site
 		sc := plan.Site
 		s := old.reusable(sc)
 		if s == nil {
-			be, err := plan.Open(ctx, g.log)
+			be, err := plan.Open(ctx, cfg.Env(), g.log)
 			if err != nil {
 				for _, m := range made {
 					m.close()

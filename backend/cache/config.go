@@ -15,9 +15,11 @@ type Config struct {
 	// TTL is how long a tag->digest answer is trusted; default DefaultTTL.
 	TTL conf.Duration `toml:"ttl"`
 	// Username and Password are the upstream credentials; empty means
-	// anonymous.
-	Username string `toml:"username"`
-	Password string `toml:"password"`
+	// anonymous. Password may be "${ENV_NAME}"; PasswordFile names a file
+	// holding it instead (relative to the config file's folder).
+	Username     string      `toml:"username"`
+	Password     conf.Secret `toml:"password"`
+	PasswordFile string      `toml:"password_file"`
 	// Root is the storage root, relative to data_dir unless absolute;
 	// default "cache/<host>".
 	Root string `toml:"root"`
@@ -36,6 +38,15 @@ func (c *Config) SetDefaults(host string) {
 	}
 }
 
+// UpstreamPassword is the upstream password: password, or the content
+// of password_file.
+func (c *Config) UpstreamPassword(env conf.Env) (string, error) {
+	if c.PasswordFile != "" {
+		return conf.ReadSecretFile(env, c.PasswordFile)
+	}
+	return c.Password.Reveal(), nil
+}
+
 // Validate reports every problem of the section (keys relative to it).
 func (c *Config) Validate(env conf.Env) conf.Problems {
 	var ps conf.Problems
@@ -44,7 +55,16 @@ func (c *Config) Validate(env conf.Env) conf.Problems {
 	} else if _, err := parseUpstream(c.Upstream); err != nil {
 		ps.Add("upstream", "%v", err)
 	}
-	if c.Password != "" && c.Username == "" {
+	switch {
+	case c.Password != "" && c.PasswordFile != "":
+		ps.Add("password_file", "password and password_file both set: keep one")
+	case c.PasswordFile != "":
+		if _, err := c.UpstreamPassword(env); err != nil {
+			ps.Add("password_file", "%v", err)
+		} else if c.Username == "" {
+			ps.Add("password_file", "password_file without username: set both, or neither for anonymous pulls")
+		}
+	case c.Password != "" && c.Username == "":
 		ps.Add("password", "password without username: set both, or neither for anonymous pulls")
 	}
 	if c.TTL < 0 {

@@ -91,6 +91,13 @@ var checkServeCases = []checkServeCase{
 	{"proxy without upstream", csHead + "[[site]]\nhost = \"p.example\"\nbackend = \"proxy\"\ntls = \"off\"\n", `backend = "proxy" needs [site.proxy] upstream`},
 	{"table of another backend", csHead + csSite + "[site.cache]\nupstream = \"https://r.example\"\n", `[site.cache] given for a site with backend = "registry"`},
 	{"password without username", csHead + cacheSite("https://r.example") + "password = \"x\"\n", "gw.toml:10: password without username"},
+	// secrets
+	{"password and password_file", csHead + cacheSite("https://r.example") + "username = \"u\"\npassword = \"p\"\npassword_file = \"DIR/secret\"\n", "gw.toml:12: password and password_file both set"},
+	{"password_file missing", csHead + cacheSite("https://r.example") + "username = \"u\"\npassword_file = \"DIR/nope\"\n", "gw.toml:11: cannot read secret file"},
+	{"password_file empty", csHead + cacheSite("https://r.example") + "username = \"u\"\npassword_file = \"DIR/empty\"\n", "is empty"},
+	{"password_file without username", csHead + cacheSite("https://r.example") + "password_file = \"DIR/secret\"\n", "password_file without username"},
+	{"password env unset", csHead + cacheSite("https://r.example") + "username = \"u\"\npassword = \"${WHARF_TEST_UNSET}\"\n", "gw.toml:11: environment variable WHARF_TEST_UNSET is not set"},
+	{"password env malformed", csHead + cacheSite("https://r.example") + "username = \"u\"\npassword = \"${WHARF TEST}\"\n", "malformed ${...} reference"},
 	// TLS
 	{"acme on an IP", "[listen]\nhttp = \":0\"\nhttps = \":0\"\n[[site]]\nhost = \"127.0.0.1\"\nbackend = \"registry\"\n", `tls = "acme" needs a public DNS name`},
 	{"acme without https", csHead + tlsSite(""), `tls = "acme" needs [listen] https`},
@@ -122,6 +129,8 @@ var checkServeCases = []checkServeCase{
 	{"ok registries share a root", csHead + csSite + "[site.registry]\nroot = \"r\"\n" + strings.Replace(csSite, "a.example", "b.example", 1) + "[site.registry]\nroot = \"r\"\n", ""},
 	{"ok manual tls", csHead + "https = \":0\"\n" + tlsSite("tls = \"manual\"\ncert = \"DIR/cert.pem\"\nkey = \"DIR/key.pem\"\n"), ""},
 	{"ok proxy", csHead + proxySite("http://127.0.0.1:5000"), ""},
+	{"ok password_file", csHead + cacheSite("https://r.example") + "username = \"u\"\npassword_file = \"DIR/secret\"\n", ""},
+	{"ok password from env", csHead + cacheSite("https://r.example") + "username = \"u\"\npassword = \"${WHARF_TEST_SECRET}\"\n", ""},
 }
 
 // checkServeFixture writes the files the cases name under DIR.
@@ -145,6 +154,8 @@ func checkServeFixture(t *testing.T) string {
 		"htpasswd":     line + "\n",
 		"bad-htpasswd": "alice:plaintext\n",
 		"garbage":      "not pem\n",
+		"secret":       "s3cret\n",
+		"empty":        "",
 	} {
 		if err := os.WriteFile(filepath.Join(dir, name), []byte(body), 0o644); err != nil {
 			t.Fatal(err)
@@ -176,6 +187,7 @@ func TestCheckAgreesWithServe(t *testing.T) {
 	if n := len(checkServeCases); n < 50 {
 		t.Fatalf("only %d cases", n)
 	}
+	t.Setenv("WHARF_TEST_SECRET", "s3cret")
 	dir := checkServeFixture(t)
 	for i, c := range checkServeCases {
 		t.Run(c.name, func(t *testing.T) {
