@@ -255,3 +255,33 @@ func TestCheckServeBinary(t *testing.T) {
 		}
 	}
 }
+
+// TestCheckListsEveryProblem: past decoding, check reports every problem
+// of the file, one file:line: line each, not only the first.
+func TestCheckListsEveryProblem(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "gw.toml")
+	text := csHead + csSite + "anonymous = \"pull\"\n" + csSite + cacheSite("https://r.example/library") + proxySite("ftp://p.example")
+	if err := os.WriteFile(path, []byte(text), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	var out, errOut bytes.Buffer
+	if code := run([]string{"check", "-config", path}, nil, &out, &errOut); code != 1 {
+		t.Fatalf("exit %d, want 1", code)
+	}
+	want := []string{
+		path + `:10: host "a.example" is already served by the site on line 5`,
+		path + `:18: upstream "https://r.example/library": no path allowed`,
+		path + `:8: anonymous only means something with logins`,
+		path + `:24: invalid upstream "ftp://p.example": scheme must be http or https`,
+	}
+	got := strings.Split(strings.TrimSpace(errOut.String()), "\n")
+	if len(got) != len(want) {
+		t.Fatalf("%d problems, want %d:\n%s", len(got), len(want), errOut.String())
+	}
+	for _, w := range want {
+		if !strings.Contains(errOut.String(), w) {
+			t.Errorf("missing %q in:\n%s", w, errOut.String())
+		}
+	}
+}
