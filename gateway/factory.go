@@ -2,10 +2,14 @@ package gateway
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"io/fs"
+	"os"
 	"net/http"
 	"path/filepath"
 	"strings"
+	"syscall"
 
 	"github.com/rs/zerolog"
 
@@ -109,6 +113,17 @@ func (p *SitePlan) OpenStore() (storage.Store, error) {
 // root exactly.
 func (c *Config) validateRoots(v *validation) {
 	plans := c.Plan()
+	if err := creatableDir(c.Path(c.DataDir)); err != nil {
+		v.add("data_dir", "data_dir: %v", err)
+	}
+	for i, p := range plans {
+		if p.Root == "" {
+			continue
+		}
+		if err := creatableDir(p.Root); err != nil {
+			v.add(fmt.Sprintf("site[%d].%s.root", i, p.Site.Backend), "storage root: %v", err)
+		}
+	}
 	for i := range plans {
 		for j := 0; j < i; j++ {
 			a, b := plans[j], plans[i]
@@ -125,6 +140,35 @@ func (c *Config) validateRoots(v *validation) {
 					b.Root, a.Root, a.Site.Host, c.lineOf(fmt.Sprintf("site[%d]", j)))
 			}
 		}
+	}
+}
+
+// creatableDir reports why dir cannot be a directory wharf creates
+// (serve creates it, check must not): it, or else its nearest existing
+// parent, must be a directory.
+func creatableDir(dir string) error {
+	d := dir
+	for {
+		fi, err := os.Stat(d)
+		if err == nil {
+			if !fi.IsDir() {
+				if d == dir {
+					return fmt.Errorf("%s exists and is not a directory", dir)
+				}
+				return fmt.Errorf("cannot create %s: %s is not a directory", dir, d)
+			}
+			// Permissions are not checked: check may run as another
+			// user than serve (in CI, say).
+			return nil
+		}
+		if !errors.Is(err, fs.ErrNotExist) && !errors.Is(err, syscall.ENOTDIR) {
+			return fmt.Errorf("cannot use %s: %v", dir, err)
+		}
+		parent := filepath.Dir(d)
+		if parent == d {
+			return nil
+		}
+		d = parent
 	}
 }
 

@@ -77,6 +77,8 @@ var checkServeCases = []checkServeCase{
 	{"no site", csHead, "no [[site]]"},
 	{"overlapping roots", csHead + csSite + "[site.registry]\nroot = \"r\"\n" + strings.Replace(csSite, "a.example", "b.example", 1) + "[site.registry]\nroot = \"r/b\"\n", "overlaps the root"},
 	{"cache shares registry root", csHead + csSite + "[site.registry]\nroot = \"shared\"\n" + cacheSite("https://r.example") + "root = \"shared\"\n", "is also the root of registry site a.example"},
+	{"data_dir is a file", "data_dir = \"DIR/garbage\"\n" + csListen + csSite, "gw.toml:1: data_dir: DIR/garbage exists and is not a directory"},
+	{"root below a file", csHead + csSite + "[site.registry]\nroot = \"DIR/garbage/r\"\n", "gw.toml:9: storage root: cannot create DIR/garbage/r: DIR/garbage is not a directory"},
 	// upstream URLs
 	{"cache upstream path", csHead + cacheSite("https://registry.example.com/library"), `gw.toml:9: upstream "https://registry.example.com/library": no path allowed`},
 	{"cache upstream query", csHead + cacheSite("https://r.example?x=1"), "no query or fragment allowed"},
@@ -212,8 +214,8 @@ func TestCheckAgreesWithServe(t *testing.T) {
 			if checkErr.String() != serveErr.String() {
 				t.Fatalf("check and serve disagree:\ncheck: %s\nserve: %s", checkErr.String(), serveErr.String())
 			}
-			if !strings.Contains(checkErr.String(), c.want) {
-				t.Fatalf("message %q does not contain %q", checkErr.String(), c.want)
+			if want := strings.ReplaceAll(c.want, "DIR", dir); !strings.Contains(checkErr.String(), want) {
+				t.Fatalf("message %q does not contain %q", checkErr.String(), want)
 			}
 			if !strings.HasPrefix(checkErr.String(), path+":") && !strings.HasPrefix(checkErr.String(), path+": ") {
 				t.Fatalf("message %q does not start with the file name %s", checkErr.String(), path)
@@ -250,7 +252,7 @@ func TestCheckServeBinary(t *testing.T) {
 			}
 			msgs[j] = stderr.String()
 		}
-		if msgs[0] != msgs[1] || !strings.Contains(msgs[0], c.want) {
+		if msgs[0] != msgs[1] || !strings.Contains(msgs[0], strings.ReplaceAll(c.want, "DIR", dir)) {
 			t.Errorf("%s: check %q, serve %q; want both the same, containing %q", c.name, msgs[0], msgs[1], c.want)
 		}
 	}
