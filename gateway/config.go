@@ -25,7 +25,8 @@ import (
 
 // Config is gateway.toml, the whole user-facing contract (see DESIGN.md).
 // It only composes the sections; each section's struct, defaults and rules
-// live with the part that uses it (see README.md, "Adding a config key"):
+// live with the part that uses it (README.md, "Configuration: who owns
+// which section, and adding a key"):
 //
 //	[listen], [log]       gateway (config_listen.go)
 //	[acme]                acme.Section
