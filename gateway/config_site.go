@@ -124,8 +124,9 @@ func (s *Site) Validate(env conf.Env, c *Config) conf.Problems {
 func (s *Site) validateTLS(ps *conf.Problems, env conf.Env, c *Config) {
 	switch s.TLS {
 	case acme.ModeACME:
-		if s.Host == "*" || net.ParseIP(s.Host) != nil || !strings.Contains(s.Host, ".") {
-			ps.Add("tls", "tls = \"acme\" needs a public DNS name, not %q: use tls = \"manual\" or \"off\"", s.Host)
+		// the acme package's own rule: a public DNS name
+		if err := acme.CheckSite(acmeSite(env, *s)); err != nil && s.Host != "" {
+			ps.Add("tls", "tls = \"acme\": %v", err)
 		}
 		if c.Listen.HTTPS == "" {
 			ps.Add("tls", "tls = %q needs [listen] https", s.TLS)

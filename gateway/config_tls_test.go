@@ -30,7 +30,7 @@ func TestCheckTLSConfig(t *testing.T) {
 		{"cert and key mismatch", site(fmt.Sprintf("tls = \"manual\"\ncert = %q\nkey = %q\n", otherCert, key)), "gw.toml:8: host \"a.example\": loading cert"},
 		{"cert not PEM", site(fmt.Sprintf("tls = \"manual\"\ncert = %q\nkey = %q\n", garbage, key)), "gw.toml:8:"},
 		{"cert missing", site(fmt.Sprintf("tls = \"manual\"\ncert = %q\nkey = %q\n", filepath.Join(dir, "nope.pem"), key)), "gw.toml:8: cannot read cert"},
-		{"acme for an IP", strings.Replace(site(""), "a.example", "192.0.2.7", 1), "needs a public DNS name"},
+		{"acme for an IP", strings.Replace(site(""), "a.example", "192.0.2.7", 1), "an IP address cannot get an ACME certificate"},
 		{"acme without https", "[listen]\nhttp = \":80\"\n[[site]]\nhost = \"a.example\"\nbackend = \"registry\"\n", "needs [listen] https"},
 		{"unknown challenge", "[acme]\nchallenges = [\"dns-01\"]\n" + site(""), "gw.toml:2: invalid ACME challenge \"dns-01\": want \"http-01\" or \"tls-alpn-01\""},
 		{"no challenge", "[acme]\nchallenges = []\n" + site(""), "gw.toml:2: no ACME challenge left"},

@@ -101,7 +101,8 @@ var checkServeCases = []checkServeCase{
 	{"password env unset", csHead + cacheSite("https://r.example") + "username = \"u\"\npassword = \"${WHARF_TEST_UNSET}\"\n", "gw.toml:11: environment variable WHARF_TEST_UNSET is not set"},
 	{"password env malformed", csHead + cacheSite("https://r.example") + "username = \"u\"\npassword = \"${WHARF TEST}\"\n", "malformed ${...} reference"},
 	// TLS
-	{"acme on an IP", "[listen]\nhttp = \":0\"\nhttps = \":0\"\n[[site]]\nhost = \"127.0.0.1\"\nbackend = \"registry\"\n", `tls = "acme" needs a public DNS name`},
+	{"acme on an IP", "[listen]\nhttp = \":0\"\nhttps = \":0\"\n[[site]]\nhost = \"127.0.0.1\"\nbackend = \"registry\"\n", `tls = "acme": host "127.0.0.1": an IP address cannot get an ACME certificate; use tls = "manual" or "off"`},
+	{"acme without a dot", "[listen]\nhttp = \":0\"\nhttps = \":0\"\n[[site]]\nhost = \"registry\"\nbackend = \"registry\"\n", "ACME certificates need a fully qualified domain name"},
 	{"acme without https", csHead + tlsSite(""), `tls = "acme" needs [listen] https`},
 	{"manual without cert", csHead + "https = \":0\"\n" + tlsSite("tls = \"manual\"\n"), `tls = "manual" needs cert and key`},
 	{"manual cert missing", csHead + "https = \":0\"\n" + tlsSite("tls = \"manual\"\ncert = \"DIR/nope.pem\"\nkey = \"DIR/key.pem\"\n"), "gw.toml:9: cannot read cert"},
