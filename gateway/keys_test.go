@@ -6,6 +6,8 @@ import (
 	"regexp"
 	"strings"
 	"testing"
+
+	"github.com/wharf-dev/wharf/internal/conf"
 )
 
 // configKeys lists every TOML key of t (a struct type) as a dotted path
@@ -14,25 +16,8 @@ import (
 // user's names).
 func configKeys(prefix string, t reflect.Type) []string {
 	var out []string
-	for i := 0; i < t.NumField(); i++ {
-		f := t.Field(i)
-		name, _, _ := strings.Cut(f.Tag.Get("toml"), ",")
-		if name == "" || name == "-" {
-			continue
-		}
-		path := name
-		if prefix != "" {
-			path = prefix + "." + name
-		}
-		ft := f.Type
-		for ft.Kind() == reflect.Pointer || ft.Kind() == reflect.Slice && ft.Elem().Kind() == reflect.Struct {
-			ft = ft.Elem()
-		}
-		if ft.Kind() == reflect.Struct && ft.NumField() > 0 && !isLeaf(ft) {
-			out = append(out, configKeys(path, ft)...)
-			continue
-		}
-		out = append(out, path)
+	for _, f := range configFields(prefix, t) {
+		out = append(out, f.key)
 	}
 	return out
 }
@@ -90,4 +75,107 @@ func mark(seen map[string]map[string]bool, table, key string) {
 		seen[table] = map[string]bool{}
 	}
 	seen[table][key] = true
+}
+
+// TestConfigReference: docs/config.md has a row for every key the code
+// decodes, no row for a key the code no longer reads, and each row's type
+// cell agrees with the field's Go type (docType).
+func TestConfigReference(t *testing.T) {
+	data, err := os.ReadFile("../docs/config.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	// "| `site.cache.ttl` | duration | ..." -> key, type cell
+	row := regexp.MustCompile("^\\|\\s*`([a-z0-9_.]+)`\\s*\\|\\s*([^|]*?)\\s*\\|")
+	doc := map[string]string{}
+	for i, line := range strings.Split(string(data), "\n") {
+		m := row.FindStringSubmatch(line)
+		if m == nil {
+			continue
+		}
+		if _, dup := doc[m[1]]; dup {
+			t.Errorf("docs/config.md:%d: key %q listed twice", i+1, m[1])
+		}
+		doc[m[1]] = m[2]
+	}
+	code := map[string]bool{}
+	for _, f := range configFields("", reflect.TypeOf(Config{})) {
+		code[f.key] = true
+		typ, ok := doc[f.key]
+		if !ok {
+			t.Errorf("key %q is not in docs/config.md (add a row: | `%s` | %s | default | meaning |)", f.key, f.key, docType(f.typ))
+			continue
+		}
+		if want := docType(f.typ); !strings.HasPrefix(typ, want) {
+			t.Errorf("docs/config.md: key %q has type %q, want it to start with %q (Go type %v)", f.key, typ, want, f.typ)
+		}
+	}
+	for k := range doc {
+		if !code[k] {
+			t.Errorf("docs/config.md lists %q, which no config struct decodes (a removed or renamed key?)", k)
+		}
+	}
+}
+
+// field is one decoded key and the Go type of its value.
+type field struct {
+	key string
+	typ reflect.Type
+}
+
+// configFields lists every TOML key of t with the Go type of its value
+// (see configKeys).
+func configFields(prefix string, t reflect.Type) []field {
+	var out []field
+	for i := 0; i < t.NumField(); i++ {
+		f := t.Field(i)
+		name, _, _ := strings.Cut(f.Tag.Get("toml"), ",")
+		if name == "" || name == "-" {
+			continue
+		}
+		path := name
+		if prefix != "" {
+			path = prefix + "." + name
+		}
+		ft := f.Type
+		for ft.Kind() == reflect.Pointer || ft.Kind() == reflect.Slice && ft.Elem().Kind() == reflect.Struct {
+			ft = ft.Elem()
+		}
+		if ft.Kind() == reflect.Struct && ft.NumField() > 0 && !isLeaf(ft) {
+			out = append(out, configFields(path, ft)...)
+			continue
+		}
+		out = append(out, field{path, ft})
+	}
+	return out
+}
+
+// docType is how docs/config.md names a Go type (its type cell starts
+// with this).
+func docType(t reflect.Type) string {
+	switch {
+	case t == reflect.TypeOf(conf.Duration(0)):
+		return "duration"
+	case t == reflect.TypeOf(conf.Secret("")):
+		return "secret"
+	case t.Kind() == reflect.String && isLeaf(t):
+		return "one of" // an enum: UnmarshalText calls conf.ParseEnum
+	case isLeaf(t):
+		return "" // another text-decoded value (a size, ...): any type cell
+	}
+	switch t.Kind() {
+	case reflect.String:
+		return "string"
+	case reflect.Bool:
+		return "bool"
+	case reflect.Int, reflect.Int64, reflect.Int32, reflect.Uint, reflect.Uint64, reflect.Uint32:
+		return "integer"
+	case reflect.Float64, reflect.Float32:
+		return "number"
+	case reflect.Slice, reflect.Array:
+		return "list of " + docType(t.Elem())
+	case reflect.Map:
+		return "table"
+	}
+	return ""
 }
