@@ -136,7 +136,7 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	rt := backend.RouteFrom(ctx)
 	if rt == nil {
 		var perr *backend.Error
-		rt, perr = backend.ParseRoute(r.Method, p, r.URL.Query().Get)
+		rt, perr = backend.ParseRequest(r)
 		if perr != nil {
 			backend.WriteError(w, r, perr)
 			return

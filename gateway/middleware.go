@@ -86,7 +86,7 @@ func withRoute(next http.Handler) http.Handler {
 			next.ServeHTTP(w, r)
 			return
 		}
-		rt, err := backend.ParseRoute(r.Method, p, r.URL.Query().Get)
+		rt, err := backend.ParseRequest(r)
 		if err != nil {
 			backend.WriteError(w, r, err)
 			return

@@ -159,7 +159,7 @@ func (c *Cache) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 	rt := backend.RouteFrom(req.Context())
 	if rt == nil {
 		var e *backend.Error
-		rt, e = backend.ParseRoute(req.Method, req.URL.Path, req.URL.Query().Get)
+		rt, e = backend.ParseRequest(req)
 		if e != nil {
 			backend.WriteError(w, req, e)
 			return

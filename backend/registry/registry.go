@@ -66,8 +66,7 @@ func (r *Registry) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 	rt := backend.RouteFrom(req.Context())
 	if rt == nil {
 		var e *backend.Error
-		q := req.URL.Query()
-		rt, e = backend.ParseRoute(req.Method, req.URL.Path, q.Get)
+		rt, e = backend.ParseRequest(req)
 		if e != nil {
 			backend.WriteError(w, req, e)
 			return
