@@ -80,7 +80,6 @@ func (r *Registry) loadManifest(ctx context.Context, repo string, d digest.Diges
 	return &cachedManifest{digest: d, mediaType: string(mt), data: data}, nil
 }
 
-
 func (r *Registry) getManifest(w http.ResponseWriter, req *http.Request, rt *backend.Route) error {
 	ctx := req.Context()
 	d, err := r.resolve(ctx, rt)
