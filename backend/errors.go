@@ -34,6 +34,10 @@ type Error struct {
 	Code    string `json:"code"`
 	Message string `json:"message"`
 	Detail  any    `json:"detail,omitempty"`
+	// Header holds headers that belong to the answer (WWW-Authenticate of
+	// a 401, Retry-After of a 429), so that a part that decides on a
+	// request can return its refusal and one place writes it.
+	Header http.Header `json:"-"`
 }
 
 func (e *Error) Error() string { return fmt.Sprintf("%s: %s", e.Code, e.Message) }
@@ -48,6 +52,9 @@ func Errorf(status int, code, format string, args ...any) *Error {
 // error can never leave without it.
 func WriteError(w http.ResponseWriter, r *http.Request, e *Error) {
 	h := w.Header()
+	for k, v := range e.Header {
+		h[k] = v
+	}
 	h.Set("Docker-Distribution-Api-Version", "registry/2.0")
 	h.Set("Content-Type", "application/json")
 	body, _ := json.Marshal(struct {
