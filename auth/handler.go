@@ -454,7 +454,7 @@ type tokenResponse struct {
 // grant_type=password.
 func (h *handler) serveToken(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set("Cache-Control", "no-store")
-	w.Header().Set("Docker-Distribution-Api-Version", "registry/2.0")
+	backend.SetAPIVersion(w.Header())
 	refuse := func(e *backend.Error) {
 		if e.Status == http.StatusUnauthorized {
 			w.Header().Set("WWW-Authenticate", fmt.Sprintf("Basic realm=%q, charset=\"UTF-8\"", h.s.cfg.Realm))

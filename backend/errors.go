@@ -27,6 +27,15 @@ const (
 	CodeUnknown             = "UNKNOWN"
 )
 
+// APIVersion is the Docker-Distribution-Api-Version of every /v2/ answer.
+const APIVersion = "registry/2.0"
+
+// SetAPIVersion marks an answer as the distribution API's. It is the one
+// place that header is written (the gateway for every /v2/ answer, the
+// backends for their own answers when used without it, WriteError for
+// every error).
+func SetAPIVersion(h http.Header) { h.Set("Docker-Distribution-Api-Version", APIVersion) }
+
 // Error is a distribution-spec error: an HTTP status and one entry of the
 // {"errors":[...]} body. It implements error so backends can return it.
 type Error struct {
@@ -55,7 +64,7 @@ func WriteError(w http.ResponseWriter, r *http.Request, e *Error) {
 	for k, v := range e.Header {
 		h[k] = v
 	}
-	h.Set("Docker-Distribution-Api-Version", "registry/2.0")
+	SetAPIVersion(h)
 	h.Set("Content-Type", "application/json")
 	body, _ := json.Marshal(struct {
 		Errors []*Error `json:"errors"`

@@ -155,7 +155,7 @@ func (c *Cache) Close() error {
 // ServeHTTP answers one /v2/ request. It uses the Route the gateway parsed
 // (backend.RouteFrom) or parses the request itself.
 func (c *Cache) ServeHTTP(w http.ResponseWriter, req *http.Request) {
-	w.Header().Set("Docker-Distribution-Api-Version", "registry/2.0")
+	backend.SetAPIVersion(w.Header())
 	rt := backend.RouteFrom(req.Context())
 	if rt == nil {
 		var e *backend.Error
