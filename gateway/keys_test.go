@@ -1,6 +1,7 @@
 package gateway
 
 import (
+	"fmt"
 	"os"
 	"reflect"
 	"regexp"
@@ -178,4 +179,101 @@ func docType(t reflect.Type) string {
 		return "table"
 	}
 	return ""
+}
+
+// TestConfigReferenceDefaults: a default written as a literal in
+// docs/config.md ("`\"30s\"`", "`4096`", "`false`") is what SetDefaults
+// gives a config that leaves the key out. Defaults that are words
+// ("*required*", "every site") or depend on the host ("registry/<host>")
+// are not literals and are not compared.
+func TestConfigReferenceDefaults(t *testing.T) {
+	data, err := os.ReadFile("../docs/config.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := &Config{Sites: []Site{{Backend: KindRegistry}, {Backend: KindCache}, {Backend: KindProxy}}}
+	c.setDefaults()
+	root := reflect.ValueOf(c).Elem()
+	row := regexp.MustCompile("^\\|\\s*`([a-z0-9_.]+)`\\s*\\|[^|]*\\|\\s*`([^`]*)`")
+	checked := 0
+	for _, line := range strings.Split(string(data), "\n") {
+		m := row.FindStringSubmatch(line)
+		if m == nil || strings.Contains(m[2], "<") || strings.HasPrefix(m[1], "policy.") {
+			continue
+		}
+		v, ok := valueAt(root, strings.Split(m[1], "."))
+		if !ok {
+			t.Errorf("docs/config.md: no value for %q in a defaulted config", m[1])
+			continue
+		}
+		checked++
+		if got := literal(v); got != m[2] {
+			t.Errorf("docs/config.md: %s defaults to %s, the reference says %s", m[1], got, m[2])
+		}
+	}
+	if checked < 20 {
+		t.Fatalf("only %d defaults compared: did the table format change?", checked)
+	}
+}
+
+// valueAt follows a key path through v by toml tags; for "site" it takes
+// the site whose backend table the path names (or the first).
+func valueAt(v reflect.Value, path []string) (reflect.Value, bool) {
+	for i, name := range path {
+		for v.Kind() == reflect.Pointer {
+			if v.IsNil() {
+				return v, false
+			}
+			v = v.Elem()
+		}
+		if v.Kind() != reflect.Struct {
+			return v, false
+		}
+		f, ok := fieldByTag(v, name)
+		if !ok {
+			return v, false
+		}
+		v = f
+		if v.Kind() == reflect.Slice && v.Type().Elem().Kind() == reflect.Struct {
+			if v.Len() == 0 {
+				return v, false
+			}
+			el := v.Index(0)
+			for j := 0; j < v.Len() && i+1 < len(path); j++ {
+				if t, ok := fieldByTag(v.Index(j), path[i+1]); ok && !(t.Kind() == reflect.Pointer && t.IsNil()) {
+					el = v.Index(j)
+					break
+				}
+			}
+			v = el
+		}
+	}
+	return v, true
+}
+
+func fieldByTag(v reflect.Value, name string) (reflect.Value, bool) {
+	for i := 0; i < v.NumField(); i++ {
+		if tag, _, _ := strings.Cut(v.Type().Field(i).Tag.Get("toml"), ","); tag == name {
+			return v.Field(i), true
+		}
+	}
+	return v, false
+}
+
+// literal writes v as the reference does: TOML-ish literals.
+func literal(v reflect.Value) string {
+	if d, ok := v.Interface().(conf.Duration); ok {
+		return fmt.Sprintf("%q", d.Std().String())
+	}
+	switch v.Kind() {
+	case reflect.String:
+		return fmt.Sprintf("%q", v.String())
+	case reflect.Slice:
+		var parts []string
+		for i := 0; i < v.Len(); i++ {
+			parts = append(parts, literal(v.Index(i)))
+		}
+		return "[" + strings.Join(parts, ", ") + "]"
+	}
+	return fmt.Sprint(v.Interface())
 }
