@@ -1,0 +1,100 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os/signal"
+	"syscall"
+
+	"github.com/wharf-dev/wharf/backend/registry/importer"
+	"github.com/wharf-dev/wharf/backend/storage/localfs"
+	"github.com/wharf-dev/wharf/gateway"
+)
+
+// cmdImport runs `wharf import -from DIR -config F -site HOST`: it takes
+// a registry:2/registry:3 filesystem storage root over into the registry
+// site HOST of F (see backend/registry/importer). Safe to run again, and
+// safe while `wharf serve` serves the site.
+func cmdImport(args []string, stdout, stderr io.Writer) int {
+	var (
+		from, site     string
+		dryRun, doCopy bool
+		workers        int
+	)
+	path, _, ok := loadFlags("import", args, stderr, true, func(fs *flag.FlagSet) {
+		fs.StringVar(&from, "from", "", "the registry's storage root (its filesystem rootdirectory, e.g. /var/lib/registry)")
+		fs.StringVar(&site, "site", "", "host name of the registry site to import into")
+		fs.BoolVar(&dryRun, "dry-run", false, "read and verify everything, report what would be imported, write nothing")
+		fs.BoolVar(&doCopy, "copy", false, "copy blobs even where a hard link is possible")
+		fs.IntVar(&workers, "workers", 0, "blobs hashed at once (default: the number of CPUs)")
+	})
+	if !ok {
+		return 2
+	}
+	if from == "" || site == "" {
+		fmt.Fprintln(stderr, "wharf import: -from and -site are required: wharf import -from /var/lib/registry -config gateway.toml -site registry.example.com")
+		return 2
+	}
+	cfg, err := gateway.LoadConfig(path)
+	if err != nil {
+		fmt.Fprintln(stderr, err)
+		return 1
+	}
+	var root string
+	var hosts []string
+	for _, s := range cfg.Sites {
+		if s.Backend == "registry" && s.Registry != nil {
+			hosts = append(hosts, s.Host)
+			if s.Host == site {
+				root = cfg.DataPath(s.Registry.Root)
+			}
+		}
+	}
+	if root == "" {
+		fmt.Fprintf(stderr, "wharf import: %s has no site with host = %q and backend = \"registry\" (registry sites: %v)\n", path, site, hosts)
+		return 1
+	}
+	if _, err := importer.FindRoot(from); err != nil {
+		fmt.Fprintf(stderr, "wharf import: %v\n", err)
+		return 1
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
+	st, err := localfs.New(localfs.Options{Root: root})
+	if err != nil {
+		fmt.Fprintf(stderr, "wharf import: site %s (%s): %v\n", site, root, err)
+		return 1
+	}
+	defer st.Close()
+	o := importer.Options{
+		From: from, Store: st, DryRun: dryRun, Copy: doCopy, Workers: workers,
+		Skip: func(s importer.Skipped) { fmt.Fprintln(stdout, s) },
+		Repo: func(r importer.RepoResult) {
+			fmt.Fprintf(stdout, "repository %s: %d tags, %d manifests new; %d tags, %d manifests already there; %d skipped\n",
+				r.Repo, r.Tags, r.Manifests, r.TagsPresent, r.ManifestsPresent, r.Skipped)
+		},
+	}
+	res, err := importer.Run(ctx, o)
+	if err != nil {
+		if errors.Is(err, context.Canceled) {
+			fmt.Fprintln(stderr, "wharf import: interrupted; run it again to complete the import")
+		} else {
+			fmt.Fprintf(stderr, "wharf import: %v\n", err)
+		}
+		return 1
+	}
+	verb := "imported"
+	if dryRun {
+		verb = "would import"
+	}
+	fmt.Fprintf(stdout, "site %s (%s): %s %d repositories, %d tags, %d manifests, %d blobs (%s; %d hard-linked, %d copied); already there: %d tags, %d manifests, %d blobs; %d skipped\n",
+		site, root, verb, res.Repos, res.Tags, res.Manifests, res.Blobs, humanBytes(res.Bytes), res.Linked, res.Copied,
+		res.TagsPresent, res.ManifestsPresent, res.BlobsPresent, res.Skipped)
+	if res.Skipped > 0 {
+		fmt.Fprintf(stderr, "wharf import: %d things skipped (the \"skipped\" lines above say why); everything else is in place\n", res.Skipped)
+	}
+	return 0
+}
