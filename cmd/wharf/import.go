@@ -21,7 +21,7 @@ import (
 func cmdImport(args []string, stdout, stderr io.Writer) int {
 	var (
 		from, site     string
-		dryRun, doCopy bool
+		dryRun, doCopy, trust bool
 		workers        int
 	)
 	path, _, ok := loadFlags("import", args, stderr, true, func(fs *flag.FlagSet) {
@@ -29,6 +29,7 @@ func cmdImport(args []string, stdout, stderr io.Writer) int {
 		fs.StringVar(&site, "site", "", "host name of the registry site to import into")
 		fs.BoolVar(&dryRun, "dry-run", false, "read and verify everything, report what would be imported, write nothing")
 		fs.BoolVar(&doCopy, "copy", false, "copy blobs even where a hard link is possible")
+		fs.BoolVar(&trust, "trust-digests", false, "do not re-hash hard-linked blobs (seconds for any size; a blob corrupted on disk comes over as it is)")
 		fs.IntVar(&workers, "workers", 0, "blobs hashed at once (default: the number of CPUs)")
 	})
 	if !ok {
@@ -70,7 +71,7 @@ func cmdImport(args []string, stdout, stderr io.Writer) int {
 	}
 	defer st.Close()
 	o := importer.Options{
-		From: from, Store: st, DryRun: dryRun, Copy: doCopy, Workers: workers,
+		From: from, Store: st, DryRun: dryRun, Copy: doCopy, TrustDigests: trust, Workers: workers,
 		Skip: func(s importer.Skipped) { fmt.Fprintln(stdout, s) },
 		Repo: func(r importer.RepoResult) {
 			fmt.Fprintf(stdout, "repository %s: %d tags, %d manifests new; %d tags, %d manifests already there; %d skipped\n",

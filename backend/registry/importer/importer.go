@@ -33,7 +33,7 @@ import (
 // streaming it through an upload session (localfs: a hard link or a
 // copy, verified, then renamed into place).
 type BlobImporter interface {
-	ImportBlob(ctx context.Context, d digest.Digest, src string, link bool, buf []byte) (linked bool, size int64, err error)
+	ImportBlob(ctx context.Context, d digest.Digest, src string, link, trust bool, buf []byte) (linked bool, size int64, err error)
 }
 
 // Options configure an import.
@@ -49,6 +49,11 @@ type Options struct {
 	DryRun bool
 	// Copy always copies blobs, never hard-links them.
 	Copy bool
+	// TrustDigests skips hashing hard-linked blobs (copies are always
+	// hashed): the import then takes seconds whatever the size, but a
+	// blob that rotted on disk comes over as it is (a client pulling it
+	// notices). Sizes are still checked against the manifests.
+	TrustDigests bool
 	// Workers is how many blobs are hashed at once; 0 = GOMAXPROCS.
 	Workers int
 	// Skip is called (from one goroutine at a time) for everything left
@@ -440,7 +445,7 @@ func (im *importer) importBlob(ctx context.Context, d digest.Digest, buf []byte)
 	case im.o.DryRun:
 		size, err = hashFile(ctx, src, d, buf)
 	case im.bi != nil:
-		linked, size, err = im.bi.ImportBlob(ctx, d, src, !im.o.Copy, buf)
+		linked, size, err = im.bi.ImportBlob(ctx, d, src, !im.o.Copy, im.o.TrustDigests, buf)
 	default:
 		size, err = im.uploadBlob(ctx, d, src)
 	}

@@ -19,12 +19,15 @@ import (
 	"fmt"
 	"hash"
 	"io"
+	"io/fs"
 	"math/rand/v2"
 	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
+
+	"golang.org/x/sys/unix"
 )
 
 func main() {
@@ -34,7 +37,15 @@ func main() {
 	layers := flag.Int("layers", 3, "layers per image")
 	repos := flag.Int("repos", 20, "repositories")
 	workers := flag.Int("workers", 2, "blobs written at once")
+	evict := flag.Bool("evict", false, "do not generate: drop the page cache of every file below -root (posix_fadvise DONTNEED), so a benchmark reads from disk")
 	flag.Parse()
+	if *evict {
+		if err := evictTree(*root); err != nil {
+			fmt.Fprintln(os.Stderr, "mkregistry2:", err)
+			os.Exit(1)
+		}
+		return
+	}
 	total, err := parseSize(*size)
 	if *root == "" || err != nil || *blobs < *layers+1 || *repos < 1 {
 		fmt.Fprintln(os.Stderr, "usage: mkregistry2 -root DIR [-size 20GiB] [-blobs 2000] [-layers 3] [-repos 20]", err)
@@ -165,6 +176,10 @@ func writeBlob(v2 string, size int64, fill func(io.Writer) error) (string, error
 		f.Close()
 		return "", err
 	}
+	if err := f.Chmod(0o644); err != nil { // as registry:2 writes them
+		f.Close()
+		return "", err
+	}
 	if err := f.Close(); err != nil {
 		return "", err
 	}
@@ -194,6 +209,22 @@ func writeFile(p string, data []byte) error {
 		return err
 	}
 	return os.WriteFile(p, data, 0o644)
+}
+
+// evictTree asks the kernel to drop the cached pages of every regular
+// file below root: only these files, not the whole machine's page cache.
+func evictTree(root string) error {
+	return filepath.WalkDir(root, func(p string, d fs.DirEntry, err error) error {
+		if err != nil || !d.Type().IsRegular() {
+			return err
+		}
+		f, err := os.Open(p)
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		return unix.Fadvise(int(f.Fd()), 0, 0, unix.FADV_DONTNEED)
+	})
 }
 
 func parseSize(s string) (int64, error) {
