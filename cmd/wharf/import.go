@@ -20,9 +20,9 @@ import (
 // safe while `wharf serve` serves the site.
 func cmdImport(args []string, stdout, stderr io.Writer) int {
 	var (
-		from, site     string
+		from, site            string
 		dryRun, doCopy, trust bool
-		workers        int
+		workers               int
 	)
 	path, _, ok := loadFlags("import", args, stderr, true, func(fs *flag.FlagSet) {
 		fs.StringVar(&from, "from", "", "the registry's storage root (its filesystem rootdirectory, e.g. /var/lib/registry)")
