@@ -34,6 +34,10 @@ func TestRun(t *testing.T) {
 		{[]string{"frobnicate"}, "", 2, "", "unknown command"},
 		{[]string{"passwd"}, "", 2, "", "usage: wharf passwd USER"},
 		{[]string{"passwd", "alice"}, "s3cret\n", 0, "alice:$2y$", ""},
+		{[]string{"import", "-config", good}, "", 2, "", "-from and -site are required"},
+		{[]string{"import", "-config", good, "-from", dir, "-site", "other.example"}, "", 1, "", `no site with host = "other.example"`},
+		{[]string{"import", "-config", good, "-from", dir, "-site", "r.example"}, "", 1, "", "not a registry:2/registry:3 storage root"},
+		{[]string{"healthcheck", "-config", good, "extra"}, "", 2, "", "unexpected argument"},
 	}
 	for _, tt := range tests {
 		var out, errOut bytes.Buffer
