@@ -193,6 +193,49 @@ tls     = "off"
 	})
 }
 
+// freePrivilegedPort finds a loopback port below 1024 that nothing holds.
+func freePrivilegedPort(t *testing.T) string {
+	t.Helper()
+	for p := 1023; p > 900; p-- {
+		addr := fmt.Sprintf("127.0.0.1:%d", p)
+		if harness.PortFree(addr) {
+			return addr
+		}
+	}
+	t.Fatal("no free port in 901-1023 on 127.0.0.1")
+	return ""
+}
+
+// TestHostNetworkPrivilegedPort pins down what README.md says about
+// --network host: Docker gives a non-root user no ambient capabilities,
+// so --cap-add NET_BIND_SERVICE does not let uid 65532 bind below 1024
+// (wharf exits with a clear error); --user 0 does.
+func TestHostNetworkPrivilegedPort(t *testing.T) {
+	docker := harness.Docker(t)
+	tag := buildImage(t, docker)
+	run := func(name string, extra ...string) string {
+		addr := freePrivilegedPort(t)
+		dir := t.TempDir()
+		os.Chmod(dir, 0o755)
+		cfg := filepath.Join(dir, "gateway.toml")
+		os.WriteFile(cfg, []byte(fmt.Sprintf("data_dir = \"/var/lib/wharf\"\n[listen]\nhttp = %q\nhttps = \"\"\nadmin = %q\n[[site]]\nhost = \"127.0.0.1\"\nbackend = \"registry\"\ntls = \"off\"\n", addr, harness.FreeAddr(t))), 0o644)
+		t.Cleanup(func() { docker.Run(t, "rm", "-f", "-v", name) })
+		args := append([]string{"run", "-d", "--name", name, "--network", "host", "--health-interval", "1s", "--health-start-period", "1s"}, extra...)
+		docker.Must(t, append(args, "-v", cfg+":/etc/wharf/gateway.toml:ro", tag)...)
+		return addr
+	}
+	suffix := strings.TrimPrefix(tag, "wharf:")
+	capName := "wharf-e2e-cap-" + suffix
+	addr := run(capName, "--cap-add", "NET_BIND_SERVICE")
+	docker.Must(t, "wait", capName)
+	if logs := docker.Must(t, "logs", capName); !strings.Contains(logs, "listen http "+addr) || !strings.Contains(logs, "permission denied") {
+		t.Errorf("as uid 65532 with --cap-add NET_BIND_SERVICE on the host network, binding %s should fail with permission denied (README says so); logs:\n%s", addr, logs)
+	}
+	rootName := "wharf-e2e-root-" + suffix
+	run(rootName, "--user", "0")
+	waitHealthy(t, docker, rootName)
+}
+
 func TestComposeConfig(t *testing.T) {
 	bin := harness.Require(t, "docker-compose")
 	root := moduleRoot(t)

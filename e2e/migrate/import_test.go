@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
+	"syscall"
 	"testing"
 
 	"github.com/google/go-containerregistry/pkg/authn"
@@ -69,6 +70,10 @@ func runImport(t *testing.T, args ...string) (string, []string) {
 	t.Logf("wharf import %s:\n%s", strings.Join(args, " "), out)
 	if err != nil {
 		t.Fatalf("wharf import: %v\n%s", err, out)
+	}
+	// the memory bound, for the whole process
+	if ru, ok := cmd.ProcessState.SysUsage().(*syscall.Rusage); ok && ru.Maxrss > 128<<10 {
+		t.Errorf("wharf import peaked at %d KiB RSS, above 128 MiB", ru.Maxrss)
 	}
 	m := summary.FindStringSubmatch(string(out))
 	if m == nil {

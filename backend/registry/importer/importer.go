@@ -201,20 +201,62 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 	if err := im.importBlobs(ctx, need); err != nil {
 		return nil, err
 	}
-	for _, r := range repos {
-		if err := ctx.Err(); err != nil {
-			return nil, err
-		}
-		rr, err := im.importRepo(ctx, r)
-		if err != nil {
-			return nil, fmt.Errorf("repository %s: %w", r.name, err)
-		}
-		im.res.Repos++
-		if o.Repo != nil {
-			o.Repo(rr)
-		}
+	// Repositories are independent; their records are small fsynced
+	// files, so several at once overlap the waits for the disk.
+	if err := im.importRepos(ctx, repos); err != nil {
+		return nil, err
 	}
 	return &im.res, nil
+}
+
+// importRepos runs importRepo for every repository, max(Workers, 4) at
+// a time; the first error (the store failing, ctx ending) stops the rest.
+func (im *importer) importRepos(ctx context.Context, repos []*repoLinks) error {
+	n := im.o.Workers
+	if n < 4 {
+		n = 4
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	work := make(chan *repoLinks)
+	var (
+		wg       sync.WaitGroup
+		errOnce  sync.Once
+		firstErr error
+	)
+	for i := 0; i < n; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for r := range work {
+				rr, err := im.importRepo(ctx, r)
+				if err != nil {
+					errOnce.Do(func() { firstErr = fmt.Errorf("repository %s: %w", r.name, err); cancel() })
+					continue
+				}
+				im.reportMu.Lock()
+				im.res.Repos++
+				if im.o.Repo != nil {
+					im.o.Repo(rr)
+				}
+				im.reportMu.Unlock()
+			}
+		}()
+	}
+feed:
+	for _, r := range repos {
+		select {
+		case work <- r:
+		case <-ctx.Done():
+			break feed
+		}
+	}
+	close(work)
+	wg.Wait()
+	if firstErr != nil {
+		return firstErr
+	}
+	return ctx.Err()
 }
 
 func (im *importer) skip(s Skipped) {
