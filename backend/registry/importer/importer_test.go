@@ -12,6 +12,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 
 	digest "github.com/opencontainers/go-digest"
@@ -458,4 +459,39 @@ func TestImportBadInput(t *testing.T) {
 		c.has(t, KindLink, strings.Repeat("a", 64), "its link says")
 		c.has(t, KindLink, "junk", "cannot read folder")
 	})
+}
+
+// Across file systems a hard link is impossible: the blobs are copied
+// (and hashed) without being asked to. /dev/shm is a tmpfs on Linux.
+func TestImportAcrossFileSystems(t *testing.T) {
+	shm, err := os.MkdirTemp("/dev/shm", "wharf-import-")
+	if err != nil {
+		t.Skipf("no /dev/shm to put the source on another file system: %v", err)
+	}
+	defer os.RemoveAll(shm)
+	s := &src{t: t, root: shm, v2: filepath.Join(shm, "docker", "registry", "v2")}
+	os.MkdirAll(filepath.Join(s.v2, "blobs"), 0o755)
+	os.MkdirAll(filepath.Join(s.v2, "repositories"), 0o755)
+	img := s.pushImage("a", backend.MediaTypeOCIManifest, 2)
+	s.tag("a", "v1", img.manifest)
+	tg := newTarget(t, "")
+	if a, b := fsID(t, shm), fsID(t, tg.root); a == b {
+		t.Skipf("/dev/shm and %s are on one file system here", tg.root)
+	}
+	res, err := Run(context.Background(), (&collected{}).opts(s.root, tg.st))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Copied != 4 || res.Linked != 0 {
+		t.Errorf("result %+v: want 4 blobs copied", res)
+	}
+	tg.mustServe(t, "a", "v1", img)
+}
+
+func fsID(t *testing.T, p string) uint64 {
+	var st syscall.Stat_t
+	if err := syscall.Stat(p, &st); err != nil {
+		t.Fatal(err)
+	}
+	return st.Dev
 }
