@@ -6,7 +6,10 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"io/fs"
+	"os"
 	"os/signal"
+	"path/filepath"
 	"syscall"
 
 	"github.com/wharf-dev/wharf/backend/registry/importer"
@@ -64,6 +67,7 @@ func cmdImport(args []string, stdout, stderr io.Writer) int {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
+	owner, ownerOf := dataOwner(root)
 	st, err := localfs.New(localfs.Options{Root: root})
 	if err != nil {
 		fmt.Fprintf(stderr, "wharf import: site %s (%s): %v\n", site, root, err)
@@ -90,6 +94,11 @@ func cmdImport(args []string, stdout, stderr io.Writer) int {
 	verb := "imported"
 	if dryRun {
 		verb = "would import"
+	} else if n, err := giveTo(root, ownerOf, owner); err != nil {
+		fmt.Fprintf(stderr, "wharf import: giving %s to uid %d: %v\n", root, owner.Uid, err)
+		return 1
+	} else if n > 0 {
+		fmt.Fprintf(stdout, "gave %d files and folders to uid:gid %d:%d, the owner of %s, so that wharf serve can write there\n", n, owner.Uid, owner.Gid, ownerOf)
 	}
 	fmt.Fprintf(stdout, "site %s (%s): %s %d repositories, %d tags, %d manifests, %d blobs (%s; %d hard-linked, %d copied); already there: %d tags, %d manifests, %d blobs; %d skipped\n",
 		site, root, verb, res.Repos, res.Tags, res.Manifests, res.Blobs, humanBytes(res.Bytes), res.Linked, res.Copied,
@@ -98,4 +107,53 @@ func cmdImport(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "wharf import: %d things skipped (the \"skipped\" lines above say why); everything else is in place\n", res.Skipped)
 	}
 	return 0
+}
+
+// dataOwner returns the owner of root or, if it does not exist yet, of
+// its nearest existing parent (data_dir): who runs `wharf serve` there.
+func dataOwner(root string) (*syscall.Stat_t, string) {
+	for p := filepath.Clean(root); ; p = filepath.Dir(p) {
+		var st syscall.Stat_t
+		if syscall.Stat(p, &st) == nil {
+			return &st, p
+		}
+		if p == filepath.Dir(p) {
+			return nil, ""
+		}
+	}
+}
+
+// giveTo: an import run as root (needed to hard-link files a registry
+// container wrote as root) would leave root-owned folders that wharf
+// serve, running as its own user, cannot write into. When we are root
+// and the data belongs to someone else, everything below root becomes
+// theirs. Hard-linked blobs share their inode with the old registry's
+// files, which change owner with them.
+// The folders between ownerOf and root (created by this run) go too.
+func giveTo(root, ownerOf string, owner *syscall.Stat_t) (int, error) {
+	if owner == nil || os.Geteuid() != 0 || owner.Uid == 0 {
+		return 0, nil
+	}
+	n := 0
+	give := func(p string) error {
+		var st syscall.Stat_t
+		if err := syscall.Lstat(p, &st); err != nil {
+			return err
+		}
+		if st.Uid == owner.Uid && st.Gid == owner.Gid {
+			return nil
+		}
+		n++
+		return os.Lchown(p, int(owner.Uid), int(owner.Gid))
+	}
+	err := filepath.WalkDir(root, func(p string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		return give(p)
+	})
+	for p := filepath.Dir(filepath.Clean(root)); err == nil && len(p) > len(ownerOf) && p != filepath.Dir(p); p = filepath.Dir(p) {
+		err = give(p)
+	}
+	return n, err
 }

@@ -212,6 +212,35 @@ func TestImportBadInput(t *testing.T) {
 		checkBlobs(t, regRoot)
 	})
 
+	t.Run("as root into a folder another user owns", func(t *testing.T) {
+		harness.RequireRoot(t, "give the imported files to the data folder's owner")
+		dir := t.TempDir()
+		src := genRoot(t, dir, 2, "1MiB")
+		cfg, regRoot := config(t, dir)
+		os.Chown(filepath.Join(dir, "data"), 65534, 65534)
+		out, err := wharfImport(t, nil, "-from", src, "-config", cfg, "-site", "registry.test")
+		if err != nil {
+			t.Fatalf("import: %v", err)
+		}
+		if !strings.Contains(out, "to uid:gid 65534:65534") {
+			t.Errorf("no word of the files given to the data folder's owner:\n%s", out)
+		}
+		n := 0
+		filepath.Walk(filepath.Join(dir, "data"), func(p string, fi os.FileInfo, err error) error {
+			if err != nil {
+				return nil
+			}
+			n++
+			if st := fi.Sys().(*syscall.Stat_t); st.Uid != 65534 || st.Gid != 65534 {
+				t.Errorf("%s belongs to %d:%d; wharf serve running as 65534 could not write there", p, st.Uid, st.Gid)
+			}
+			return nil
+		})
+		if n < 10 || checkBlobs(t, regRoot) != 10 {
+			t.Errorf("%d files below the data folder; want the 10 blobs and their records", n)
+		}
+	})
+
 	t.Run("kill -9 and run again", func(t *testing.T) {
 		dir := t.TempDir()
 		src := genRoot(t, dir, 16, "256MiB")
