@@ -139,3 +139,19 @@ func TestVersion(t *testing.T) {
 		t.Errorf("version: %q, want %q", out.String(), want)
 	}
 }
+
+func TestDialAddr(t *testing.T) {
+	for in, want := range map[string]string{
+		":9100":             "127.0.0.1:9100",
+		"0.0.0.0:9100":      "127.0.0.1:9100",
+		"[::]:9100":         "[::1]:9100",
+		"10.0.0.5:9100":     "10.0.0.5:9100",
+		"localhost:9100":    "localhost:9100",
+		"admin.internal:80": "admin.internal:80",
+		"not an address":    "not an address",
+	} {
+		if got := dialAddr(in); got != want {
+			t.Errorf("dialAddr(%q) = %q, want %q", in, got, want)
+		}
+	}
+}

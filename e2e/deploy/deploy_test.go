@@ -9,6 +9,7 @@ package deploy
 import (
 	"context"
 	"crypto/rand"
+	"debug/elf"
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
@@ -290,5 +291,56 @@ func TestSystemdUnit(t *testing.T) {
 	// and it does look: an unknown key in the unit is reported
 	if out, _ := verify("wharf.service", strings.Replace(string(unit), "PrivateTmp=yes", "PrivateTmpp=yes", 1)); !strings.Contains(out, "PrivateTmpp") {
 		t.Errorf("systemd-analyze verify did not report a misspelled key; is it checking at all?\n%s", out)
+	}
+}
+
+// TestDist runs `make dist` with a version of its own: two static
+// binaries with the version stamped, and a SHA256SUMS that sha256sum -c
+// accepts.
+func TestDist(t *testing.T) {
+	harness.Require(t, "make")
+	sha := harness.Require(t, "sha256sum")
+	root := moduleRoot(t)
+	b := make([]byte, 4)
+	rand.Read(b)
+	version := "e2e-" + hex.EncodeToString(b)
+	cmd := exec.Command("make", "dist", "VERSION="+version)
+	cmd.Dir = root
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("make dist: %v\n%s", err, out)
+	}
+	dist := filepath.Join(root, "dist")
+	sums, err := os.ReadFile(filepath.Join(dist, "SHA256SUMS"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	check := exec.Command(sha, "-c", "SHA256SUMS")
+	check.Dir = dist
+	if out, err := check.CombinedOutput(); err != nil {
+		t.Errorf("sha256sum -c SHA256SUMS: %v\n%s", err, out)
+	}
+	for arch, machine := range map[string]elf.Machine{"amd64": elf.EM_X86_64, "arm64": elf.EM_AARCH64} {
+		name := "wharf-" + version + "-linux-" + arch
+		if !strings.Contains(string(sums), "  "+name+"\n") {
+			t.Errorf("SHA256SUMS lacks %s:\n%s", name, sums)
+		}
+		f, err := elf.Open(filepath.Join(dist, name))
+		if err != nil {
+			t.Errorf("%s: %v", name, err)
+			continue
+		}
+		if f.Machine != machine {
+			t.Errorf("%s is for %v", name, f.Machine)
+		}
+		for _, p := range f.Progs {
+			if p.Type == elf.PT_INTERP {
+				t.Errorf("%s is dynamically linked (has an interpreter)", name)
+			}
+		}
+		f.Close()
+	}
+	out, err := exec.Command(filepath.Join(dist, "wharf-"+version+"-linux-amd64"), "version").Output()
+	if err != nil || !strings.HasPrefix(string(out), "wharf "+version+" (commit ") {
+		t.Errorf("wharf version: %q %v", out, err)
 	}
 }
