@@ -77,6 +77,9 @@ func cmdImport(args []string, stdout, stderr io.Writer) int {
 	o := importer.Options{
 		From: from, Store: st, DryRun: dryRun, Copy: doCopy, TrustDigests: trust, Workers: workers,
 		Skip: func(s importer.Skipped) { fmt.Fprintln(stdout, s) },
+		Progress: func(done, total int, bytes int64) {
+			fmt.Fprintf(stderr, "wharf import: blobs %d of %d done (%s read)\n", done, total, humanBytes(bytes))
+		},
 		Repo: func(r importer.RepoResult) {
 			fmt.Fprintf(stdout, "repository %s: %d tags, %d manifests new; %d tags, %d manifests already there; %d skipped\n",
 				r.Repo, r.Tags, r.Manifests, r.TagsPresent, r.ManifestsPresent, r.Skipped)

@@ -21,6 +21,7 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"time"
 
 	digest "github.com/opencontainers/go-digest"
 
@@ -61,6 +62,10 @@ type Options struct {
 	Skip func(Skipped)
 	// Repo is called after each repository with what it got.
 	Repo func(RepoResult)
+	// Progress, if set, is called every ProgressEvery (default 10s)
+	// while blobs are imported: blobs done of total, bytes read so far.
+	Progress      func(done, total int, bytes int64)
+	ProgressEvery time.Duration
 }
 
 // Kinds of things an import skips.
@@ -410,6 +415,29 @@ func (im *importer) blobSrc(d digest.Digest) string {
 func (im *importer) importBlobs(ctx context.Context, need []digest.Digest) error {
 	work := make(chan digest.Digest)
 	var wg sync.WaitGroup
+	if im.o.Progress != nil {
+		every := im.o.ProgressEvery
+		if every <= 0 {
+			every = 10 * time.Second
+		}
+		stop := make(chan struct{})
+		defer close(stop)
+		go func() {
+			t := time.NewTicker(every)
+			defer t.Stop()
+			for {
+				select {
+				case <-stop:
+					return
+				case <-t.C:
+					im.mu.Lock()
+					done, bytes := len(im.blob), im.res.Bytes
+					im.mu.Unlock()
+					im.o.Progress(done, len(need), bytes)
+				}
+			}
+		}()
+	}
 	for i := 0; i < im.o.Workers; i++ {
 		wg.Add(1)
 		go func() {

@@ -12,8 +12,10 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"testing"
+	"time"
 
 	digest "github.com/opencontainers/go-digest"
 
@@ -261,7 +263,16 @@ func TestImport(t *testing.T) {
 
 	tg := newTarget(t, "")
 	var c collected
-	res, err := Run(context.Background(), c.opts(s.root, tg.st))
+	o := c.opts(s.root, tg.st)
+	var progressCalls atomic.Int32
+	o.Progress = func(done, total int, _ int64) {
+		if done > total {
+			t.Errorf("progress %d of %d", done, total)
+		}
+		progressCalls.Add(1)
+	}
+	o.ProgressEvery = time.Millisecond
+	res, err := Run(context.Background(), o)
 	if err != nil {
 		t.Fatal(err)
 	}
