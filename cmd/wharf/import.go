@@ -10,10 +10,10 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"strings"
 	"syscall"
 
 	"github.com/wharf-dev/wharf/backend/registry/importer"
-	"github.com/wharf-dev/wharf/backend/storage/localfs"
 	"github.com/wharf-dev/wharf/gateway"
 )
 
@@ -47,20 +47,24 @@ func cmdImport(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintln(stderr, err)
 		return 1
 	}
-	var root string
+	// The site's store is opened through the gateway's site factory, as
+	// `wharf serve` opens it.
+	var plan *gateway.SitePlan
 	var hosts []string
-	for _, s := range cfg.Sites {
-		if s.Backend == "registry" && s.Registry != nil {
-			hosts = append(hosts, s.Host)
-			if s.Host == site {
-				root = cfg.DataPath(s.Registry.Root)
+	plans := cfg.Plan()
+	for i := range plans {
+		if plans[i].Site.Backend == gateway.KindRegistry {
+			hosts = append(hosts, plans[i].Site.Host)
+			if plans[i].Site.Host == strings.ToLower(strings.TrimSuffix(site, ".")) {
+				plan = &plans[i]
 			}
 		}
 	}
-	if root == "" {
+	if plan == nil {
 		fmt.Fprintf(stderr, "wharf import: %s has no site with host = %q and backend = \"registry\" (registry sites: %v)\n", path, site, hosts)
 		return 1
 	}
+	root := plan.Root
 	if _, err := importer.FindRoot(from); err != nil {
 		fmt.Fprintf(stderr, "wharf import: %v\n", err)
 		return 1
@@ -68,7 +72,7 @@ func cmdImport(args []string, stdout, stderr io.Writer) int {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
 	owner, ownerOf := dataOwner(root)
-	st, err := localfs.New(localfs.Options{Root: root})
+	st, err := plan.OpenStore()
 	if err != nil {
 		fmt.Fprintf(stderr, "wharf import: site %s (%s): %v\n", site, root, err)
 		return 1
