@@ -156,10 +156,10 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	h.next.ServeHTTP(w, r.WithContext(d.handDown(ctx, rt)))
 }
 
-// Decision is what the auth middleware decided about one /v2/ request it
-// lets through. It is computed in one place (decide) from the parsed
-// route and the request's credentials; nothing else reads credentials or
-// the policy.
+// Decision is what the auth middleware decided about one /v2/ request (a
+// request it refuses gets an error besides). It is computed in one place
+// (decide) from the parsed route and the request's credentials; nothing
+// else reads credentials or the policy.
 type Decision struct {
 	// User is the logged-in user; "" = anonymous.
 	User string
