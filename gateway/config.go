@@ -19,6 +19,7 @@ import (
 
 	"github.com/wharf-dev/wharf/acme"
 	"github.com/wharf-dev/wharf/auth"
+	"github.com/wharf-dev/wharf/backend/cache"
 	"github.com/wharf-dev/wharf/backend/proxy"
 	"github.com/wharf-dev/wharf/policy"
 )
@@ -121,6 +122,11 @@ type CacheSite struct {
 	// MaxAge: `wharf gc` evicts cached tags, manifests and blobs not used
 	// for this long. Zero (the default) never evicts anything.
 	MaxAge Duration `toml:"max_age"`
+	// MaxSize, Upstreams and Credentials are owned by backend/cache
+	// (types and validation in backend/cache/config.go).
+	MaxSize     cache.Size                  `toml:"max_size"`
+	Upstreams   map[string]string           `toml:"upstreams"`
+	Credentials map[string]cache.Credential `toml:"credentials"`
 }
 
 // ProxySite is [site.proxy]: a streaming reverse proxy to a registry.
@@ -481,8 +487,9 @@ func (c *Config) Validate() error {
 		case "cache":
 			other("registry", s.Registry != nil)
 			other("proxy", s.Proxy != nil)
-			if err := checkUpstream(s.Cache.Upstream); err != nil {
-				add(key("cache.upstream"), "%v", err)
+			probs := cache.ValidateUpstreams(s.Cache.Upstream, s.Cache.Upstreams, s.Cache.Credentials)
+			for _, k := range sortedProblemKeys(probs) {
+				add(key("cache."+k), "%v", probs[k])
 			}
 			if s.Cache.MaxAge < 0 {
 				add(key("cache.max_age"), "negative max_age %v: want a duration such as \"720h\", or 0 to never evict", s.Cache.MaxAge.Std())
@@ -507,15 +514,14 @@ func (c *Config) Validate() error {
 	return nil
 }
 
-func checkUpstream(s string) error {
-	if s == "" {
-		return errors.New("missing upstream URL")
+// sortedProblemKeys orders a key->error map for stable messages.
+func sortedProblemKeys(m map[string]error) []string {
+	out := make([]string, 0, len(m))
+	for k := range m {
+		out = append(out, k)
 	}
-	u, err := url.Parse(s)
-	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-		return fmt.Errorf("invalid upstream %q: want http(s)://host[:port]", s)
-	}
-	return nil
+	sort.Strings(out)
+	return out
 }
 
 // validHost accepts DNS names (letters, digits, '-', dots) and IP addresses.

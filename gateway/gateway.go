@@ -30,8 +30,9 @@ type Gateway struct {
 	mu    sync.Mutex // serialises Reload
 	cfg   *Config
 
-	metrics *metrics
-	ready   atomic.Bool // listeners are up; /readyz answers 200
+	metrics      *metrics
+	cacheMetrics *cache.Metrics // series of every cache site
+	ready        atomic.Bool    // listeners are up; /readyz answers 200
 
 	certs     *acme.Manager // TLS certificates; nil without [listen] https (set under mu)
 	running   bool          // Serve has set up its listeners (under mu)
@@ -71,6 +72,7 @@ type site struct {
 // New builds every site's backend from cfg.
 func New(ctx context.Context, cfg *Config, log zerolog.Logger) (*Gateway, error) {
 	g := &Gateway{log: log, cfg: cfg, metrics: newMetrics()}
+	g.cacheMetrics = cache.NewMetrics(g.metrics.reg)
 	g.life = ctx
 	g.metrics.reg.MustRegister(newAuthCollector(g))
 	svc, err := g.newAuth(cfg)
@@ -122,7 +124,7 @@ func (g *Gateway) build(ctx context.Context, cfg *Config, old *siteTable) (*site
 			withRequestID,
 			accessLog(&g.log, g.metrics, sc.Host),
 			withAPIVersion,
-			withRoute,
+			withRouteFor(s.backend),
 		)}
 		if sc.Host == "*" {
 			t.wildcard = e
@@ -185,14 +187,31 @@ func (g *Gateway) backend(ctx context.Context, cfg *Config, sc Site) (http.Handl
 		}
 		return r, nil
 	case "cache":
+		ups := make(map[string]cache.Upstream, len(sc.Cache.Upstreams))
+		for name, u := range sc.Cache.Upstreams {
+			cu := cache.Upstream{URL: u}
+			if cr, ok := sc.Cache.Credentials[name]; ok {
+				cr.PasswordFile = cfg.Path(cr.PasswordFile)
+				secret, err := cr.Secret()
+				if err != nil {
+					return nil, fmt.Errorf("cache credentials for %s: %w", name, err)
+				}
+				cu.Username, cu.Password = cr.Username, secret
+			}
+			ups[name] = cu
+		}
 		c, err := cache.New(ctx, cache.Options{
-			Upstream: sc.Cache.Upstream,
-			TTL:      sc.Cache.TTL.Std(),
-			Username: sc.Cache.Username,
-			Password: sc.Cache.Password,
-			Root:     cfg.DataPath(sc.Cache.Root),
-			MaxAge:   sc.Cache.MaxAge.Std(),
-			Logger:   g.log.With().Str("site", sc.Host).Logger(),
+			Upstreams: ups,
+			MaxSize:   int64(sc.Cache.MaxSize),
+			Metrics:   g.cacheMetrics,
+			Site:      sc.Host,
+			Upstream:  sc.Cache.Upstream,
+			TTL:       sc.Cache.TTL.Std(),
+			Username:  sc.Cache.Username,
+			Password:  sc.Cache.Password,
+			Root:      cfg.DataPath(sc.Cache.Root),
+			MaxAge:    sc.Cache.MaxAge.Std(),
+			Logger:    g.log.With().Str("site", sc.Host).Logger(),
 		})
 		if err != nil {
 			return nil, fmt.Errorf("open cache: %w", err)

@@ -95,7 +95,11 @@ func (c *Cache) link(ctx context.Context, repo string, d digest.Digest) error {
 func (c *Cache) headBlob(ctx context.Context, repo string, d digest.Digest) (int64, error) {
 	ctx, cancel := c.smallCtx(ctx)
 	defer cancel()
-	resp, err := c.up.do(ctx, http.MethodHead, c.upPath(repo, "blobs", string(d)), nil, nil, c.up.repo(repo))
+	up, path, upRepo, err := c.upReq(repo, "blobs", string(d))
+	if err != nil {
+		return 0, err
+	}
+	resp, err := up.do(ctx, http.MethodHead, path, nil, nil, upRepo)
 	if err != nil {
 		return 0, err
 	}
@@ -142,6 +146,7 @@ func (c *Cache) fetchBlob(w http.ResponseWriter, req *http.Request, repo string,
 			}
 			return err
 		}
+		askedUpstream(req.Context())
 		err := c.followBlob(w, req, d, f)
 		if !errors.Is(err, errLeaderFailed) {
 			return err
@@ -163,7 +168,11 @@ func (c *Cache) downloadBlob(w http.ResponseWriter, req *http.Request, repo stri
 	// two reads of the body; there is no limit on the whole download.
 	watch := time.AfterFunc(c.upTimeout, cancel)
 	defer watch.Stop()
-	resp, err := c.up.do(ctx, http.MethodGet, c.upPath(repo, "blobs", string(d)), nil, nil, c.up.repo(repo))
+	up, path, upRepo, err := c.upReq(repo, "blobs", string(d))
+	if err != nil {
+		return err
+	}
+	resp, err := up.do(ctx, http.MethodGet, path, nil, nil, upRepo)
 	if err != nil {
 		if ctx.Err() != nil && req.Context().Err() == nil {
 			return &upstreamError{err: context.DeadlineExceeded, msg: fmt.Sprintf("upstream did not answer for blob %s within %v", d, c.upTimeout)}
@@ -215,11 +224,13 @@ func (c *Cache) spoolBlob(ctx context.Context, w http.ResponseWriter, req *http.
 	}
 	if err := u.Commit(ctx, d); err != nil {
 		if errors.Is(err, storage.ErrDigestMismatch) {
+			c.digestMismatch(repo)
 			c.log.Error().Err(err).Str("repo", repo).Str("digest", string(d)).Msg("cache: upstream sent a blob that does not match its digest; not stored")
 			return &upstreamError{status: http.StatusBadGateway, msg: fmt.Sprintf("upstream sent content for blob %s that does not match the digest; nothing was stored", d)}
 		}
 		return fmt.Errorf("store blob %s: %w", d, err)
 	}
+	c.budget.added(n)
 	if err := c.link(ctx, repo, d); err != nil {
 		return err
 	}
@@ -277,11 +288,13 @@ func (c *Cache) streamBlob(ctx context.Context, w http.ResponseWriter, req *http
 	}
 	if err := u.Commit(ctx, d); err != nil {
 		if errors.Is(err, storage.ErrDigestMismatch) {
+			c.digestMismatch(repo)
 			c.log.Error().Err(err).Str("repo", repo).Str("digest", string(d)).Msg("cache: upstream sent a blob that does not match its digest; not stored")
 			panic(http.ErrAbortHandler)
 		}
 		return abort("cache: storing blob failed", err)
 	}
+	c.budget.added(n)
 	if err := c.link(ctx, repo, d); err != nil {
 		c.log.Warn().Err(err).Str("repo", repo).Str("digest", string(d)).Msg("cache: link blob")
 	}

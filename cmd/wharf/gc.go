@@ -8,6 +8,7 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
 	"time"
 
@@ -60,6 +61,8 @@ func cmdGC(args []string, stdout, stderr io.Writer) int {
 	// max_age among them (none if one of them has none).
 	regRoots := map[string]string{}
 	cacheAge := map[string]time.Duration{}
+	cacheSize := map[string]int64{} // smallest max_size of a shared root
+
 	for _, s := range cfg.Sites {
 		switch {
 		case s.Backend == "registry" && s.Registry != nil:
@@ -69,6 +72,9 @@ func cmdGC(args []string, stdout, stderr io.Writer) int {
 			age, seen := cacheAge[root]
 			if a := s.Cache.MaxAge.Std(); !seen || age > 0 && (a == 0 || a > age) {
 				cacheAge[root] = a
+			}
+			if m := int64(s.Cache.MaxSize); m > 0 && (cacheSize[root] == 0 || m < cacheSize[root]) {
+				cacheSize[root] = m
 			}
 		}
 	}
@@ -96,13 +102,13 @@ func cmdGC(args []string, stdout, stderr io.Writer) int {
 				continue
 			}
 			seen[root] = true
-			maxAge := cacheAge[root]
-			if maxAge == 0 {
-				fmt.Fprintf(stdout, "site %s (%s): cache without max_age; nothing evicted\n", s.Host, root)
+			maxAge, maxSize := cacheAge[root], cacheSize[root]
+			if maxAge == 0 && maxSize == 0 {
+				fmt.Fprintf(stdout, "site %s (%s): cache without max_age or max_size; nothing evicted\n", s.Host, root)
 				continue
 			}
 			sites++
-			if code := evictCacheSite(ctx, s.Host, root, verb, cache.EvictOptions{MaxAge: maxAge, DryRun: dryRun}, stdout, stderr); code != 0 {
+			if code := evictCacheSite(ctx, s.Host, root, verb, cache.EvictOptions{MaxAge: maxAge, MaxSize: maxSize, DryRun: dryRun}, stdout, stderr); code != 0 {
 				return code
 			}
 		}
@@ -170,8 +176,15 @@ func evictCacheSite(ctx context.Context, host, root, verb string, o cache.EvictO
 	if res.Unreadable > 0 {
 		fmt.Fprintf(stderr, "wharf gc: site %s (%s): warning: %d cached manifests do not parse; the blobs they name were judged by their own last use\n", host, root, res.Unreadable)
 	}
-	fmt.Fprintf(stdout, "site %s (%s): %s %d tags, %d manifests, %d blobs (%s), %d repository links not used for %s; %d blobs (%s) kept\n",
-		host, root, verb, res.Tags, res.Manifests, res.Blobs, humanBytes(res.Bytes), res.Links, o.MaxAge, res.KeptBlobs, humanBytes(res.KeptBytes))
+	var why []string
+	if o.MaxAge > 0 {
+		why = append(why, "not used for "+o.MaxAge.String())
+	}
+	if o.MaxSize > 0 {
+		why = append(why, fmt.Sprintf("over max_size %s (%s stored)", cache.Size(o.MaxSize), humanBytes(res.Total)))
+	}
+	fmt.Fprintf(stdout, "site %s (%s): %s %d tags, %d manifests, %d blobs (%s), %d repository links %s; %d blobs (%s) kept\n",
+		host, root, verb, res.Tags, res.Manifests, res.Blobs, humanBytes(res.Bytes), res.Links, strings.Join(why, " or "), res.KeptBlobs, humanBytes(res.KeptBytes))
 	return 0
 }
 
