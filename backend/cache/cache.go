@@ -313,8 +313,8 @@ func (c *Cache) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 		}
 	}
 	content := rt.Kind == backend.KindManifest || rt.Kind == backend.KindBlob
-	if content && backend.IsDigestShaped(rt.Reference) {
-		c.budget.pin(digest.Digest(rt.Reference))
+	if rt.Kind == backend.KindBlob {
+		defer c.budget.read(digest.Digest(rt.Reference))()
 	}
 	cw := &countingWriter{ResponseWriter: w}
 	o := &outcome{}
@@ -325,8 +325,8 @@ func (c *Cache) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 		if !content || cw.status == 0 || cw.status >= 400 {
 			return
 		}
-		if d := w.Header().Get("Docker-Content-Digest"); d != "" {
-			c.budget.pin(digest.Digest(d))
+		if d := w.Header().Get("Docker-Content-Digest"); d != "" && rt.Kind == backend.KindManifest {
+			c.budget.pinManifest(req.Context(), digest.Digest(d))
 		}
 		result := "hit"
 		switch {

@@ -157,6 +157,17 @@ func Evict(ctx context.Context, st storage.Store, o EvictOptions) (*EvictResult,
 		return nil, fmt.Errorf("evict: %w", err)
 	}
 	if o.MaxSize > 0 && e.res.Total > o.MaxSize {
+		// what in-use manifests name counts as in use for the cutoff
+		used := map[digest.Digest]bool{}
+		for _, b := range cands {
+			if b.Size <= backend.MaxManifestSize && o.InUse(b.Digest) {
+				for _, x := range manifestBlobs(ctx, st, b.Digest) {
+					used[x] = true
+				}
+			}
+		}
+		inUse := o.InUse
+		o.InUse = func(d digest.Digest) bool { return used[d] || inUse(d) }
 		if c := sizeCutoff(cands, o); c.After(e.cutoff) {
 			e.cutoff = c
 		}
@@ -256,10 +267,6 @@ func (e *evictor) scan(ctx context.Context, name string) (*evictRepo, error) {
 		if err != nil {
 			return nil, err
 		}
-		if e.old(t) {
-			r.oldTags = append(r.oldTags, stamped{key: key, tag: tag, mtime: t})
-			continue
-		}
 		raw, err := e.st.GetRecord(ctx, name, key)
 		if errors.Is(err, storage.ErrNotFound) {
 			continue
@@ -268,7 +275,12 @@ func (e *evictor) scan(ctx context.Context, name string) (*evictRepo, error) {
 			return nil, err
 		}
 		var rec tagRecord
-		if json.Unmarshal(raw, &rec) == nil && rec.Digest.Validate() == nil {
+		valid := json.Unmarshal(raw, &rec) == nil && rec.Digest.Validate() == nil
+		if e.old(t) && !(valid && e.o.InUse(rec.Digest)) {
+			r.oldTags = append(r.oldTags, stamped{key: key, tag: tag, mtime: t})
+			continue
+		}
+		if valid {
 			named[rec.Digest] = true
 		}
 	}
