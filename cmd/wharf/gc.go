@@ -181,7 +181,7 @@ func evictCacheSite(ctx context.Context, host, root, verb string, o cache.EvictO
 		why = append(why, "not used for "+o.MaxAge.String())
 	}
 	if o.MaxSize > 0 {
-		why = append(why, fmt.Sprintf("over max_size %s (%s stored)", cache.Size(o.MaxSize), humanBytes(res.Total)))
+		why = append(why, fmt.Sprintf("to keep within max_size %s (%s stored)", cache.Size(o.MaxSize), humanBytes(res.Total)))
 	}
 	fmt.Fprintf(stdout, "site %s (%s): %s %d tags, %d manifests, %d blobs (%s), %d repository links %s; %d blobs (%s) kept\n",
 		host, root, verb, res.Tags, res.Manifests, res.Blobs, humanBytes(res.Bytes), res.Links, strings.Join(why, " or "), res.KeptBlobs, humanBytes(res.KeptBytes))
