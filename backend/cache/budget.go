@@ -37,9 +37,12 @@ const (
 	lowWater = 0.9
 	// pinFor is how long a served manifest stays pinned at most.
 	pinFor = 10 * time.Minute
-	// budgetEvery re-checks the budget even without new blobs (pins
-	// expire, files are removed behind wharf's back).
+	// budgetEvery re-counts the stored blobs and re-checks the budget
+	// even without new blobs (pins expire, `wharf gc` or an operator
+	// removes files behind the serving process's back); sizeEvery is the
+	// recount of a site without max_size, for the size gauge only.
 	budgetEvery = 10 * time.Minute
+	sizeEvery   = time.Hour
 )
 
 type budget struct {
@@ -82,7 +85,11 @@ func (b *budget) loop(ctx context.Context) {
 	defer close(b.done)
 	b.count(ctx)
 	b.check(ctx)
-	t := time.NewTicker(budgetEvery)
+	every := sizeEvery
+	if b.max > 0 {
+		every = budgetEvery
+	}
+	t := time.NewTicker(every)
 	defer t.Stop()
 	for {
 		select {
