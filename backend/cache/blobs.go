@@ -285,7 +285,14 @@ func (c *Cache) streamBlob(ctx context.Context, w http.ResponseWriter, req *http
 // it, and finishes the flight either way.
 func (c *Cache) fillBlob(ctx context.Context, u storage.Upload, repo string, d digest.Digest, body io.Reader, watch *time.Timer, size int64, f *blobFlight) {
 	defer u.Close()
-	src := &idleReader{r: body, t: watch, d: c.idle, progress: f.progress, every: progressEvery}
+	src := &idleReader{r: body, t: watch, d: c.idle}
+	if pu, ok := u.(interface{ SetProgress(func(int64)) }); ok {
+		// wake the readers exactly when the store wrote a chunk
+		pu.SetProgress(func(int64) { f.progress() })
+	} else {
+		// a store without the hook: once per MiB received
+		src.progress, src.every = f.progress, progressEvery
+	}
 	n, err := u.Append(ctx, src)
 	fail := func(msg string, err error) {
 		_ = u.Cancel(context.WithoutCancel(ctx))
@@ -329,9 +336,9 @@ func (c *Cache) fillBlob(ctx context.Context, u storage.Upload, repo string, d d
 	f.finish(true, nil)
 }
 
-// progressEvery: followers are woken once per this many bytes received
-// (the store writes 1 MiB at a time; waking them for every socket read
-// only costs them a stat that finds nothing new).
+// progressEvery: with a store that cannot say when it wrote, followers
+// are woken once per this many bytes received (waking them for every
+// socket read only costs them a stat that finds nothing new).
 const progressEvery = 1 << 20
 
 // idleReader resets the watchdog around every read (and the client write

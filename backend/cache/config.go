@@ -4,18 +4,128 @@ import (
 	"errors"
 	"fmt"
 	"math"
-	"os"
+	"path/filepath"
 	"sort"
 	"strconv"
 	"strings"
 
 	"github.com/wharf-dev/wharf/backend"
+	"github.com/wharf-dev/wharf/internal/conf"
 )
 
-// The configuration types the cache owns in [site.cache] beyond the plain
-// keys: sizes (max_size), the upstream table (upstreams) and per-upstream
-// credentials (credentials). The gateway decodes them from TOML and calls
-// the Validate functions here, so `wharf check` and `wharf serve` agree.
+// Config is the [site.cache] table of a gateway.toml site with
+// backend = "cache". It is the only place this section's keys, defaults
+// and rules live; New takes what it describes as valid.
+type Config struct {
+	// Upstream is the mirrored registry's base URL, scheme://host[:port].
+	Upstream string `toml:"upstream"`
+	// TTL is how long a tag->digest answer is trusted; default DefaultTTL.
+	TTL conf.Duration `toml:"ttl"`
+	// Username and Password are the upstream credentials; empty means
+	// anonymous. Password may be "${ENV_NAME}"; PasswordFile names a file
+	// holding it instead (relative to the config file's folder).
+	Username     string      `toml:"username"`
+	Password     conf.Secret `toml:"password"`
+	PasswordFile string      `toml:"password_file"`
+	// Root is the storage root, relative to data_dir unless absolute;
+	// default "cache/<host>".
+	Root string `toml:"root"`
+	// MaxAge: `wharf gc` evicts cached tags, manifests and blobs not used
+	// for this long. Zero (the default) never evicts anything.
+	MaxAge conf.Duration `toml:"max_age"`
+	// MaxSize is the disk budget for cached content ("200GiB"), held by
+	// the serving process; 0 (the default) = none.
+	MaxSize Size `toml:"max_size"`
+	// Upstreams maps registry names ("docker.io", "ghcr.io") to further
+	// upstreams on the same host, chosen by containerd's ?ns=<name> or a
+	// "<name>/" prefix of the repository; with it, Upstream may be empty.
+	Upstreams map[string]string `toml:"upstreams"`
+	// Credentials logs in to entries of Upstreams, by the same names.
+	Credentials map[string]Credential `toml:"credentials"`
+}
+
+// SetDefaults fills in what the user left out for the site named host.
+func (c *Config) SetDefaults(host string) {
+	if c.TTL == 0 {
+		c.TTL = conf.Duration(DefaultTTL)
+	}
+	if c.Root == "" {
+		c.Root = filepath.Join("cache", host)
+	}
+}
+
+// UpstreamPassword is the upstream password: password, or the content
+// of password_file.
+func (c *Config) UpstreamPassword(env conf.Env) (string, error) {
+	if c.PasswordFile != "" {
+		return conf.ReadSecretFile(env, c.PasswordFile)
+	}
+	return c.Password.Reveal(), nil
+}
+
+// Validate reports every problem of the section (keys relative to it).
+func (c *Config) Validate(env conf.Env) conf.Problems {
+	var ps conf.Problems
+	if c.Upstream == "" && len(c.Upstreams) == 0 {
+		ps.Add("upstream", "backend = \"cache\" needs [site.cache] upstream (or [site.cache.upstreams])")
+	} else if c.Upstream != "" {
+		if _, err := parseUpstream(c.Upstream); err != nil {
+			ps.Add("upstream", "%v", err)
+		}
+	}
+	probs := ValidateUpstreams(c.Upstream, c.Upstreams, c.Credentials)
+	delete(probs, "upstream") // reported above
+	for _, k := range sortedKeys(probs) {
+		ps.Add(k, "%v", probs[k])
+	}
+	for _, name := range sortedKeys(c.Credentials) {
+		if cr := c.Credentials[name]; cr.PasswordFile != "" && probs["credentials."+name] == nil {
+			if _, err := cr.Secret(env); err != nil {
+				ps.Add("credentials."+name+".password_file", "%v", err)
+			}
+		}
+	}
+	switch {
+	case c.Password != "" && c.PasswordFile != "":
+		ps.Add("password_file", "password and password_file both set: keep one")
+	case c.PasswordFile != "":
+		if _, err := c.UpstreamPassword(env); err != nil {
+			ps.Add("password_file", "%v", err)
+		} else if c.Username == "" {
+			ps.Add("password_file", "password_file without username: set both, or neither for anonymous pulls")
+		}
+	case c.Password != "" && c.Username == "":
+		ps.Add("password", "password without username: set both, or neither for anonymous pulls")
+	}
+	if c.TTL < 0 {
+		ps.Add("ttl", "negative ttl %v", c.TTL.Std())
+	}
+	if c.MaxSize < 0 {
+		ps.Add("max_size", "negative max_size")
+	}
+	if c.MaxAge < 0 {
+		ps.Add("max_age", "negative max_age %v: want a duration such as \"720h\", or 0 to never evict", c.MaxAge.Std())
+	}
+	return ps
+}
+
+// UpstreamTable is Upstreams with their credentials resolved (password
+// files read through env), as New takes it.
+func (c *Config) UpstreamTable(env conf.Env) (map[string]Upstream, error) {
+	out := make(map[string]Upstream, len(c.Upstreams))
+	for name, u := range c.Upstreams {
+		cu := Upstream{URL: u}
+		if cr, ok := c.Credentials[name]; ok {
+			pw, err := cr.Secret(env)
+			if err != nil {
+				return nil, fmt.Errorf("credentials.%s: %w", name, err)
+			}
+			cu.Username, cu.Password = cr.Username, pw
+		}
+		out[name] = cu
+	}
+	return out, nil
+}
 
 // Size is a number of bytes written with a unit: "200GiB", "500MB", "1.5TiB",
 // "4096" (bytes). Binary units are KiB, MiB, GiB, TiB; decimal ones KB, MB,
@@ -103,25 +213,18 @@ func (s Size) String() string {
 // newline dropped) keeps the secret out of gateway.toml; give one of
 // Password and PasswordFile.
 type Credential struct {
-	Username     string `toml:"username"`
-	Password     string `toml:"password"`
-	PasswordFile string `toml:"password_file"`
+	Username     string      `toml:"username"`
+	Password     conf.Secret `toml:"password"`
+	PasswordFile string      `toml:"password_file"`
 }
 
-// Secret returns the password, reading PasswordFile when set.
-func (c Credential) Secret() (string, error) {
+// Secret returns the password, reading PasswordFile (relative to the
+// config file's folder) when set.
+func (c Credential) Secret(env conf.Env) (string, error) {
 	if c.PasswordFile == "" {
-		return c.Password, nil
+		return c.Password.Reveal(), nil
 	}
-	b, err := os.ReadFile(c.PasswordFile)
-	if err != nil {
-		return "", fmt.Errorf("password_file: %w", err)
-	}
-	p := strings.TrimRight(string(b), "\r\n")
-	if p == "" {
-		return "", fmt.Errorf("password_file %s is empty", c.PasswordFile)
-	}
-	return p, nil
+	return conf.ReadSecretFile(env, c.PasswordFile)
 }
 
 // Validate checks one credential entry.

@@ -17,6 +17,7 @@ import (
 	dto "github.com/prometheus/client_model/go"
 
 	"github.com/wharf-dev/wharf/backend"
+	"github.com/wharf-dev/wharf/internal/conf"
 )
 
 // One mirror host, two upstreams with the same repository name: ns
@@ -260,7 +261,7 @@ func TestValidateUpstreams(t *testing.T) {
 			}
 		})
 	}
-	s, err := Credential{Username: "me", PasswordFile: pw}.Secret()
+	s, err := Credential{Username: "me", PasswordFile: pw}.Secret(conf.Env{})
 	if err != nil || s != "s3cret" {
 		t.Fatalf("Secret = %q, %v", s, err)
 	}
