@@ -104,7 +104,11 @@ func TestConfigReference(t *testing.T) {
 		code[f.key] = true
 		typ, ok := doc[f.key]
 		if !ok {
-			t.Errorf("key %q is not in docs/config.md (add a row: | `%s` | %s | default | meaning |)", f.key, f.key, docType(f.typ))
+			typ := docType(f.typ)
+			if typ == "" {
+				typ = "TYPE"
+			}
+			t.Errorf("key %q is not in docs/config.md (add a row: | `%s` | %s | default | meaning |)", f.key, f.key, typ)
 			continue
 		}
 		if want := docType(f.typ); !strings.HasPrefix(typ, want) {
