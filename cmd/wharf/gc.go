@@ -60,19 +60,7 @@ func cmdGC(args []string, stdout, stderr io.Writer) int {
 	// also a registry root; a root shared by cache sites is evicted with
 	// the longest max_age among them (none if one of them has none).
 	plans := cfg.Plan()
-	cacheAge := map[string]time.Duration{}
-	cacheSize := map[string]int64{} // smallest max_size of a shared root
-	for _, p := range plans {
-		if p.Site.Backend == gateway.KindCache {
-			age, seen := cacheAge[p.Root]
-			if a := p.Site.Cache.MaxAge.Std(); !seen || age > 0 && (a == 0 || a > age) {
-				cacheAge[p.Root] = a
-			}
-			if m := int64(p.Site.Cache.MaxSize); m > 0 && (cacheSize[p.Root] == 0 || m < cacheSize[p.Root]) {
-				cacheSize[p.Root] = m
-			}
-		}
-	}
+	cacheAge, cacheSize := cacheLimits(plans)
 	seen := map[string]bool{}
 	sites := 0
 	for i := range plans {
@@ -104,6 +92,27 @@ func cmdGC(args []string, stdout, stderr io.Writer) int {
 		return 1
 	}
 	return 0
+}
+
+// cacheLimits is the eviction limit of each cache root: the longest
+// max_age of the sites sharing it (none if one of them has none) and the
+// smallest max_size.
+func cacheLimits(plans []gateway.SitePlan) (map[string]time.Duration, map[string]int64) {
+	cacheAge := map[string]time.Duration{}
+	cacheSize := map[string]int64{}
+	for _, p := range plans {
+		if p.Site.Backend != gateway.KindCache {
+			continue
+		}
+		age, seen := cacheAge[p.Root]
+		if a := p.Site.Cache.MaxAge.Std(); !seen || age > 0 && (a == 0 || a > age) {
+			cacheAge[p.Root] = a
+		}
+		if m := int64(p.Site.Cache.MaxSize); m > 0 && (cacheSize[p.Root] == 0 || m < cacheSize[p.Root]) {
+			cacheSize[p.Root] = m
+		}
+	}
+	return cacheAge, cacheSize
 }
 
 // gcRegistrySite collects one registry root and prints what went.
