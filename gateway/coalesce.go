@@ -95,20 +95,6 @@ func (c *coalesceConn) Write(p []byte) (int, error) {
 	return len(p), nil
 }
 
-// WriteThrough sends what is pending, then p, without gathering p: for
-// writers above that batch records themselves (tlsout.Conn).
-func (c *coalesceConn) WriteThrough(p []byte) (int, error) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if c.err != nil {
-		return 0, c.err
-	}
-	if err := c.flushLocked(); err != nil {
-		return 0, err
-	}
-	return c.Conn.Write(p)
-}
-
 // flushLocked writes the pending records; c.mu is held.
 func (c *coalesceConn) flushLocked() error {
 	if c.buf == nil {

@@ -100,7 +100,7 @@ func accessLog(log *zerolog.Logger, m *metrics, siteName string) Middleware {
 	return func(next http.Handler) http.Handler {
 		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			start := time.Now()
-			rec := &recorder{ResponseWriter: w, tls: r.TLS != nil && !sealedConn(r.Context())}
+			rec := &recorder{ResponseWriter: w, tls: r.TLS != nil}
 			var in *countingBody
 			if r.Body != nil && r.Body != http.NoBody {
 				in = &countingBody{ReadCloser: r.Body}
