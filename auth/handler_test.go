@@ -208,7 +208,7 @@ func errCode(t *testing.T, resp *http.Response) string {
 
 func TestHandler(t *testing.T) {
 	f := newFixture(t, Site{}, Config{})
-	other := &signer{key: []byte("another key, another wharf......"), issuer: "wharf"}
+	other := newSigner("wharf", []byte("another key, another wharf......"))
 	foreign, _ := other.sign(&Claims{Issuer: "wharf", Subject: "alice", Audience: testHost, Expiry: time.Now().Add(time.Hour).Unix(),
 		Access: []Access{{"repository", "team-a/app", []string{"pull"}}}})
 	otherHost, _ := f.s.sig.sign(&Claims{Issuer: "wharf", Subject: "alice", Audience: "mirror.test", Expiry: time.Now().Add(time.Hour).Unix(),
