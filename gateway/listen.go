@@ -122,7 +122,7 @@ func (g *Gateway) Serve(ctx context.Context, httpLn, httpsLn, adminLn net.Listen
 	lc := cfg.Listen
 	newServer := func(h http.Handler) *http.Server {
 		return &http.Server{
-			Handler:           withProgress(lc.ProgressTimeout.Std(), h),
+			Handler:           withLinger(withProgress(lc.ProgressTimeout.Std(), h)),
 			ReadHeaderTimeout: lc.ReadHeaderTimeout.Std(),
 			IdleTimeout:       lc.IdleTimeout.Std(),
 			MaxHeaderBytes:    lc.MaxHeaderBytes,
