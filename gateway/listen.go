@@ -2,7 +2,6 @@ package gateway
 
 import (
 	"context"
-	"crypto/tls"
 	"errors"
 	"fmt"
 	"log"
@@ -16,6 +15,7 @@ import (
 
 	"github.com/wharf-dev/wharf/acme"
 	"github.com/wharf-dev/wharf/backend"
+	"github.com/wharf-dev/wharf/internal/transport"
 )
 
 // HTTP/2 flow control: Go's server defaults (1 MiB per connection and per
@@ -120,9 +120,11 @@ func (g *Gateway) Serve(ctx context.Context, httpLn, httpsLn, adminLn net.Listen
 
 	errorLog := log.New(debugWriter{&g.log}, "", 0)
 	lc := cfg.Listen
+	// What every connection goes through: internal/transport.
+	tc := transport.Config{ProgressTimeout: lc.ProgressTimeout.Std(), MaxConns: lc.MaxConns}
 	newServer := func(h http.Handler) *http.Server {
 		return &http.Server{
-			Handler:           withLinger(withProgress(lc.ProgressTimeout.Std(), h)),
+			Handler:           transport.Handler(tc, h),
 			ReadHeaderTimeout: lc.ReadHeaderTimeout.Std(),
 			IdleTimeout:       lc.IdleTimeout.Std(),
 			MaxHeaderBytes:    lc.MaxHeaderBytes,
@@ -146,7 +148,7 @@ func (g *Gateway) Serve(ctx context.Context, httpLn, httpsLn, adminLn net.Listen
 			h = g.certs.HTTPChallengeHandler(h)
 		}
 		srv := newServer(h)
-		serve("http", srv, progressListener(httpLn, lc.ProgressTimeout.Std(), lc.MaxConns))
+		serve("http", srv, transport.Listener(httpLn, tc, nil))
 		g.log.Info().Str("addr", httpLn.Addr().String()).Strs("hosts", cfg.SortedHosts()).Msg("serving http")
 	}
 	if httpsLn != nil {
@@ -164,8 +166,7 @@ func (g *Gateway) Serve(ctx context.Context, httpLn, httpsLn, adminLn net.Listen
 		// "h2" connections to HTTP/2. A config of its own: net/http edits
 		// srv.TLSConfig when serving starts, while handshakes may already
 		// be running.
-		raw := coalesceListener{progressListener(httpsLn, lc.ProgressTimeout.Std(), lc.MaxConns)}
-		tlsLn := tls.NewListener(raw, g.certs.TLSConfig())
+		tlsLn := transport.Listener(httpsLn, tc, g.certs.TLSConfig())
 		serve("https", srv, tlsLn)
 		g.log.Info().Str("addr", httpsLn.Addr().String()).Msg("serving https")
 		g.certs.Start()

@@ -1,4 +1,4 @@
-package gateway
+package transport
 
 import (
 	"io"
@@ -73,7 +73,9 @@ func withLinger(next http.Handler) http.Handler {
 
 // drain reads and discards up to lingerMax bytes of body.
 func drain(rc *http.ResponseController, body io.Reader) {
-	buf := make([]byte, 32<<10)
+	bp := GetBuffer()
+	defer PutBuffer(bp)
+	buf := *bp
 	end := time.Now().Add(lingerTime)
 	var total int64
 	for total < lingerMax {
