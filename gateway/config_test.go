@@ -20,7 +20,7 @@ func TestParseConfigErrors(t *testing.T) {
 		{"bad backend", "[listen]\nhttp = \":80\"\n[[site]]\nhost = \"a.example\"\nbackend = \"nginx\"\ntls = \"off\"\n", "gw.toml:5: invalid backend \"nginx\""},
 		{"no sites", "data_dir = \"/d\"\n", "no [[site]]"},
 		{"duplicate host", "[listen]\nhttp = \":80\"\n[[site]]\nhost = \"a.example\"\nbackend = \"registry\"\ntls = \"off\"\n[[site]]\nhost = \"A.example\"\nbackend = \"registry\"\ntls = \"off\"\n", "gw.toml:8: host \"a.example\" is already served by the site on line 4"},
-		{"acme on IP", "[listen]\nhttp = \":80\"\nhttps = \":443\"\n[[site]]\nhost = \"127.0.0.1\"\nbackend = \"registry\"\n", "needs a public DNS name"},
+		{"acme on IP", "[listen]\nhttp = \":80\"\nhttps = \":443\"\n[[site]]\nhost = \"127.0.0.1\"\nbackend = \"registry\"\n", "an IP address cannot get an ACME certificate"},
 		{"manual without cert", "[listen]\nhttps = \":443\"\n[[site]]\nhost = \"a.example\"\nbackend = \"registry\"\ntls = \"manual\"\n", "needs cert and key"},
 		{"proxy without upstream", "[listen]\nhttp = \":80\"\n[[site]]\nhost = \"a.example\"\nbackend = \"proxy\"\ntls = \"off\"\n", "needs [site.proxy] upstream"},
 		{"bad upstream", "[listen]\nhttp = \":80\"\n[[site]]\nhost = \"a.example\"\nbackend = \"proxy\"\ntls = \"off\"\n[site.proxy]\nupstream = \"ftp://x\"\n", "gw.toml:8: invalid upstream"},
