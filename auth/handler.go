@@ -291,6 +291,10 @@ func ParseBasic(v string) (user string, pw []byte, err error) {
 func (s *Service) checkBasic(w http.ResponseWriter, r *http.Request, v string, unauthorized func(msg string)) (string, bool) {
 	user, pw, err := ParseBasic(v)
 	if err != nil {
+		if res, blocked := s.addrBlocked(r.RemoteAddr); blocked {
+			tooMany(w, r, res) // a blocked address gets 429 whatever it sends
+			return "", false
+		}
 		unauthorized(err.Error())
 		return "", false
 	}

@@ -29,17 +29,19 @@ type LoginResult struct {
 // logged with the address; the user name is logged only when it is a
 // known user, since people paste passwords into the user field.
 func (s *Service) Login(ctx context.Context, addr, user string, password []byte) LoginResult {
+	a := AddrKey(addr)
+	if wait := s.thr.blocked(a, ""); wait > 0 {
+		// a blocked address gets 429 whatever it sends
+		return s.throttledResult(a, "", wait)
+	}
 	if user == "" {
 		return LoginResult{Message: "empty user name"}
 	}
 	if len(user) > MaxUserLen {
 		return LoginResult{Message: "user name too long"}
 	}
-	a := AddrKey(addr)
 	if wait := s.thr.blocked(a, user); wait > 0 {
-		s.throttled.Add(1)
-		s.logUser(s.log.Warn().Str("addr", a), user).Dur("retry_after", wait).Msg("login throttled")
-		return LoginResult{RetryAfter: wait, Message: fmt.Sprintf("too many failed logins; retry in %d seconds", retrySeconds(wait))}
+		return s.throttledResult(a, user, wait)
 	}
 	if !s.v.verify(user, password) {
 		s.failures.Add(1)
@@ -55,9 +57,29 @@ func (s *Service) Login(ctx context.Context, addr, user string, password []byte)
 	return LoginResult{OK: true}
 }
 
+// throttledResult counts, logs and returns a refusal by the throttle.
+func (s *Service) throttledResult(a, user string, wait time.Duration) LoginResult {
+	s.throttled.Add(1)
+	s.logUser(s.log.Warn().Str("addr", a), user).Dur("retry_after", wait).Msg("login throttled")
+	return LoginResult{RetryAfter: wait, Message: fmt.Sprintf("too many failed logins; retry in %d seconds", retrySeconds(wait))}
+}
+
+// addrBlocked is how long the client at addr must still wait, or 0; for
+// credentials that cannot even be parsed.
+func (s *Service) addrBlocked(addr string) (LoginResult, bool) {
+	a := AddrKey(addr)
+	if wait := s.thr.blocked(a, ""); wait > 0 {
+		return s.throttledResult(a, "", wait), true
+	}
+	return LoginResult{}, false
+}
+
 // logUser adds the user name to a log line if it names a user; for
 // anything else it says only that the name was unknown.
 func (s *Service) logUser(ev *zerolog.Event, user string) *zerolog.Event {
+	if user == "" {
+		return ev
+	}
 	if s.v.hasUser(user) {
 		return ev.Str("user", user)
 	}
