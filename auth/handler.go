@@ -341,6 +341,9 @@ func ParseBasic(v string) (user string, pw []byte, err error) {
 func (s *Service) checkBasic(r *http.Request, v string) (string, *backend.Error) {
 	user, pw, err := ParseBasic(v)
 	if err != nil {
+		if res, blocked := s.addrBlocked(r.RemoteAddr); blocked {
+			return "", tooMany(res) // a blocked address gets 429 whatever it sends
+		}
 		return "", unauthorized(err.Error())
 	}
 	return s.checkPassword(r, user, pw)
@@ -352,38 +355,20 @@ func unauthorized(msg string) *backend.Error {
 }
 
 func (s *Service) checkPassword(r *http.Request, user string, pw []byte) (string, *backend.Error) {
-	if len(user) > MaxUserLen {
-		return "", unauthorized("user name too long")
+	res := s.Login(r.Context(), r.RemoteAddr, user, pw)
+	switch {
+	case res.RetryAfter > 0:
+		return "", tooMany(res)
+	case !res.OK:
+		return "", unauthorized(res.Message)
 	}
-	if s.v.cached(user, pw) {
-		return user, nil // known good: never throttled, no bcrypt
-	}
-	addr := clientAddr(r)
-	if wait := s.thr.blocked(addr, user); wait > 0 {
-		s.throttled.Add(1)
-		s.log.Warn().Str("addr", addr).Str("user", user).Dur("retry_after", wait).Msg("login throttled")
-		return "", tooMany(wait)
-	}
-	if !s.v.verify(user, pw) {
-		s.failures.Add(1)
-		wait := s.thr.fail(addr, user)
-		ev := s.log.Warn().Str("addr", addr).Str("user", user)
-		if wait > 0 {
-			ev = ev.Dur("blocked_for", wait)
-		}
-		ev.Msg("login failed")
-		return "", unauthorized("incorrect username or password")
-	}
-	s.thr.succeed(user)
 	return user, nil
 }
 
 // tooMany is the answer to a throttled login.
-func tooMany(wait time.Duration) *backend.Error {
-	secs := max(int((wait+time.Second-1)/time.Second), 1)
-	e := backend.Errorf(http.StatusTooManyRequests, backend.CodeTooManyRequests,
-		"too many failed logins; retry in %d seconds", secs)
-	e.Header = http.Header{"Retry-After": {strconv.Itoa(secs)}}
+func tooMany(res LoginResult) *backend.Error {
+	e := backend.Errorf(http.StatusTooManyRequests, backend.CodeTooManyRequests, "%s", res.Message)
+	e.Header = http.Header{"Retry-After": {strconv.Itoa(retrySeconds(res.RetryAfter))}}
 	return e
 }
 
