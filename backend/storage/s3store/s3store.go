@@ -142,7 +142,7 @@ func (s *Store) probe(ctx context.Context) error {
 		if o.Err != nil {
 			return Explain(s.bucket, o.Err)
 		}
-		cancel()
+		return nil // one key is enough; the deferred cancel ends the listing
 	}
 	return nil
 }
