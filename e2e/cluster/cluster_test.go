@@ -150,7 +150,7 @@ func TestUploadContinuesOnAnotherInstance(t *testing.T) {
 	}
 }
 
-// TestPushThroughBalancer pushes multi-layer images with crane through
+// TestPushThroughBalancer pushes multi-layer images with crane and docker through
 // nginx (the requests of one push land on different instances) and pulls
 // each back byte-identical from every instance.
 func TestPushThroughBalancer(t *testing.T) {
@@ -163,6 +163,16 @@ func TestPushThroughBalancer(t *testing.T) {
 		crane.Must(t, "push", "--insecure", harness.WriteDockerArchive(t, img, "wharf-e2e.test/"+repo), c.lb.Addr+"/"+repo)
 		imgs[repo] = img
 	}
+	// docker through the balancer too; it recompresses layers, so
+	// contents and config are compared, as for crane.
+	docker := harness.Docker(t)
+	img := harness.RandomImage(t, harness.DockerFormat, "linux/amd64", 3, 1<<20)
+	src := "wharf-e2e.test/cluster-lb/docker:v1"
+	docker.Must(t, "load", "-i", harness.WriteDockerArchive(t, img, src))
+	dst := c.lb.Addr + "/lb/docker:v1"
+	docker.Must(t, "tag", src, dst)
+	docker.Must(t, "push", dst)
+	imgs["lb/docker:v1"] = img
 	used := c.lb.Backends(t)
 	for _, w := range c.instances {
 		if used[w.Addr()] == 0 {
