@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/minio/minio-go/v7"
 	digest "github.com/opencontainers/go-digest"
 
 	"github.com/wharf-dev/wharf/backend/storage"
@@ -427,5 +428,61 @@ func TestRetriesAndCutConnection(t *testing.T) {
 	}
 	if !bytes.Equal(got, data[:len(got)]) {
 		t.Fatal("cut read delivered wrong bytes")
+	}
+}
+
+// TestExpireAbandoned: the janitor removes upload sessions idle for longer
+// than the TTL, multipart uploads a crash abandoned, and leftovers of a
+// killed gc; younger ones stay.
+func TestExpireAbandoned(t *testing.T) {
+	gw := harness.StartVersityGW(t, bucket)
+	ctx := context.Background()
+	s := newStore(t, gw, "site.test", nil)
+	u, err := s.NewUpload(ctx, "a")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := u.Append(ctx, strings.NewReader("abc")); err != nil {
+		t.Fatal(err)
+	}
+	id := u.ID()
+	u.Close()
+	core := minio.Core{Client: s.c}
+	mpu, err := core.NewMultipartUpload(ctx, bucket, s.uploadKey(newID(), "chunk-000000"), minio.PutObjectOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	incomplete := func() int {
+		n := 0
+		for m := range s.c.ListIncompleteUploads(ctx, bucket, s.prefix, true) {
+			if m.Err != nil {
+				t.Fatal(m.Err)
+			}
+			if m.UploadID == mpu {
+				n++
+			}
+		}
+		return n
+	}
+	if incomplete() != 1 {
+		t.Fatal("multipart upload not listed")
+	}
+	// Now: nothing is old enough.
+	s.expire(ctx, time.Now())
+	u, err = s.OpenUpload(ctx, "a", id)
+	if err != nil {
+		t.Fatalf("young session expired: %v", err)
+	}
+	u.Close()
+	if incomplete() != 1 {
+		t.Fatal("young multipart upload aborted")
+	}
+	// Two TTLs later: everything is abandoned.
+	s.expire(ctx, time.Now().Add(2*s.ttl))
+	if _, err := s.OpenUpload(ctx, "a", id); !errors.Is(err, storage.ErrNotFound) {
+		t.Fatalf("idle session kept: %v", err)
+	}
+	if incomplete() != 0 {
+		t.Fatal("abandoned multipart upload kept")
 	}
 }
