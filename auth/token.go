@@ -90,19 +90,31 @@ func loadKey(path string) ([]byte, error) {
 	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
 		return nil, fmt.Errorf("token key folder: %w", err)
 	}
-	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
-	if errors.Is(err, os.ErrExist) {
-		return loadKey(path) // someone else made it meanwhile
-	}
+	// Written under a temporary name and linked into place: several
+	// instances sharing the folder ([cluster] shared_dir) may start at
+	// once; the first link wins, and nobody ever reads a half-written key.
+	f, err := os.CreateTemp(filepath.Dir(path), ".token.key-*")
 	if err != nil {
 		return nil, fmt.Errorf("create token key: %w", err)
 	}
+	tmp := f.Name()
+	defer os.Remove(tmp)
 	if _, err := f.WriteString(hex.EncodeToString(key) + "\n"); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("write token key: %w", err)
+	}
+	if err := f.Sync(); err != nil {
 		f.Close()
 		return nil, fmt.Errorf("write token key: %w", err)
 	}
 	if err := f.Close(); err != nil {
 		return nil, fmt.Errorf("write token key: %w", err)
+	}
+	if err := os.Link(tmp, path); err != nil {
+		if errors.Is(err, os.ErrExist) {
+			return loadKey(path) // another instance made it meanwhile
+		}
+		return nil, fmt.Errorf("create token key: %w", err)
 	}
 	return key, nil
 }
