@@ -23,7 +23,8 @@ type Config struct {
 	// Endpoint is the S3 server's URL (http:// or https://); default AWS.
 	Endpoint string `toml:"endpoint"`
 	// PathStyle addresses the bucket as endpoint/bucket instead of
-	// bucket.endpoint (MinIO, versitygw, Ceph RGW, Garage want it).
+	// bucket.endpoint (MinIO, versitygw, Ceph RGW, Garage want it);
+	// an endpoint given as an IP address always uses it.
 	PathStyle bool `toml:"path_style"`
 	// AccessKeyFile and SecretKeyFile hold static credentials; without
 	// them the AWS environment (AWS_ACCESS_KEY_ID, ...), the shared

@@ -18,6 +18,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"path"
 	"sort"
@@ -100,7 +101,8 @@ func New(ctx context.Context, o Options) (*Store, error) {
 		})
 	}
 	lookup := minio.BucketLookupDNS
-	if o.PathStyle {
+	if h, _, err := net.SplitHostPort(host); err == nil && net.ParseIP(h) != nil || net.ParseIP(host) != nil || o.PathStyle {
+		// An IP address cannot carry the bucket as a subdomain.
 		lookup = minio.BucketLookupPath
 	}
 	c, err := minio.New(host, &minio.Options{Creds: creds, Secure: secure, Region: o.Region, BucketLookup: lookup, Transport: o.Transport})
