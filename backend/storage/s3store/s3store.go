@@ -377,27 +377,80 @@ func (s *Store) StatBlob(ctx context.Context, d digest.Digest) (int64, error) {
 	return oi.Size, err
 }
 
-// blob is an open S3 object; reads past a cut connection fail, they never
-// return other bytes.
+// blob is an open S3 object read straight from the response body (no
+// read-ahead goroutine, no copy); a Seek to another offset reopens it
+// with a Range. Reads past a cut connection fail, they never return
+// other bytes.
 type blob struct {
-	*minio.Object
+	ctx  context.Context
+	s    *Store
+	key  string
 	size int64
+	off  int64
+	body io.ReadCloser
 }
 
 func (b *blob) Size() int64 { return b.size }
 
-// OpenBlob opens a blob for reading; seeking issues ranged GETs.
+func (b *blob) Read(p []byte) (int, error) {
+	if b.off >= b.size {
+		return 0, io.EOF
+	}
+	if b.body == nil {
+		var o minio.GetObjectOptions
+		if b.off > 0 { // SetRange(0, 0) would ask for one byte
+			if err := o.SetRange(b.off, 0); err != nil {
+				return 0, err
+			}
+		}
+		body, _, _, err := minio.Core{Client: b.s.c}.GetObject(b.ctx, b.s.bucket, b.key, o)
+		if err != nil {
+			return 0, mapErr(err)
+		}
+		b.body = body
+	}
+	n, err := b.body.Read(p)
+	b.off += int64(n)
+	if err == io.EOF && b.off < b.size {
+		err = io.ErrUnexpectedEOF
+	}
+	return n, err
+}
+
+func (b *blob) Seek(offset int64, whence int) (int64, error) {
+	switch whence {
+	case io.SeekCurrent:
+		offset += b.off
+	case io.SeekEnd:
+		offset += b.size
+	}
+	if offset < 0 {
+		return 0, errors.New("seek before the start of the blob")
+	}
+	if offset != b.off && b.body != nil {
+		b.body.Close()
+		b.body = nil
+	}
+	b.off = offset
+	return offset, nil
+}
+
+func (b *blob) Close() error {
+	if b.body != nil {
+		return b.body.Close()
+	}
+	return nil
+}
+
+// OpenBlob opens a blob: one GET whose answer gives the size and whose
+// body a full read streams.
 func (s *Store) OpenBlob(ctx context.Context, d digest.Digest) (storage.Blob, error) {
-	o, err := s.c.GetObject(ctx, s.bucket, s.blobKey(d), minio.GetObjectOptions{})
+	key := s.blobKey(d)
+	body, info, _, err := minio.Core{Client: s.c}.GetObject(ctx, s.bucket, key, minio.GetObjectOptions{})
 	if err != nil {
 		return nil, mapErr(err)
 	}
-	oi, err := o.Stat()
-	if err != nil {
-		o.Close()
-		return nil, mapErr(err)
-	}
-	return &blob{Object: o, size: oi.Size}, nil
+	return &blob{ctx: ctx, s: s, key: key, size: info.Size, body: body}, nil
 }
 
 // PutBlob stores small content after checking its digest; an existing

@@ -486,3 +486,42 @@ func TestExpireAbandoned(t *testing.T) {
 		t.Fatal("abandoned multipart upload kept")
 	}
 }
+
+// TestBlobSeek: a blob read from an offset (a Range pull) and again from
+// the start returns exactly those bytes.
+func TestBlobSeek(t *testing.T) {
+	gw := harness.StartVersityGW(t, bucket)
+	ctx := context.Background()
+	s := newStore(t, gw, "", nil)
+	data := randomBytes(t, 300<<10)
+	d := digest.FromBytes(data)
+	if err := s.PutBlob(ctx, d, data); err != nil {
+		t.Fatal(err)
+	}
+	b, err := s.OpenBlob(ctx, d)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	if b.Size() != int64(len(data)) {
+		t.Fatalf("size %d", b.Size())
+	}
+	for _, off := range []int64{100 << 10, 0, 299 << 10} {
+		if _, err := b.Seek(off, io.SeekStart); err != nil {
+			t.Fatal(err)
+		}
+		got, err := io.ReadAll(io.LimitReader(b, 1<<10))
+		if err != nil || !bytes.Equal(got, data[off:off+1<<10]) {
+			t.Fatalf("read at %d: %d bytes, %v", off, len(got), err)
+		}
+	}
+	if _, err := b.Seek(0, io.SeekStart); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := io.ReadAll(b); err != nil || !bytes.Equal(got, data) {
+		t.Fatalf("full read after seeks: %d bytes, %v", len(got), err)
+	}
+	if _, err := s.OpenBlob(ctx, digest.FromString("absent")); !errors.Is(err, storage.ErrNotFound) {
+		t.Fatalf("open of an absent blob: %v", err)
+	}
+}
