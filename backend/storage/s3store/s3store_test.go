@@ -429,6 +429,32 @@ func TestRetriesAndCutConnection(t *testing.T) {
 	if !bytes.Equal(got, data[:len(got)]) {
 		t.Fatal("cut read delivered wrong bytes")
 	}
+	// The same through WriteTo (io.Copy, as a pull serves a whole blob).
+	b, err = s.OpenBlob(ctx, d)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var buf bytes.Buffer
+	_, err = io.Copy(&buf, b)
+	b.Close()
+	if err == nil {
+		t.Fatalf("copy of a cut connection succeeded with %d bytes", buf.Len())
+	}
+	if !bytes.Equal(buf.Bytes(), data[:buf.Len()]) {
+		t.Fatal("cut copy delivered wrong bytes")
+	}
+	// Whole again without faults.
+	f.cutAfter.Store(0)
+	b, err = s.OpenBlob(ctx, d)
+	if err != nil {
+		t.Fatal(err)
+	}
+	buf.Reset()
+	_, err = io.Copy(&buf, b)
+	b.Close()
+	if err != nil || !bytes.Equal(buf.Bytes(), data) {
+		t.Fatalf("copy: %d bytes, %v", buf.Len(), err)
+	}
 }
 
 // TestExpireAbandoned: the janitor removes upload sessions idle for longer
