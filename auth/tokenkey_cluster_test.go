@@ -22,7 +22,11 @@ func TestLoadKeyConcurrently(t *testing.T) {
 			wg.Add(1)
 			go func(i int) {
 				defer wg.Done()
-				keys[i], errs[i] = loadKey(path)
+				var ks [][]byte
+				ks, errs[i] = loadKeys(path)
+				if len(ks) > 0 {
+					keys[i] = ks[0]
+				}
 			}(i)
 		}
 		wg.Wait()
