@@ -20,6 +20,8 @@ import (
 	"github.com/wharf-dev/wharf/acme"
 	"github.com/wharf-dev/wharf/auth"
 	"github.com/wharf-dev/wharf/backend/proxy"
+	"github.com/wharf-dev/wharf/backend/registry/retention"
+	"github.com/wharf-dev/wharf/cleanup"
 	"github.com/wharf-dev/wharf/policy"
 )
 
@@ -33,6 +35,10 @@ type Config struct {
 	Groups   map[string][]string `toml:"groups"`
 	Sites    []Site              `toml:"site"`
 	Policies []Policy            `toml:"policy"`
+	// [gc], [[retention]] and [[webhook]]: types, defaults and checks
+	// live in the cleanup, retention and webhook packages.
+	GC        cleanup.Config   `toml:"gc"`
+	Retention []retention.Rule `toml:"retention"`
 
 	// File is the path the config was loaded from ("" for the built-in
 	// development config); relative paths are resolved against its folder.
@@ -501,6 +507,7 @@ func (c *Config) Validate() error {
 			add(key("backend"), "invalid backend %q: want registry, cache or proxy", s.Backend)
 		}
 	}
+	probs = append(probs, c.validateCleanup()...)
 	if len(probs) > 0 {
 		return &ConfigError{probs}
 	}

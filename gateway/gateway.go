@@ -19,6 +19,7 @@ import (
 	"github.com/wharf-dev/wharf/backend/cache"
 	"github.com/wharf-dev/wharf/backend/proxy"
 	"github.com/wharf-dev/wharf/backend/registry"
+	"github.com/wharf-dev/wharf/cleanup"
 )
 
 // Gateway routes requests by Host to the backend of each configured site.
@@ -30,8 +31,9 @@ type Gateway struct {
 	mu    sync.Mutex // serialises Reload
 	cfg   *Config
 
-	metrics *metrics
-	ready   atomic.Bool // listeners are up; /readyz answers 200
+	metrics        *metrics
+	cleanupMetrics *cleanup.Metrics
+	ready          atomic.Bool // listeners are up; /readyz answers 200
 
 	certs     *acme.Manager // TLS certificates; nil without [listen] https (set under mu)
 	running   bool          // Serve has set up its listeners (under mu)
@@ -71,6 +73,7 @@ type site struct {
 // New builds every site's backend from cfg.
 func New(ctx context.Context, cfg *Config, log zerolog.Logger) (*Gateway, error) {
 	g := &Gateway{log: log, cfg: cfg, metrics: newMetrics()}
+	g.cleanupMetrics = cleanup.NewMetrics(g.metrics.reg)
 	g.life = ctx
 	g.metrics.reg.MustRegister(newAuthCollector(g))
 	svc, err := g.newAuth(cfg)

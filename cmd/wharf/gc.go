@@ -14,6 +14,7 @@ import (
 	"github.com/wharf-dev/wharf/backend/cache"
 	"github.com/wharf-dev/wharf/backend/registry/gc"
 	"github.com/wharf-dev/wharf/backend/storage/localfs"
+	"github.com/wharf-dev/wharf/cleanup"
 	"github.com/wharf-dev/wharf/gateway"
 )
 
@@ -45,6 +46,14 @@ func cmdGC(args []string, stdout, stderr io.Writer) int {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
+	if !dryRun { // one clean-up at a time per data directory ([gc] every too)
+		unlock, err := cleanup.Lock(cfg.Path(cfg.DataDir))
+		if err != nil {
+			fmt.Fprintf(stderr, "wharf gc: %v\n", err)
+			return 1
+		}
+		defer unlock()
+	}
 	if grace < time.Minute {
 		fmt.Fprintf(stderr, "wharf gc: warning: -grace %s: a push in progress (blobs uploaded, manifest not yet) may lose its blobs and fail\n", grace)
 	}
@@ -83,6 +92,9 @@ func cmdGC(args []string, stdout, stderr io.Writer) int {
 			}
 			seen[root] = true
 			sites++
+			if code := retainSite(ctx, cfg, s.Host, root, dryRun, stdout, stderr); code != 0 {
+				return code
+			}
 			if code := gcRegistrySite(ctx, s.Host, root, verb, gc.Options{DeleteUntagged: untagged, DryRun: dryRun, Grace: grace}, stdout, stderr); code != 0 {
 				return code
 			}

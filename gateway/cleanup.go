@@ -1,0 +1,186 @@
+package gateway
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/wharf-dev/wharf/backend/registry/retention"
+	"github.com/wharf-dev/wharf/backend/storage/localfs"
+	"github.com/wharf-dev/wharf/cleanup"
+)
+
+// validateCleanup checks [gc] and [[retention]] with their packages'
+// rules, plus what only the whole config knows: a rule's hosts must name
+// registry sites.
+func (c *Config) validateCleanup() []string {
+	var probs []string
+	at := func(key, msg string) {
+		probs = append(probs, fmt.Sprintf("%s:%d: %s", c.File, c.lineOf(key), msg))
+	}
+	for _, p := range c.GC.Validate() {
+		at("gc."+p.Key, "[gc] "+p.Msg)
+	}
+	for i := range c.Retention {
+		r := &c.Retention[i]
+		for _, p := range r.Validate() {
+			at(fmt.Sprintf("retention[%d].%s", i, p.Key), fmt.Sprintf("[[retention]] #%d: %s", i+1, p.Msg))
+		}
+		for _, h := range r.Hosts {
+			if !c.hasRegistrySite(h) {
+				at(fmt.Sprintf("retention[%d].hosts", i), fmt.Sprintf("[[retention]] #%d: host %q matches no site with backend = \"registry\", so this rule never applies", i+1, h))
+			}
+		}
+	}
+	return probs
+}
+
+func (c *Config) hasRegistrySite(glob string) bool {
+	for _, s := range c.Sites {
+		r := retention.Rule{Hosts: []string{glob}}
+		if s.Backend == "registry" && r.Matches(s.Host, "") {
+			return true
+		}
+	}
+	return false
+}
+
+// CleanupJob lists what the scheduled clean-up and the admin report work
+// on: each registry root once (under the first site that names it), and
+// each cache root with max_age once, with the longest max_age of the
+// cache sites sharing it (none if one of them has none). A root that is
+// both is only treated as a registry root: nothing is evicted there.
+func (c *Config) CleanupJob() cleanup.Job {
+	job := cleanup.Job{DataDir: c.Path(c.DataDir), Rules: c.Retention}
+	seen := map[string]int{}
+	registryRoot := map[string]bool{}
+	for _, s := range c.Sites {
+		if s.Backend == "registry" && s.Registry != nil {
+			registryRoot[c.DataPath(s.Registry.Root)] = true
+		}
+	}
+	for _, s := range c.Sites {
+		switch {
+		case s.Backend == "registry" && s.Registry != nil:
+			root := c.DataPath(s.Registry.Root)
+			if _, dup := seen[root]; dup {
+				continue
+			}
+			seen[root] = len(job.Sites)
+			job.Sites = append(job.Sites, cleanup.Site{Host: s.Host, Registry: true, Root: root})
+		case s.Backend == "cache" && s.Cache != nil:
+			root := c.DataPath(s.Cache.Root)
+			if registryRoot[root] {
+				continue
+			}
+			age := s.Cache.MaxAge.Std()
+			if i, dup := seen[root]; dup {
+				if prev := job.Sites[i].MaxAge; prev > 0 && (age == 0 || age > prev) {
+					job.Sites[i].MaxAge = age
+				}
+				continue
+			}
+			seen[root] = len(job.Sites)
+			job.Sites = append(job.Sites, cleanup.Site{Host: s.Host, Root: root, MaxAge: age})
+		}
+	}
+	return job
+}
+
+// startCleanup starts the [gc] every schedule, if configured; the
+// returned scheduler stops when ctx ends. The job is read from the
+// current config at each run, so reloaded rules apply at the next one
+// (a changed interval needs a restart).
+func (g *Gateway) startCleanup(ctx context.Context, cfg *Config) *cleanup.Scheduler {
+	if cfg.GC.Every == 0 {
+		return nil
+	}
+	return cleanup.Start(ctx, cleanup.SchedulerOptions{
+		Config: cfg.GC,
+		Job: func() cleanup.Job {
+			g.mu.Lock()
+			defer g.mu.Unlock()
+			return g.cfg.CleanupJob()
+		},
+		Log:     g.log.With().Str("component", "gc").Logger(),
+		Metrics: g.cleanupMetrics,
+	})
+}
+
+// siteReport is one registry site's part of GET /gc/report.
+type siteReport struct {
+	Host   string            `json:"host"`
+	Root   string            `json:"root"`
+	Items  []retention.Item  `json:"items"`
+	Result *retention.Result `json:"result,omitempty"`
+	Error  string            `json:"error,omitempty"`
+}
+
+// gcReport answers GET /gc/report on the admin listener: a dry run of
+// the [[retention]] rules over every registry site, computed now. JSON by
+// default; ?format=text gives the lines `wharf gc -dry-run` prints.
+func (g *Gateway) gcReport(w http.ResponseWriter, r *http.Request) {
+	g.mu.Lock()
+	cfg := g.cfg
+	g.mu.Unlock()
+	text := r.URL.Query().Get("format") == "text"
+	var out struct {
+		Generated time.Time    `json:"generated"`
+		Rules     int          `json:"rules"`
+		Sites     []siteReport `json:"sites"`
+	}
+	out.Generated = time.Now().UTC()
+	out.Rules = len(cfg.Retention)
+	out.Sites = []siteReport{}
+	for _, s := range cfg.CleanupJob().Sites {
+		if !s.Registry {
+			continue
+		}
+		sr := siteReport{Host: s.Host, Root: s.Root, Items: []retention.Item{}}
+		res, err := reportSite(r.Context(), s, cfg.Retention, func(it retention.Item) { sr.Items = append(sr.Items, it) })
+		sr.Result = res
+		if err != nil {
+			sr.Error = err.Error()
+		}
+		out.Sites = append(out.Sites, sr)
+	}
+	if text {
+		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+		var b strings.Builder
+		for _, s := range out.Sites {
+			for _, it := range s.Items {
+				b.WriteString("would remove: " + it.String() + "\n")
+			}
+			switch {
+			case s.Error != "":
+				fmt.Fprintf(&b, "site %s (%s): error: %s\n", s.Host, s.Root, s.Error)
+			case s.Result != nil:
+				fmt.Fprintf(&b, "site %s (%s): retention would remove %d tags, %d manifests; %d repositories refused\n", s.Host, s.Root, s.Result.Tags, s.Result.Manifests, len(s.Result.Refused))
+			}
+		}
+		_, _ = w.Write([]byte(b.String()))
+		return
+	}
+	w.Header().Set("Content-Type", "application/json")
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	_ = enc.Encode(out)
+}
+
+// reportSite is a retention dry run over one registry root.
+func reportSite(ctx context.Context, s cleanup.Site, rules []retention.Rule, report func(retention.Item)) (*retention.Result, error) {
+	if _, err := os.Stat(s.Root); errors.Is(err, os.ErrNotExist) {
+		return &retention.Result{}, nil
+	}
+	st, err := localfs.New(localfs.Options{Root: s.Root})
+	if err != nil {
+		return nil, err
+	}
+	defer st.Close()
+	return retention.Apply(ctx, st, retention.Options{Host: s.Host, Rules: rules, DryRun: true, Report: report})
+}
