@@ -37,6 +37,11 @@ func (c *Config) validateCleanup() []string {
 			}
 		}
 	}
+	for i := range c.Webhooks {
+		for _, p := range c.Webhooks[i].Validate(c.Path) {
+			at(fmt.Sprintf("webhook[%d].%s", i, p.Key), fmt.Sprintf("[[webhook]] #%d: %s", i+1, p.Msg))
+		}
+	}
 	return probs
 }
 

@@ -23,6 +23,7 @@ import (
 	"github.com/wharf-dev/wharf/backend/registry/retention"
 	"github.com/wharf-dev/wharf/cleanup"
 	"github.com/wharf-dev/wharf/policy"
+	"github.com/wharf-dev/wharf/webhook"
 )
 
 // Config is gateway.toml, the whole user-facing contract (see DESIGN.md).
@@ -39,6 +40,7 @@ type Config struct {
 	// live in the cleanup, retention and webhook packages.
 	GC        cleanup.Config   `toml:"gc"`
 	Retention []retention.Rule `toml:"retention"`
+	Webhooks  []webhook.Config `toml:"webhook"`
 
 	// File is the path the config was loaded from ("" for the built-in
 	// development config); relative paths are resolved against its folder.
@@ -278,6 +280,9 @@ func (c *Config) setDefaults() {
 	}
 	if c.ACME.Challenges == nil {
 		c.ACME.Challenges = []string{"http-01", "tls-alpn-01"}
+	}
+	for i := range c.Webhooks {
+		c.Webhooks[i].SetDefaults()
 	}
 	for i := range c.Sites {
 		s := &c.Sites[i]

@@ -213,6 +213,7 @@ func (g *Gateway) Serve(ctx context.Context, httpLn, httpsLn, adminLn net.Listen
 		runErr = fmt.Errorf("shutdown: %w", err)
 	}
 	g.sites.Load().close()
+	g.hooks.Load().Close()
 	return runErr
 }
 

@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"reflect"
 	"time"
+
+	"github.com/wharf-dev/wharf/webhook"
 )
 
 // ReloadFile loads the config at path and applies it with Reload; a file
@@ -61,18 +63,33 @@ func (g *Gateway) Reload(ctx context.Context, cfg *Config) error {
 			g.log.Error().Err(err).Msg("reload: htpasswd not reloaded, keeping the users it had")
 		}
 	}
+	newHooks := !reflect.DeepEqual(cfg.Webhooks, old.Webhooks)
+	var hooks *webhook.Notifier
+	if newHooks {
+		var err error
+		if hooks, err = g.newNotifier(cfg); err != nil {
+			g.auth = prevAuth
+			return fmt.Errorf("reload: webhook: %w", err)
+		}
+	}
 	prev := g.sites.Load()
 	t, err := g.build(ctx, cfg, prev)
 	if err != nil {
 		g.auth = prevAuth
+		hooks.Close()
 		return fmt.Errorf("reload: %w", err)
 	}
 	if g.certs != nil {
 		if err := g.certs.Update(cfg.acmeConfig("", "").Sites); err != nil {
 			closeNew(t, prev)
 			g.auth = prevAuth
+			hooks.Close()
 			return fmt.Errorf("reload: %w", err)
 		}
+	}
+	if newHooks {
+		// events still queued for the old endpoints are counted as dropped
+		go g.hooks.Swap(hooks).Close()
 	}
 	g.sites.Store(t)
 	g.cfg = cfg

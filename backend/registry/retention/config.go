@@ -5,6 +5,7 @@ import (
 	"strings"
 
 	"github.com/wharf-dev/wharf/internal/duration"
+	"github.com/wharf-dev/wharf/internal/glob"
 )
 
 // Rule is one [[retention]] table of gateway.toml. The first rule whose
@@ -117,7 +118,7 @@ type Numbered struct {
 
 func anyGlob(globs []string, s string) bool {
 	for _, g := range globs {
-		if globMatch(strings.ToLower(g), s) {
+		if glob.Match(strings.ToLower(g), s) {
 			return true
 		}
 	}
@@ -135,33 +136,4 @@ func badGlob(g string, repo bool) string {
 		return "repository names do not start with '/'"
 	}
 	return ""
-}
-
-// globMatch: '*' matches any run of characters, '/' included (as in
-// [[policy]] repos: "ci/*" covers "ci/app" and "ci/x/app"), '?' one
-// character, everything else itself. Iterative, O(len(pattern)*len(s)).
-func globMatch(pattern, s string) bool {
-	p, n := 0, 0
-	starP, starN := -1, 0
-	for n < len(s) {
-		switch {
-		case p < len(pattern) && pattern[p] == '*':
-			for p < len(pattern) && pattern[p] == '*' {
-				p++
-			}
-			starP, starN = p, n
-		case p < len(pattern) && (pattern[p] == '?' || pattern[p] == s[n]):
-			p++
-			n++
-		case starP >= 0:
-			starN++
-			p, n = starP, starN
-		default:
-			return false
-		}
-	}
-	for p < len(pattern) && pattern[p] == '*' {
-		p++
-	}
-	return p == len(pattern)
 }

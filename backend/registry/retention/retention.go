@@ -57,6 +57,7 @@ import (
 
 	"github.com/wharf-dev/wharf/backend"
 	"github.com/wharf-dev/wharf/backend/storage"
+	"github.com/wharf-dev/wharf/internal/glob"
 )
 
 // DefaultGrace: a manifest record written or touched more recently than
@@ -565,7 +566,7 @@ func (r *run) dropManifests(ctx context.Context, rule Numbered, repo string, rs 
 
 func matchesAny(globs []string, s string) bool {
 	for _, g := range globs {
-		if globMatch(g, s) {
+		if glob.Match(g, s) {
 			return true
 		}
 	}

@@ -1,0 +1,143 @@
+package gateway
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	digest "github.com/opencontainers/go-digest"
+	"github.com/rs/zerolog"
+
+	"github.com/wharf-dev/wharf/internal/testlog"
+	"github.com/wharf-dev/wharf/webhook"
+)
+
+// TestEvents: a manifest push, pull, tag delete and manifest delete
+// through the gateway reach a real HTTP endpoint as registry:2 events,
+// signed, filtered by action and repository.
+func TestEvents(t *testing.T) {
+	dir := t.TempDir()
+	got := make(chan []byte, 100)
+	var sigOK = true
+	secret := "topsecret"
+	hook := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		b, _ := io.ReadAll(r.Body)
+		if !webhook.Verify([]byte(secret), b, r.Header.Get(webhook.SignatureHeader)) || r.Header.Get("Content-Type") != webhook.MediaType {
+			sigOK = false
+		}
+		got <- b
+	}))
+	defer hook.Close()
+	os.WriteFile(filepath.Join(dir, "secret"), []byte(secret+"\n"), 0o600)
+	c, err := ParseConfig(filepath.Join(dir, "gw.toml"), []byte(fmt.Sprintf(`data_dir = "data"
+[listen]
+http = ":80"
+[[site]]
+host = "r.example"
+backend = "registry"
+tls = "off"
+[site.registry]
+delete = true
+[[webhook]]
+url = "%s/hook"
+secret_file = "secret"
+actions = ["push", "delete", "pull"]
+repos = ["team-a/*"]
+`, hook.URL)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	g, err := New(t.Context(), c, testlog.New(t, zerolog.WarnLevel))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer g.hooks.Load().Close()
+	srv := httptest.NewServer(g)
+	defer srv.Close()
+	do := func(method, path, ctype string, body string) *http.Response {
+		req, _ := http.NewRequest(method, srv.URL+path, strings.NewReader(body))
+		req.Host = "r.example"
+		req.Header.Set("User-Agent", "events-test")
+		if ctype != "" {
+			req.Header.Set("Content-Type", ctype)
+		}
+		res, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		io.Copy(io.Discard, res.Body)
+		res.Body.Close()
+		return res
+	}
+	cfg := `{"os":"linux"}`
+	cd := digest.FromString(cfg)
+	m := fmt.Sprintf(`{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"%s","size":%d},"layers":[]}`, cd, len(cfg))
+	md := digest.FromString(m)
+	const mt = "application/vnd.oci.image.manifest.v1+json"
+	for _, repo := range []string{"team-a/app", "team-b/app"} {
+		if res := do("POST", "/v2/"+repo+"/blobs/uploads/?digest="+cd.String(), "", cfg); res.StatusCode != 201 {
+			t.Fatalf("blob: %d", res.StatusCode)
+		}
+		if res := do("PUT", "/v2/"+repo+"/manifests/v1", mt, m); res.StatusCode != 201 {
+			t.Fatalf("manifest: %d", res.StatusCode)
+		}
+	}
+	do("GET", "/v2/team-a/app/manifests/v1", "", "")
+	do("HEAD", "/v2/team-a/app/manifests/v1", "", "") // no event for HEAD
+	do("GET", "/v2/team-a/app/manifests/nope", "", "") // 404: no event
+	do("DELETE", "/v2/team-a/app/manifests/v1", "", "")
+	do("DELETE", "/v2/team-a/app/manifests/"+md.String(), "", "")
+
+	var events []webhook.Event
+	for len(events) < 4 {
+		select {
+		case b := <-got:
+			var env webhook.Envelope
+			if err := json.Unmarshal(b, &env); err != nil {
+				t.Fatal(err)
+			}
+			events = append(events, env.Events...)
+		case <-time.After(30 * time.Second):
+			t.Fatalf("only %d events arrived: %+v", len(events), events)
+		}
+	}
+	if !sigOK {
+		t.Errorf("an envelope had a bad signature or content type")
+	}
+	want := []struct{ action, tag, digest string }{
+		{"push", "v1", md.String()},
+		{"pull", "v1", md.String()},
+		{"delete", "v1", ""},
+		{"delete", "", md.String()},
+	}
+	if len(events) != len(want) {
+		t.Fatalf("events %+v", events)
+	}
+	for i, w := range want {
+		e := events[i]
+		if e.Action != w.action || e.Target.Tag != w.tag || e.Target.Digest != w.digest || e.Target.Repository != "team-a/app" {
+			t.Errorf("event %d: %s %+v, want %+v", i, e.Action, e.Target, w)
+		}
+		if e.Request.Host != "r.example" || e.Request.UserAgent != "events-test" || e.Request.ID == "" || e.Source.InstanceID == "" || e.ID == "" {
+			t.Errorf("event %d: request/source %+v %+v", i, e.Request, e.Source)
+		}
+	}
+	if p := events[0].Target; p.MediaType != mt || p.Size != int64(len(m)) || p.Length != p.Size || p.URL != "http://r.example/v2/team-a/app/manifests/"+md.String() {
+		t.Errorf("push target %+v", p)
+	}
+	if p := events[1].Target; p.MediaType != mt || p.Size != int64(len(m)) {
+		t.Errorf("pull target %+v", p)
+	}
+	select {
+	case b := <-got:
+		t.Errorf("unexpected event %s", b)
+	default:
+	}
+}
