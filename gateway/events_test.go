@@ -90,7 +90,7 @@ repos = ["team-a/*"]
 		}
 	}
 	do("GET", "/v2/team-a/app/manifests/v1", "", "")
-	do("HEAD", "/v2/team-a/app/manifests/v1", "", "") // no event for HEAD
+	do("HEAD", "/v2/team-a/app/manifests/v1", "", "")  // no event for HEAD
 	do("GET", "/v2/team-a/app/manifests/nope", "", "") // 404: no event
 	do("DELETE", "/v2/team-a/app/manifests/v1", "", "")
 	do("DELETE", "/v2/team-a/app/manifests/"+md.String(), "", "")
