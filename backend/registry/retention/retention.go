@@ -51,6 +51,7 @@ import (
 	"fmt"
 	"sort"
 	"strings"
+	"sync"
 	"time"
 
 	digest "github.com/opencontainers/go-digest"
@@ -59,6 +60,9 @@ import (
 	"github.com/wharf-dev/wharf/backend/storage"
 	"github.com/wharf-dev/wharf/internal/glob"
 )
+
+// DefaultWorkers is how many repositories a run works on at once.
+const DefaultWorkers = 8
 
 // DefaultGrace: a manifest record written or touched more recently than
 // this (by the real clock) is never removed, whatever the rules say.
@@ -79,8 +83,12 @@ type Options struct {
 	// (see the package doc). Zero means DefaultGrace, negative none.
 	Grace time.Duration
 	// Report is called for every tag and manifest removed (or that would
-	// be) and every refused repository; may be nil.
+	// be) and every refused repository, in repository order, after the
+	// run; may be nil.
 	Report func(Item)
+	// Workers is how many repositories are worked on at once; default
+	// DefaultWorkers.
+	Workers int
 
 	// beforeDelete runs between deciding and removing, per repository
 	// (tests: a push racing retention).
@@ -155,15 +163,15 @@ type run struct {
 // Apply runs the rules once over every repository of st.
 func Apply(ctx context.Context, st storage.Store, o Options) (*Result, error) {
 	rules := ForHost(o.Rules, o.Host)
-	r := &run{st: st, o: o, parsed: map[digest.Digest][]digest.Digest{}}
+	total := &Result{}
 	if len(rules) == 0 {
-		return &r.res, nil
+		return total, nil
 	}
 	clock := o.Now
 	if clock == nil {
 		clock = time.Now
 	}
-	r.now = clock()
+	now := clock()
 	grace := o.Grace
 	if grace == 0 {
 		grace = DefaultGrace
@@ -171,27 +179,77 @@ func Apply(ctx context.Context, st storage.Store, o Options) (*Result, error) {
 	if grace < 0 {
 		grace = 0
 	}
-	r.safe = time.Now().Add(-grace)
+	safe := time.Now().Add(-grace)
 	repos, err := st.ListRepos(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("retention: %w", err)
 	}
+	type job struct {
+		repo  string
+		rule  Numbered
+		run   *run
+		items []Item
+		err   error
+	}
+	var jobs []*job
 	for _, repo := range repos {
-		if err := ctx.Err(); err != nil {
-			return &r.res, err
-		}
 		for _, rule := range rules {
-			if !rule.Matches(o.Host, repo) {
-				continue
+			if rule.Matches(o.Host, repo) {
+				jobs = append(jobs, &job{repo: repo, rule: rule})
+				break
 			}
-			r.res.Repos++
-			if err := r.repo(ctx, rule, repo); err != nil {
-				return &r.res, fmt.Errorf("retention: repository %s: %w", repo, err)
-			}
-			break
 		}
 	}
-	return &r.res, nil
+	// Repositories are independent: several at once hide the file
+	// system's latency per removal (a rename into tmp/ and a removal).
+	// Reports are buffered per repository and given out in order.
+	workers := o.Workers
+	if workers <= 0 {
+		workers = DefaultWorkers
+	}
+	next := make(chan *job)
+	var wg sync.WaitGroup
+	for w := 0; w < min(workers, len(jobs)); w++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for j := range next {
+				j.run = &run{st: st, o: o, now: now, safe: safe, parsed: map[digest.Digest][]digest.Digest{}}
+				j.run.o.Report = func(it Item) { j.items = append(j.items, it) }
+				if err := ctx.Err(); err != nil {
+					j.err = err
+					continue
+				}
+				if err := j.run.repo(ctx, j.rule, j.repo); err != nil {
+					j.err = fmt.Errorf("retention: repository %s: %w", j.repo, err)
+				}
+			}
+		}()
+	}
+	for _, j := range jobs {
+		next <- j
+	}
+	close(next)
+	wg.Wait()
+	var firstErr error
+	for _, j := range jobs {
+		if o.Report != nil {
+			for _, it := range j.items {
+				o.Report(it)
+			}
+		}
+		if j.run != nil {
+			total.Repos++
+			total.Tags += j.run.res.Tags
+			total.Manifests += j.run.res.Manifests
+			total.Raced += j.run.res.Raced
+			total.Refused = append(total.Refused, j.run.res.Refused...)
+		}
+		if j.err != nil && firstErr == nil {
+			firstErr = j.err
+		}
+	}
+	return total, firstErr
 }
 
 type tagInfo struct {
