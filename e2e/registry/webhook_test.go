@@ -2,11 +2,14 @@ package registry_test
 
 import (
 	"encoding/json"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -167,4 +170,60 @@ timeout = "2s"
 		t.Errorf("bad envelopes at the late endpoint: %v", down.bad)
 	}
 	down.mu.Unlock()
+}
+
+// TestWebhookPushLatency is a measurement, not run by default
+// (WHARF_E2E_BENCH=1): the median wall time of 20 small crane pushes to a
+// wharf with two [[webhook]] endpoints, one up and one down, against 20
+// to a wharf without any, pushes alternating between the two. It fails
+// only if events are missing, never on timing.
+//
+//	WHARF_E2E_BENCH=1 go test -run TestWebhookPushLatency -v ./e2e/registry/
+func TestWebhookPushLatency(t *testing.T) {
+	if os.Getenv("WHARF_E2E_BENCH") == "" {
+		t.Skip("a measurement: set WHARF_E2E_BENCH=1")
+	}
+	crane := harness.Crane(t)
+	dir := t.TempDir()
+	secretPath := filepath.Join(dir, "hook.secret")
+	os.WriteFile(secretPath, []byte("s\n"), 0o600)
+	up := &hookSink{t: t, secret: []byte("s"), more: make(chan struct{}, 1)}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := &http.Server{Handler: up}
+	go srv.Serve(ln)
+	defer srv.Close()
+	plain := harness.StartWharf(t, harness.RegistryConfig)
+	hooked := harness.StartWharf(t, harness.RegistryConfig+`
+[[webhook]]
+url = "http://`+ln.Addr().String()+`/events"
+secret_file = "`+secretPath+`"
+[[webhook]]
+url = "http://`+harness.FreeAddr(t)+`/events"
+secret_file = "`+secretPath+`"
+`)
+	const n = 20
+	var tPlain, tHooked []time.Duration
+	for i := 0; i < n; i++ {
+		img := harness.RandomImage(t, harness.DockerFormat, "linux/amd64", 1, 64<<10)
+		archive := harness.WriteDockerArchive(t, img, "wharf-e2e.test/lat:x")
+		for _, c := range []struct {
+			w   *harness.Wharf
+			out *[]time.Duration
+		}{{plain, &tPlain}, {hooked, &tHooked}} {
+			start := time.Now()
+			crane.Must(t, "push", "--insecure", archive, c.w.Addr()+"/lat/app:"+strconv.Itoa(i))
+			*c.out = append(*c.out, time.Since(start))
+		}
+	}
+	up.waitFor("the last push", func(e webhook.Event) bool { return e.Target.Tag == strconv.Itoa(n-1) })
+	median := func(d []time.Duration) time.Duration {
+		s := slices.Clone(d)
+		slices.Sort(s)
+		return (s[len(s)/2-1] + s[len(s)/2]) / 2
+	}
+	t.Logf("crane push median over %d pushes: no webhook %v, two webhooks (one down) %v", n, median(tPlain), median(tHooked))
+	fmt.Printf("webhook push latency: median of %d crane pushes: none %v, two endpoints (one down) %v\n", n, median(tPlain).Round(time.Millisecond), median(tHooked).Round(time.Millisecond))
 }
