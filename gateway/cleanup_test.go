@@ -7,10 +7,12 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/rs/zerolog"
 
@@ -173,3 +175,31 @@ func sha256hex(s string) string {
 }
 
 func itoa(n int) string { return strconv.Itoa(n) }
+
+// TestExampleCleanupBlocks: the commented [[retention]] and [[webhook]]
+// blocks of gateway.toml.example are valid once uncommented.
+func TestExampleCleanupBlocks(t *testing.T) {
+	data, err := os.ReadFile("../gateway.toml.example")
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	os.WriteFile(filepath.Join(dir, "htpasswd"), nil, 0o600)
+	os.WriteFile(filepath.Join(dir, "webhook.secret"), []byte("s\n"), 0o600)
+	text := strings.NewReplacer("/etc/wharf/htpasswd", filepath.Join(dir, "htpasswd"), "/etc/wharf/webhook.secret", filepath.Join(dir, "webhook.secret")).Replace(string(data))
+	i := strings.Index(text, "# [[retention]]")
+	if i < 0 {
+		t.Fatal("no [[retention]] block in the example")
+	}
+	lines := strings.Split(text[i:], "\n")
+	for j, l := range lines {
+		lines[j] = strings.TrimPrefix(l, "# ")
+	}
+	c, err := ParseConfig(filepath.Join(dir, "gateway.toml"), []byte(text[:i]+strings.Join(lines, "\n")))
+	if err != nil {
+		t.Fatalf("example with retention and webhook: %v", err)
+	}
+	if len(c.Retention) != 1 || len(c.Webhooks) != 1 || c.GC.Every.Std() != 24*time.Hour || c.Retention[0].KeepLast != 10 || c.Webhooks[0].Queue != 1000 {
+		t.Errorf("parsed %+v %+v %+v", c.GC, c.Retention, c.Webhooks)
+	}
+}
