@@ -146,6 +146,13 @@ func (s *statusWriter) Write(b []byte) (int, error) {
 	return n, err
 }
 
+// Flush passes through, for backends that stream an answer.
+func (s *statusWriter) Flush() {
+	if f, ok := s.ResponseWriter.(http.Flusher); ok {
+		f.Flush()
+	}
+}
+
 // Unwrap lets http.ResponseController reach the real writer.
 func (s *statusWriter) Unwrap() http.ResponseWriter { return s.ResponseWriter }
 

@@ -15,13 +15,14 @@ import (
 	digest "github.com/opencontainers/go-digest"
 	"github.com/rs/zerolog"
 
+	"github.com/wharf-dev/wharf/auth"
 	"github.com/wharf-dev/wharf/internal/testlog"
 	"github.com/wharf-dev/wharf/webhook"
 )
 
 // TestEvents: a manifest push, pull, tag delete and manifest delete
 // through the gateway reach a real HTTP endpoint as registry:2 events,
-// signed, filtered by action and repository.
+// signed, filtered by action and repository, naming the logged-in user.
 func TestEvents(t *testing.T) {
 	dir := t.TempDir()
 	got := make(chan []byte, 100)
@@ -36,13 +37,21 @@ func TestEvents(t *testing.T) {
 	}))
 	defer hook.Close()
 	os.WriteFile(filepath.Join(dir, "secret"), []byte(secret+"\n"), 0o600)
+	line, err := auth.PasswdLine("alice", []byte("pw"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	os.WriteFile(filepath.Join(dir, "htpasswd"), []byte(line+"\n"), 0o600)
 	c, err := ParseConfig(filepath.Join(dir, "gw.toml"), []byte(fmt.Sprintf(`data_dir = "data"
 [listen]
 http = ":80"
+[auth]
+htpasswd = "htpasswd"
 [[site]]
 host = "r.example"
 backend = "registry"
 tls = "off"
+auth = "basic"
 [site.registry]
 delete = true
 [[webhook]]
@@ -65,6 +74,7 @@ repos = ["team-a/*"]
 		req, _ := http.NewRequest(method, srv.URL+path, strings.NewReader(body))
 		req.Host = "r.example"
 		req.Header.Set("User-Agent", "events-test")
+		req.SetBasicAuth("alice", "pw")
 		if ctype != "" {
 			req.Header.Set("Content-Type", ctype)
 		}
@@ -124,6 +134,9 @@ repos = ["team-a/*"]
 		e := events[i]
 		if e.Action != w.action || e.Target.Tag != w.tag || e.Target.Digest != w.digest || e.Target.Repository != "team-a/app" {
 			t.Errorf("event %d: %s %+v, want %+v", i, e.Action, e.Target, w)
+		}
+		if e.Actor.Name != "alice" {
+			t.Errorf("event %d: actor %q, want alice", i, e.Actor.Name)
 		}
 		if e.Request.Host != "r.example" || e.Request.UserAgent != "events-test" || e.Request.ID == "" || e.Source.InstanceID == "" || e.ID == "" {
 			t.Errorf("event %d: request/source %+v %+v", i, e.Request, e.Source)
