@@ -14,6 +14,8 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"os"
+	"path/filepath"
+	"strings"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -229,9 +231,19 @@ func (s *Scheduler) Wait() { <-s.done }
 func (s *Scheduler) loop(ctx context.Context, o SchedulerOptions) {
 	defer close(s.done)
 	every, jitter := o.Config.Every.Std(), o.Config.JitterOrDefault()
-	o.Log.Info().Dur("every", every).Dur("jitter", jitter).Msg("gc: scheduled clean-up on")
-	for {
+	// The first run comes `every` after the last one that finished (of
+	// this or an earlier process: data_dir/gc.last), so restarts more
+	// often than `every` do not keep postponing it.
+	first := every
+	if last, err := lastRun(o.Job().DataDir); err == nil {
+		first = max(0, min(every, time.Until(last.Add(every))))
+	}
+	o.Log.Info().Dur("every", every).Dur("jitter", jitter).Dur("first_in", first).Msg("gc: scheduled clean-up on")
+	for n := 0; ; n++ {
 		wait := every
+		if n == 0 {
+			wait = first
+		}
 		if jitter > 0 {
 			wait += rand.N(jitter)
 		}
@@ -246,6 +258,11 @@ func (s *Scheduler) loop(ctx context.Context, o SchedulerOptions) {
 		o.Log.Info().Int("sites", len(job.Sites)).Int("rules", len(job.Rules)).Msg("gc: scheduled run starting")
 		sum, err := Run(ctx, job, o.Log)
 		o.Metrics.record(sum, err)
+		if err == nil {
+			if werr := writeLastRun(job.DataDir, time.Now()); werr != nil {
+				o.Log.Warn().Err(werr).Msg("gc: cannot record the run's time")
+			}
+		}
 		switch {
 		case errors.Is(err, ErrBusy):
 			o.Log.Warn().Err(err).Msg("gc: scheduled run skipped")
@@ -271,4 +288,35 @@ func (s *Scheduler) loop(ctx context.Context, o SchedulerOptions) {
 func (s *Summary) String() string {
 	return fmt.Sprintf("%d tags, %d manifests, %d blobs (%d bytes) removed; %d refused; %d errors; %s",
 		s.Tags, s.Manifests, s.Blobs, s.Bytes, s.Refused, s.Errors, s.Duration.Round(time.Millisecond))
+}
+
+// LastRunFile below data_dir holds when the last clean-up finished
+// (RFC 3339), for the schedule across restarts.
+const LastRunFile = "gc.last"
+
+func lastRun(dataDir string) (time.Time, error) {
+	b, err := os.ReadFile(filepath.Join(dataDir, LastRunFile))
+	if err != nil {
+		return time.Time{}, err
+	}
+	return time.Parse(time.RFC3339Nano, strings.TrimSpace(string(b)))
+}
+
+// writeLastRun writes the time to a temp file and renames it into place.
+func writeLastRun(dataDir string, t time.Time) error {
+	f, err := os.CreateTemp(dataDir, LastRunFile+".tmp-*")
+	if err != nil {
+		return err
+	}
+	_, err = f.WriteString(t.UTC().Format(time.RFC3339Nano) + "\n")
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = os.Rename(f.Name(), filepath.Join(dataDir, LastRunFile))
+	}
+	if err != nil {
+		os.Remove(f.Name())
+	}
+	return err
 }
