@@ -41,6 +41,9 @@ func (g *Gateway) Reload(ctx context.Context, cfg *Config) error {
 	if cfg.Log != old.Log {
 		g.log.Warn().Msg("reload: [log] changes take effect after a restart")
 	}
+	if !reflect.DeepEqual(cfg.GC, old.GC) {
+		g.log.Warn().Msg("reload: [gc] changes take effect after a restart ([[retention]] changes apply at the next run)")
+	}
 	if cfg.DataDir != old.DataDir {
 		return fmt.Errorf("reload: data_dir changed from %q to %q: restart wharf for that", old.DataDir, cfg.DataDir)
 	}
