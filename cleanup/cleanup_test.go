@@ -21,7 +21,7 @@ import (
 
 	"github.com/wharf-dev/wharf/backend/registry"
 	"github.com/wharf-dev/wharf/backend/registry/retention"
-	"github.com/wharf-dev/wharf/internal/duration"
+	"github.com/wharf-dev/wharf/internal/conf"
 	"github.com/wharf-dev/wharf/internal/testlog"
 )
 
@@ -46,15 +46,15 @@ func TestLockExcludes(t *testing.T) {
 }
 
 func TestValidate(t *testing.T) {
-	j := duration.Duration(2 * time.Hour)
+	j := conf.Duration(2 * time.Hour)
 	for _, tc := range []struct {
 		c    Config
 		keys string
 	}{
 		{Config{}, ""},
-		{Config{Every: duration.Duration(24 * time.Hour)}, ""},
-		{Config{Every: duration.Duration(time.Millisecond)}, "every"},
-		{Config{Every: duration.Duration(time.Hour), Jitter: &j}, "jitter"},
+		{Config{Every: conf.Duration(24 * time.Hour)}, ""},
+		{Config{Every: conf.Duration(time.Millisecond)}, "every"},
+		{Config{Every: conf.Duration(time.Hour), Jitter: &j}, "jitter"},
 	} {
 		var keys []string
 		for _, p := range tc.c.Validate() {
@@ -64,7 +64,7 @@ func TestValidate(t *testing.T) {
 			t.Errorf("%+v: problems at %v, want %q", tc.c, keys, tc.keys)
 		}
 	}
-	if got := (&Config{Every: duration.Duration(24 * time.Hour)}).JitterOrDefault(); got != time.Hour {
+	if got := (&Config{Every: conf.Duration(24 * time.Hour)}).JitterOrDefault(); got != time.Hour {
 		t.Errorf("default jitter of 24h: %v", got)
 	}
 }
@@ -135,14 +135,14 @@ func TestRunAndSchedule(t *testing.T) {
 	job := Job{
 		DataDir: dataDir,
 		Sites:   []Site{{Host: "r.test", Registry: true, Root: root}, {Host: "c.test", Root: filepath.Join(dataDir, "nothing-yet"), MaxAge: time.Hour}},
-		Rules:   []retention.Rule{{Repos: []string{"ci/*"}, KeepLast: 2, UntaggedAfter: new(duration.Duration)}},
+		Rules:   []retention.Rule{{Repos: []string{"ci/*"}, KeepLast: 2, UntaggedAfter: new(conf.Duration)}},
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	ran := make(chan *Summary, 10)
-	jitter := duration.Duration(0)
+	jitter := conf.Duration(0)
 	s := Start(ctx, SchedulerOptions{
-		Config:  Config{Every: duration.Duration(10 * time.Millisecond), Jitter: &jitter},
+		Config:  Config{Every: conf.Duration(10 * time.Millisecond), Jitter: &jitter},
 		Job:     func() Job { return job },
 		Log:     testlog.New(t, zerolog.InfoLevel),
 		Metrics: m,
@@ -210,9 +210,9 @@ func TestFirstRunFollowsLast(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	ran := make(chan struct{}, 1)
-	jitter := duration.Duration(0)
+	jitter := conf.Duration(0)
 	s := Start(ctx, SchedulerOptions{
-		Config: Config{Every: duration.Duration(time.Hour), Jitter: &jitter},
+		Config: Config{Every: conf.Duration(time.Hour), Jitter: &jitter},
 		Job:    func() Job { return Job{DataDir: dataDir} },
 		Log:    testlog.New(t, zerolog.InfoLevel),
 		Ran:    func(*Summary, error) { ran <- struct{}{} },

@@ -15,40 +15,30 @@ import (
 	"github.com/wharf-dev/wharf/cleanup"
 )
 
-// validateCleanup checks [gc] and [[retention]] with their packages'
-// rules, plus what only the whole config knows: a rule's hosts must name
-// registry sites.
-func (c *Config) validateCleanup() []string {
-	var probs []string
-	at := func(key, msg string) {
-		probs = append(probs, fmt.Sprintf("%s:%d: %s", c.File, c.lineOf(key), msg))
-	}
-	for _, p := range c.GC.Validate() {
-		at("gc."+p.Key, "[gc] "+p.Msg)
-	}
+// validateCleanup checks [gc], [[retention]] and [[webhook]] with their
+// packages' rules, plus what only the whole config knows: a rule's hosts
+// must name registry sites.
+func (c *Config) validateCleanup(v *validation) {
+	v.section("gc", c.GC.Validate())
 	for i := range c.Retention {
 		r := &c.Retention[i]
-		for _, p := range r.Validate() {
-			at(fmt.Sprintf("retention[%d].%s", i, p.Key), fmt.Sprintf("[[retention]] #%d: %s", i+1, p.Msg))
-		}
+		key := fmt.Sprintf("retention[%d]", i)
+		v.section(key, r.Validate())
 		for _, h := range r.Hosts {
 			if !c.hasRegistrySite(h) {
-				at(fmt.Sprintf("retention[%d].hosts", i), fmt.Sprintf("[[retention]] #%d: host %q matches no site with backend = \"registry\", so this rule never applies", i+1, h))
+				v.add(key+".hosts", "[[retention]] host %q matches no site with backend = \"registry\", so this rule never applies", h)
 			}
 		}
 	}
 	for i := range c.Webhooks {
-		for _, p := range c.Webhooks[i].Validate(c.Path) {
-			at(fmt.Sprintf("webhook[%d].%s", i, p.Key), fmt.Sprintf("[[webhook]] #%d: %s", i+1, p.Msg))
-		}
+		v.section(fmt.Sprintf("webhook[%d]", i), c.Webhooks[i].Validate(v.env))
 	}
-	return probs
 }
 
 func (c *Config) hasRegistrySite(glob string) bool {
+	r := retention.Rule{Hosts: []string{glob}}
 	for _, s := range c.Sites {
-		r := retention.Rule{Hosts: []string{glob}}
-		if s.Backend == "registry" && r.Matches(s.Host, "") {
+		if s.Backend == KindRegistry && r.Matches(s.Host, "") {
 			return true
 		}
 	}
@@ -58,40 +48,32 @@ func (c *Config) hasRegistrySite(glob string) bool {
 // CleanupJob lists what the scheduled clean-up and the admin report work
 // on: each registry root once (under the first site that names it), and
 // each cache root with max_age once, with the longest max_age of the
-// cache sites sharing it (none if one of them has none). A root that is
-// both is only treated as a registry root: nothing is evicted there.
+// cache sites sharing it (none if one of them has none), as `wharf gc`
+// does. Validation refuses a root shared by a registry and a cache.
 func (c *Config) CleanupJob() cleanup.Job {
 	job := cleanup.Job{DataDir: c.Path(c.DataDir), Rules: c.Retention}
 	seen := map[string]int{}
-	registryRoot := map[string]bool{}
-	for _, s := range c.Sites {
-		if s.Backend == "registry" && s.Registry != nil {
-			registryRoot[c.DataPath(s.Registry.Root)] = true
+	for _, p := range c.Plan() {
+		if p.Root == "" {
+			continue
 		}
-	}
-	for _, s := range c.Sites {
-		switch {
-		case s.Backend == "registry" && s.Registry != nil:
-			root := c.DataPath(s.Registry.Root)
-			if _, dup := seen[root]; dup {
+		switch p.Site.Backend {
+		case KindRegistry:
+			if _, dup := seen[p.Root]; dup {
 				continue
 			}
-			seen[root] = len(job.Sites)
-			job.Sites = append(job.Sites, cleanup.Site{Host: s.Host, Registry: true, Root: root})
-		case s.Backend == "cache" && s.Cache != nil:
-			root := c.DataPath(s.Cache.Root)
-			if registryRoot[root] {
-				continue
-			}
-			age := s.Cache.MaxAge.Std()
-			if i, dup := seen[root]; dup {
-				if prev := job.Sites[i].MaxAge; prev > 0 && (age == 0 || age > prev) {
+			seen[p.Root] = len(job.Sites)
+			job.Sites = append(job.Sites, cleanup.Site{Host: p.Site.Host, Registry: true, Root: p.Root})
+		case KindCache:
+			age := p.Site.Cache.MaxAge.Std()
+			if i, dup := seen[p.Root]; dup {
+				if prev := job.Sites[i].MaxAge; !job.Sites[i].Registry && prev > 0 && (age == 0 || age > prev) {
 					job.Sites[i].MaxAge = age
 				}
 				continue
 			}
-			seen[root] = len(job.Sites)
-			job.Sites = append(job.Sites, cleanup.Site{Host: s.Host, Root: root, MaxAge: age})
+			seen[p.Root] = len(job.Sites)
+			job.Sites = append(job.Sites, cleanup.Site{Host: p.Site.Host, Root: p.Root, MaxAge: age})
 		}
 	}
 	return job

@@ -25,12 +25,12 @@ const cleanupBase = "[listen]\nhttp = \":80\"\n[[site]]\nhost = \"r.example\"\nb
 
 func TestCleanupConfigErrors(t *testing.T) {
 	for _, tc := range []struct{ name, toml, want string }{
-		{"keeps nothing", cleanupBase + "[[retention]]\nrepos = [\"ci/*\"]\n", "gw.toml:7: [[retention]] #1: this rule keeps no tag at all"},
-		{"negative keep_last", cleanupBase + "[[retention]]\nkeep_last = -2\nkeep_tags = [\"v*\"]\n", "gw.toml:8: [[retention]] #1: keep_last must not be negative"},
+		{"keeps nothing", cleanupBase + "[[retention]]\nrepos = [\"ci/*\"]\n", "gw.toml:7: this rule keeps no tag at all"},
+		{"negative keep_last", cleanupBase + "[[retention]]\nkeep_last = -2\nkeep_tags = [\"v*\"]\n", "gw.toml:8: keep_last must not be negative"},
 		{"bad duration", cleanupBase + "[[retention]]\nkeep_last = 1\nkeep_within = \"30 days\"\n", "invalid duration"},
 		{"unknown key", cleanupBase + "[[retention]]\nkeep_last = 1\nkeep_newest = 3\n", "gw.toml:9: unknown key \"retention.keep_newest\""},
-		{"host of no registry", cleanupBase + "[[retention]]\nhosts = [\"other.example\"]\nkeep_last = 1\n", "gw.toml:8: [[retention]] #1: host \"other.example\" matches no site"},
-		{"every too short", cleanupBase + "[gc]\nevery = \"1ms\"\n", "gw.toml:8: [gc] every = \"1ms\" is too short"},
+		{"host of no registry", cleanupBase + "[[retention]]\nhosts = [\"other.example\"]\nkeep_last = 1\n", "gw.toml:8: [[retention]] host \"other.example\" matches no site"},
+		{"every too short", cleanupBase + "[gc]\nevery = \"1ms\"\n", "gw.toml:8: every = \"1ms\" is too short"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			_, err := ParseConfig("gw.toml", []byte(tc.toml))

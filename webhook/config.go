@@ -7,7 +7,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/wharf-dev/wharf/internal/duration"
+	"github.com/wharf-dev/wharf/internal/conf"
 	"github.com/wharf-dev/wharf/internal/glob"
 )
 
@@ -40,7 +40,7 @@ type Config struct {
 	// Hosts are globs over site host names; empty: every site.
 	Hosts []string `toml:"hosts"`
 	// Timeout bounds one POST attempt. Default 5s.
-	Timeout duration.Duration `toml:"timeout"`
+	Timeout conf.Duration `toml:"timeout"`
 	// Queue is how many events wait for this endpoint at most; past it
 	// new events are dropped (counted and logged), never blocking a
 	// request. Default 1000.
@@ -53,29 +53,23 @@ func (c *Config) SetDefaults() {
 		c.Actions = []string{ActionPush, ActionDelete}
 	}
 	if c.Timeout == 0 {
-		c.Timeout = duration.Duration(DefaultTimeout)
+		c.Timeout = conf.Duration(DefaultTimeout)
 	}
 	if c.Queue == 0 {
 		c.Queue = DefaultQueue
 	}
 }
 
-// Problem is one invalid value: Key is the key within the [[webhook]].
-type Problem struct {
-	Key string
-	Msg string
-}
-
-// Validate checks one endpoint; resolve turns the secret_file path into
-// the path to read (relative to the config file).
-func (c *Config) Validate(resolve func(string) string) []Problem {
-	var ps []Problem
-	add := func(key, format string, args ...any) { ps = append(ps, Problem{key, fmt.Sprintf(format, args...)}) }
+// Validate checks one endpoint (secret_file is read, relative to the
+// config file).
+func (c *Config) Validate(env conf.Env) conf.Problems {
+	var ps conf.Problems
+	add := ps.Add
 	if u, err := url.Parse(c.URL); c.URL == "" || err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
 		add("url", "invalid webhook url %q: want http(s)://host/path", c.URL)
 	}
 	if c.SecretFile != "" {
-		if _, err := readSecret(resolve(c.SecretFile)); err != nil {
+		if _, err := readSecret(env.Path(c.SecretFile)); err != nil {
 			add("secret_file", "%v", err)
 		}
 	}

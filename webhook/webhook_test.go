@@ -17,6 +17,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/rs/zerolog"
 
+	"github.com/wharf-dev/wharf/internal/conf"
 	"github.com/wharf-dev/wharf/internal/testlog"
 )
 
@@ -217,7 +218,7 @@ func TestValidate(t *testing.T) {
 			c.SetDefaults()
 		}
 		var keys []string
-		for _, p := range c.Validate(func(s string) string { return s }) {
+		for _, p := range c.Validate(conf.Env{}) {
 			keys = append(keys, p.Key)
 		}
 		if strings.Join(keys, ",") != tc.keys {

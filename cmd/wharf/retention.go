@@ -2,11 +2,12 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
+	"os"
 
 	"github.com/wharf-dev/wharf/backend/registry/retention"
-	"github.com/wharf-dev/wharf/backend/storage/localfs"
 	"github.com/wharf-dev/wharf/gateway"
 )
 
@@ -14,7 +15,11 @@ import (
 // its gc (`wharf gc`), printing each removed tag and manifest with the
 // rule and the reason ("would remove: rule 1 (repos ci/*): tag ci/app:abc
 // not in newest 10, pushed 41d ago" with -dry-run).
-func retainSite(ctx context.Context, cfg *gateway.Config, host, root string, dryRun bool, stdout, stderr io.Writer) int {
+func retainSite(ctx context.Context, cfg *gateway.Config, p *gateway.SitePlan, dryRun bool, stdout, stderr io.Writer) int {
+	host, root := p.Site.Host, p.Root
+	if _, err := os.Stat(root); errors.Is(err, os.ErrNotExist) {
+		return 0 // gcRegistrySite says "no data yet"
+	}
 	if len(retention.ForHost(cfg.Retention, host)) == 0 {
 		return 0
 	}
@@ -22,7 +27,7 @@ func retainSite(ctx context.Context, cfg *gateway.Config, host, root string, dry
 	if dryRun {
 		verb = "would remove"
 	}
-	st, err := localfs.New(localfs.Options{Root: root})
+	st, err := p.OpenStore()
 	if err != nil {
 		fmt.Fprintf(stderr, "wharf gc: site %s (%s): %v\n", host, root, err)
 		return 1

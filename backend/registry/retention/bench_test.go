@@ -12,7 +12,7 @@ import (
 
 	"github.com/wharf-dev/wharf/backend"
 	"github.com/wharf-dev/wharf/backend/storage/localfs"
-	"github.com/wharf-dev/wharf/internal/duration"
+	"github.com/wharf-dev/wharf/internal/conf"
 )
 
 // BenchmarkRetention: the rules over 10,000 tags in 200 repositories (50
@@ -65,7 +65,7 @@ func benchRetention(b *testing.B, workers int) {
 			record(repo, tagKey(fmt.Sprintf("build-%d", i)), []byte(d), at)
 		}
 	}
-	rules := []Rule{{Repos: []string{"ci/*"}, KeepLast: 10, KeepWithin: duration.Duration(5 * 24 * time.Hour), KeepTags: []string{"latest"}, UntaggedAfter: dur(24 * time.Hour)}}
+	rules := []Rule{{Repos: []string{"ci/*"}, KeepLast: 10, KeepWithin: conf.Duration(5 * 24 * time.Hour), KeepTags: []string{"latest"}, UntaggedAfter: dur(24 * time.Hour)}}
 	const wantTags = repos * (perRepo - 10)
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {

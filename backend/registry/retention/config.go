@@ -1,10 +1,9 @@
 package retention
 
 import (
-	"fmt"
 	"strings"
 
-	"github.com/wharf-dev/wharf/internal/duration"
+	"github.com/wharf-dev/wharf/internal/conf"
 	"github.com/wharf-dev/wharf/internal/glob"
 )
 
@@ -20,34 +19,25 @@ type Rule struct {
 	// KeepLast keeps the newest N tags by push time.
 	KeepLast int `toml:"keep_last"`
 	// KeepWithin keeps every tag pushed within this long.
-	KeepWithin duration.Duration `toml:"keep_within"`
+	KeepWithin conf.Duration `toml:"keep_within"`
 	// KeepTags keeps tags matching these globs, always.
 	KeepTags []string `toml:"keep_tags"`
 	// UntaggedAfter removes manifests that no kept tag reaches (directly,
 	// through an index, or as a referrer of a kept manifest) once they
 	// were last pushed longer ago than this. Unset (nil): retention
 	// removes tags only; `wharf gc -delete-untagged` can remove the rest.
-	UntaggedAfter *duration.Duration `toml:"untagged_after"`
+	UntaggedAfter *conf.Duration `toml:"untagged_after"`
 	// AllowEmpty lets the rule remove every tag of a repository. Without
 	// it a repository whose tags would all go is left untouched and the
 	// run reports it as refused.
 	AllowEmpty bool `toml:"allow_empty"`
 }
 
-// Problem is one invalid value of a rule: Key is the TOML key within the
-// rule ("keep_last"), for the config's file:line messages.
-type Problem struct {
-	Key string
-	Msg string
-}
-
 // Validate checks one rule. A rule that can keep no tag at all is refused
 // unless it says allow_empty = true.
-func (r *Rule) Validate() []Problem {
-	var ps []Problem
-	add := func(key, format string, args ...any) {
-		ps = append(ps, Problem{key, fmt.Sprintf(format, args...)})
-	}
+func (r *Rule) Validate() conf.Problems {
+	var ps conf.Problems
+	add := ps.Add
 	if r.KeepLast < 0 {
 		add("keep_last", "keep_last must not be negative (got %d)", r.KeepLast)
 	}

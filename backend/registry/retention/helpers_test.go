@@ -20,7 +20,7 @@ import (
 	"github.com/wharf-dev/wharf/backend"
 	"github.com/wharf-dev/wharf/backend/registry"
 	"github.com/wharf-dev/wharf/backend/storage/localfs"
-	"github.com/wharf-dev/wharf/internal/duration"
+	"github.com/wharf-dev/wharf/internal/conf"
 )
 
 // env is the real registry handler over a real directory; retention opens
@@ -198,4 +198,4 @@ func lines(items []Item) string {
 	return strings.Join(s, "\n")
 }
 
-func dur(d time.Duration) *duration.Duration { v := duration.Duration(d); return &v }
+func dur(d time.Duration) *conf.Duration { v := conf.Duration(d); return &v }

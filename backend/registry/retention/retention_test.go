@@ -10,7 +10,7 @@ import (
 
 	digest "github.com/opencontainers/go-digest"
 
-	"github.com/wharf-dev/wharf/internal/duration"
+	"github.com/wharf-dev/wharf/internal/conf"
 )
 
 const day = 24 * time.Hour
@@ -46,7 +46,7 @@ func TestFiftyTags(t *testing.T) {
 	rules := []Rule{{
 		Repos:         []string{"ci/*"},
 		KeepLast:      10,
-		KeepWithin:    duration.Duration(20 * day),
+		KeepWithin:    conf.Duration(20 * day),
 		KeepTags:      []string{"latest", "v*"},
 		UntaggedAfter: dur(day),
 	}}
@@ -233,7 +233,7 @@ func TestValidate(t *testing.T) {
 		r    Rule
 		keys []string
 	}{
-		{"contract example", Rule{Repos: []string{"ci/*"}, KeepLast: 10, KeepWithin: duration.Duration(720 * time.Hour), KeepTags: []string{"latest", "v*"}, UntaggedAfter: dur(day)}, nil},
+		{"contract example", Rule{Repos: []string{"ci/*"}, KeepLast: 10, KeepWithin: conf.Duration(720 * time.Hour), KeepTags: []string{"latest", "v*"}, UntaggedAfter: dur(day)}, nil},
 		{"keeps nothing", Rule{Repos: []string{"ci/*"}}, []string{"keep_last"}},
 		{"keeps nothing, allowed", Rule{Repos: []string{"ci/*"}, AllowEmpty: true}, nil},
 		{"negative keep_last", Rule{KeepLast: -1, KeepTags: []string{"x"}}, []string{"keep_last"}},
