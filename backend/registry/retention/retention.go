@@ -138,7 +138,7 @@ type Result struct {
 	Manifests int      `json:"manifests_removed"`
 	Refused   []string `json:"refused,omitempty"` // repositories left alone because every tag would go
 	// Raced counts removals skipped because a push changed the tag or
-	// manifest after the decision.
+	// manifest after the decision (or it was deleted meanwhile).
 	Raced int `json:"raced"`
 }
 
@@ -440,20 +440,27 @@ func (r *run) repo(ctx context.Context, rule Numbered, repo string) error {
 		r.o.beforeDelete(repo)
 	}
 	// Tags go first; one pushed again since it was looked at stays.
-	for _, t := range drop {
-		if !r.o.DryRun {
-			ok, err := r.st.DeleteRecordIfOlder(ctx, repo, tagKey(t.name), t.pushed.Add(time.Nanosecond))
-			if errors.Is(err, storage.ErrNotFound) {
-				continue // deleted meanwhile through the API
-			}
-			if err != nil {
-				return err
-			}
-			if !ok {
-				r.res.Raced++
-				continue
+	if !r.o.DryRun {
+		keys := make([]string, len(drop))
+		cutoffs := make([]time.Time, len(drop))
+		for i, t := range drop {
+			keys[i], cutoffs[i] = tagKey(t.name), t.pushed.Add(time.Nanosecond)
+		}
+		gone, err := r.deleteIfOlder(ctx, repo, keys, cutoffs)
+		if err != nil {
+			return err
+		}
+		kept := drop[:0:0]
+		for i, t := range drop {
+			if gone[i] {
+				kept = append(kept, t)
+			} else {
+				r.res.Raced++ // pushed again, or deleted through the API
 			}
 		}
+		drop = kept
+	}
+	for _, t := range drop {
 		r.res.Tags++
 		r.report(item(KindTag, t.name, t.digest, t.pushed, reasons[t.name]))
 	}
@@ -593,33 +600,73 @@ func (r *run) dropManifests(ctx context.Context, rule Numbered, repo string, rs 
 			order = append(order, ref)
 		}
 	}
+	var (
+		victims []digest.Digest
+		keys    []string
+		cutoffs []time.Time
+	)
 	for _, d := range order {
 		seen := rs.revisions[d]
 		if !seen.Before(r.safe) {
 			continue // written within the grace period: a push may be using it
 		}
-		if !r.o.DryRun {
-			ok, err := r.st.DeleteRecordIfOlder(ctx, repo, manifestKey(d), seen.Add(time.Nanosecond))
-			if errors.Is(err, storage.ErrNotFound) {
-				continue
-			}
-			if err != nil {
+		victims = append(victims, d)
+		keys = append(keys, manifestKey(d))
+		cutoffs = append(cutoffs, seen.Add(time.Nanosecond))
+	}
+	gone := make([]bool, len(victims))
+	if r.o.DryRun {
+		for i := range gone {
+			gone[i] = true
+		}
+	} else {
+		var err error
+		if gone, err = r.deleteIfOlder(ctx, repo, keys, cutoffs); err != nil {
+			return err
+		}
+	}
+	for i, d := range victims {
+		if !gone[i] {
+			r.res.Raced++
+			continue
+		}
+		if s, ok := rs.subjectOf[d]; ok && !r.o.DryRun {
+			// after the revision, so a referrer never lists a manifest
+			// that is still there but unlisted
+			if err := r.st.DeleteRecord(ctx, repo, referrerKey(s, d)); err != nil && !errors.Is(err, storage.ErrNotFound) {
 				return err
-			}
-			if !ok {
-				r.res.Raced++
-				continue
-			}
-			if s, ok := rs.subjectOf[d]; ok {
-				if err := r.st.DeleteRecord(ctx, repo, referrerKey(s, d)); err != nil && !errors.Is(err, storage.ErrNotFound) {
-					return err
-				}
 			}
 		}
 		r.res.Manifests++
-		r.report(item(KindManifest, "", d, seen, reason[d]))
+		r.report(item(KindManifest, "", d, rs.revisions[d], reason[d]))
 	}
 	return nil
+}
+
+// batchDeleter is what a store offers to remove many records of one
+// repository with one sync per directory (localfs.Store).
+type batchDeleter interface {
+	DeleteRecordsIfOlder(ctx context.Context, repo string, keys []string, cutoffs []time.Time) ([]bool, error)
+}
+
+// deleteIfOlder removes records unless rewritten or touched at or after
+// their cutoff, and says which went (one that is already gone did not).
+func (r *run) deleteIfOlder(ctx context.Context, repo string, keys []string, cutoffs []time.Time) ([]bool, error) {
+	if b, ok := r.st.(batchDeleter); ok {
+		return b.DeleteRecordsIfOlder(ctx, repo, keys, cutoffs)
+	}
+	gone := make([]bool, len(keys))
+	for i, k := range keys {
+		ok, err := r.st.DeleteRecordIfOlder(ctx, repo, k, cutoffs[i])
+		if errors.Is(err, storage.ErrNotFound) {
+			continue
+		}
+		if err != nil {
+			return gone, err
+		}
+		gone[i] = ok
+	}
+	return gone, nil
 }
 
 func matchesAny(globs []string, s string) bool {
