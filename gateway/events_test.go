@@ -154,3 +154,93 @@ repos = ["team-a/*"]
 	default:
 	}
 }
+
+// TestEventsReload: SIGHUP's Reload with other [[webhook]] endpoints
+// sends the next events to the new endpoint only.
+func TestEventsReload(t *testing.T) {
+	dir := t.TempDir()
+	hits := map[string]chan string{"old": make(chan string, 10), "new": make(chan string, 10)}
+	servers := map[string]*httptest.Server{}
+	for name, ch := range hits {
+		ch := ch
+		servers[name] = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			var env webhook.Envelope
+			json.NewDecoder(r.Body).Decode(&env)
+			for _, e := range env.Events {
+				ch <- e.Target.Tag
+			}
+		}))
+		defer servers[name].Close()
+	}
+	cfgFor := func(url string) *Config {
+		c, err := ParseConfig(filepath.Join(dir, "gw.toml"), []byte(`data_dir = "data"
+[listen]
+http = ":80"
+[[site]]
+host = "r.example"
+backend = "registry"
+tls = "off"
+[[webhook]]
+url = "`+url+`"
+actions = ["pull"]
+`))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return c
+	}
+	g, err := New(t.Context(), cfgFor(servers["old"].URL), testlog.New(t, zerolog.WarnLevel))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { g.hooks.Load().Close() }()
+	srv := httptest.NewServer(g)
+	defer srv.Close()
+	pull := func(tag string) {
+		req, _ := http.NewRequest("GET", srv.URL+"/v2/app/manifests/"+tag, nil)
+		req.Host = "r.example"
+		// an event needs a 200: push a manifest under the tag first
+		cfg := `{"tag":"` + tag + `"}`
+		cd := digest.FromString(cfg)
+		post, _ := http.NewRequest("POST", srv.URL+"/v2/app/blobs/uploads/?digest="+cd.String(), strings.NewReader(cfg))
+		post.Host = "r.example"
+		if res, err := http.DefaultClient.Do(post); err != nil || res.StatusCode != 201 {
+			t.Fatalf("blob: %v %v", res, err)
+		}
+		m := fmt.Sprintf(`{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"%s","size":%d},"layers":[]}`, cd, len(cfg))
+		put, _ := http.NewRequest("PUT", srv.URL+"/v2/app/manifests/"+tag, strings.NewReader(m))
+		put.Host = "r.example"
+		put.Header.Set("Content-Type", "application/vnd.oci.image.manifest.v1+json")
+		if res, err := http.DefaultClient.Do(put); err != nil || res.StatusCode != 201 {
+			t.Fatalf("manifest: %v %v", res, err)
+		}
+		res, err := http.DefaultClient.Do(req)
+		if err != nil || res.StatusCode != 200 {
+			t.Fatalf("pull: %v %v", res, err)
+		}
+		res.Body.Close()
+	}
+	wait := func(name, want string) {
+		t.Helper()
+		select {
+		case got := <-hits[name]:
+			if got != want {
+				t.Errorf("%s endpoint got %q, want %q", name, got, want)
+			}
+		case <-time.After(30 * time.Second):
+			t.Fatalf("%s endpoint got nothing", name)
+		}
+	}
+	pull("one")
+	wait("old", "one")
+	if err := g.Reload(t.Context(), cfgFor(servers["new"].URL)); err != nil {
+		t.Fatal(err)
+	}
+	pull("two")
+	wait("new", "two")
+	select {
+	case got := <-hits["old"]:
+		t.Errorf("old endpoint still got %q after the reload", got)
+	default:
+	}
+}
