@@ -24,6 +24,7 @@ import (
 	"github.com/wharf-dev/wharf/backend/cache"
 	"github.com/wharf-dev/wharf/backend/registry/gc"
 	"github.com/wharf-dev/wharf/backend/registry/retention"
+	"github.com/wharf-dev/wharf/backend/storage"
 	"github.com/wharf-dev/wharf/backend/storage/localfs"
 )
 
@@ -34,6 +35,16 @@ type Site struct {
 	Registry bool // a registry root; else a cache root
 	Root     string
 	MaxAge   time.Duration // cache roots: evict what was unused this long; 0 = never
+	// Open opens the root's store as the site's backend does; nil: the
+	// local file system store at Root.
+	Open func() (storage.Store, error) `json:"-"`
+}
+
+func (s Site) open() (storage.Store, error) {
+	if s.Open != nil {
+		return s.Open()
+	}
+	return localfs.New(localfs.Options{Root: s.Root})
 }
 
 // Job is what one run does.
@@ -149,7 +160,7 @@ func Run(ctx context.Context, job Job, log zerolog.Logger) (*Summary, error) {
 }
 
 func registrySite(ctx context.Context, job Job, site Site, s *Summary, log zerolog.Logger) error {
-	st, err := localfs.New(localfs.Options{Root: site.Root})
+	st, err := site.open()
 	if err != nil {
 		return err
 	}
@@ -181,7 +192,7 @@ func registrySite(ctx context.Context, job Job, site Site, s *Summary, log zerol
 }
 
 func cacheSite(ctx context.Context, site Site, s *Summary, log zerolog.Logger) error {
-	st, err := localfs.New(localfs.Options{Root: site.Root})
+	st, err := site.open()
 	if err != nil {
 		return err
 	}

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/wharf-dev/wharf/backend/registry/retention"
+	"github.com/wharf-dev/wharf/backend/storage"
 	"github.com/wharf-dev/wharf/backend/storage/localfs"
 	"github.com/wharf-dev/wharf/cleanup"
 )
@@ -63,7 +64,7 @@ func (c *Config) CleanupJob() cleanup.Job {
 				continue
 			}
 			seen[p.Root] = len(job.Sites)
-			job.Sites = append(job.Sites, cleanup.Site{Host: p.Site.Host, Registry: true, Root: p.Root})
+			job.Sites = append(job.Sites, cleanup.Site{Host: p.Site.Host, Registry: true, Root: p.Root, Open: p.OpenStore})
 		case KindCache:
 			age := p.Site.Cache.MaxAge.Std()
 			if i, dup := seen[p.Root]; dup {
@@ -73,7 +74,7 @@ func (c *Config) CleanupJob() cleanup.Job {
 				continue
 			}
 			seen[p.Root] = len(job.Sites)
-			job.Sites = append(job.Sites, cleanup.Site{Host: p.Site.Host, Root: p.Root, MaxAge: age})
+			job.Sites = append(job.Sites, cleanup.Site{Host: p.Site.Host, Root: p.Root, MaxAge: age, Open: p.OpenStore})
 		}
 	}
 	return job
@@ -164,7 +165,11 @@ func reportSite(ctx context.Context, s cleanup.Site, rules []retention.Rule, rep
 	if _, err := os.Stat(s.Root); errors.Is(err, os.ErrNotExist) {
 		return &retention.Result{}, nil
 	}
-	st, err := localfs.New(localfs.Options{Root: s.Root})
+	open := s.Open
+	if open == nil {
+		open = func() (storage.Store, error) { return localfs.New(localfs.Options{Root: s.Root}) }
+	}
+	st, err := open()
 	if err != nil {
 		return nil, err
 	}
