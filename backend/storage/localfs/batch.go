@@ -3,6 +3,7 @@ package localfs
 import (
 	"context"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"time"
@@ -19,6 +20,16 @@ import (
 // On an error the records before it are removed (and synced).
 func (s *Store) DeleteRecordsIfOlder(_ context.Context, repo string, keys []string, cutoffs []time.Time) ([]bool, error) {
 	removed := make([]bool, len(keys))
+	if len(keys) == 0 {
+		return removed, nil
+	}
+	// one folder of its own for the whole batch (see removeIfOlder)
+	tmp, err := os.MkdirTemp(filepath.Join(s.root, dirTmp), "gc-*")
+	if err != nil {
+		return removed, mapErr(fmt.Errorf("conditional delete: %w", err))
+	}
+	defer os.Remove(tmp)
+	moved := filepath.Join(tmp, "f")
 	dirs := map[string]bool{}
 	defer func() {
 		for d := range dirs {
@@ -31,7 +42,7 @@ func (s *Store) DeleteRecordsIfOlder(_ context.Context, repo string, keys []stri
 		if err != nil {
 			return removed, err
 		}
-		ok, err := s.removeIfOlder(p, cutoffs[i])
+		ok, err := s.removeIfOlderVia(moved, p, cutoffs[i])
 		if errors.Is(err, storage.ErrNotFound) {
 			continue
 		}
