@@ -12,8 +12,8 @@
 // anew (temp file and rename) on every push of the tag, also of the same
 // digest, so it is the time the tag was last pushed. A manifest's push
 // time is likewise that of its revision record, which a push of the
-// manifest, or of an index listing it, refreshes. wharf import keeps the
-// times of the imported files.
+// manifest, or of an index listing it, refreshes. wharf import writes the
+// records anew: imported tags count as pushed at the import.
 //
 // # What is kept
 //
