@@ -35,6 +35,7 @@ type Site struct {
 	Registry bool // a registry root; else a cache root
 	Root     string
 	MaxAge   time.Duration // cache roots: evict what was unused this long; 0 = never
+	MaxSize  int64         // cache roots: evict least recently used images over this many bytes; 0 = no budget
 	// Open opens the root's store as the site's backend does; nil: the
 	// local file system store at Root.
 	Open func() (storage.Store, error) `json:"-"`
@@ -144,7 +145,7 @@ func Run(ctx context.Context, job Job, log zerolog.Logger) (*Summary, error) {
 		var err error
 		if site.Registry {
 			err = registrySite(ctx, job, site, s, l)
-		} else if site.MaxAge > 0 {
+		} else if site.MaxAge > 0 || site.MaxSize > 0 {
 			err = cacheSite(ctx, site, s, l)
 		}
 		if err != nil {
@@ -197,7 +198,7 @@ func cacheSite(ctx context.Context, site Site, s *Summary, log zerolog.Logger) e
 		return err
 	}
 	defer st.Close()
-	res, err := cache.Evict(ctx, st, cache.EvictOptions{MaxAge: site.MaxAge})
+	res, err := cache.Evict(ctx, st, cache.EvictOptions{MaxAge: site.MaxAge, MaxSize: site.MaxSize})
 	if err != nil {
 		return err
 	}

@@ -48,9 +48,9 @@ func (c *Config) hasRegistrySite(glob string) bool {
 
 // CleanupJob lists what the scheduled clean-up and the admin report work
 // on: each registry root once (under the first site that names it), and
-// each cache root with max_age once, with the longest max_age of the
-// cache sites sharing it (none if one of them has none), as `wharf gc`
-// does. Validation refuses a root shared by a registry and a cache.
+// each cache root once, with the longest max_age of the cache sites
+// sharing it (none if one of them has none) and the smallest max_size,
+// as `wharf gc` does. Validation refuses a root shared by a registry and a cache.
 func (c *Config) CleanupJob() cleanup.Job {
 	job := cleanup.Job{DataDir: c.Path(c.DataDir), Rules: c.Retention}
 	seen := map[string]int{}
@@ -66,15 +66,22 @@ func (c *Config) CleanupJob() cleanup.Job {
 			seen[p.Root] = len(job.Sites)
 			job.Sites = append(job.Sites, cleanup.Site{Host: p.Site.Host, Registry: true, Root: p.Root, Open: p.OpenStore})
 		case KindCache:
-			age := p.Site.Cache.MaxAge.Std()
+			age, size := p.Site.Cache.MaxAge.Std(), int64(p.Site.Cache.MaxSize)
 			if i, dup := seen[p.Root]; dup {
-				if prev := job.Sites[i].MaxAge; !job.Sites[i].Registry && prev > 0 && (age == 0 || age > prev) {
-					job.Sites[i].MaxAge = age
+				cs := &job.Sites[i]
+				if cs.Registry {
+					continue
+				}
+				if cs.MaxAge > 0 && (age == 0 || age > cs.MaxAge) {
+					cs.MaxAge = age
+				}
+				if size > 0 && (cs.MaxSize == 0 || size < cs.MaxSize) {
+					cs.MaxSize = size
 				}
 				continue
 			}
 			seen[p.Root] = len(job.Sites)
-			job.Sites = append(job.Sites, cleanup.Site{Host: p.Site.Host, Root: p.Root, MaxAge: age, Open: p.OpenStore})
+			job.Sites = append(job.Sites, cleanup.Site{Host: p.Site.Host, Root: p.Root, MaxAge: age, MaxSize: size, Open: p.OpenStore})
 		}
 	}
 	return job

@@ -17,6 +17,7 @@ import (
 	"github.com/wharf-dev/wharf/acme"
 	"github.com/wharf-dev/wharf/auth"
 	"github.com/wharf-dev/wharf/backend"
+	"github.com/wharf-dev/wharf/backend/cache"
 	"github.com/wharf-dev/wharf/cleanup"
 	"github.com/wharf-dev/wharf/webhook"
 )
@@ -31,6 +32,7 @@ type Gateway struct {
 	cfg   *Config
 
 	metrics        *metrics
+	cacheMetrics   *cache.Metrics // series of every cache site
 	cleanupMetrics *cleanup.Metrics
 	webhookMetrics *webhook.Metrics
 
@@ -79,6 +81,7 @@ type site struct {
 // New builds every site's backend from cfg.
 func New(ctx context.Context, cfg *Config, log zerolog.Logger) (*Gateway, error) {
 	g := &Gateway{log: log, cfg: cfg, metrics: newMetrics()}
+	g.cacheMetrics = cache.NewMetrics(g.metrics.reg)
 	g.cleanupMetrics = cleanup.NewMetrics(g.metrics.reg)
 	g.webhookMetrics = webhook.NewMetrics(g.metrics.reg)
 	g.source, g.now = instanceSource(), time.Now
@@ -116,6 +119,7 @@ func (g *Gateway) build(ctx context.Context, cfg *Config, old *siteTable) (*site
 		sc := plan.Site
 		s := old.reusable(sc)
 		if s == nil {
+			plan.CacheMetrics = g.cacheMetrics
 			be, err := plan.Open(ctx, cfg.Env(), g.log)
 			if err != nil {
 				for _, m := range made {
@@ -142,7 +146,7 @@ func (g *Gateway) build(ctx context.Context, cfg *Config, old *siteTable) (*site
 			withRequestID,
 			accessLog(&g.log, g.metrics, sc.Host),
 			withAPIVersion,
-			withRoute,
+			withRouteFor(s.backend),
 			g.withEvents(sc.Host),
 		)}
 		if sc.Host == "*" {
