@@ -36,6 +36,8 @@ type Site struct {
 	Root     string
 	MaxAge   time.Duration // cache roots: evict what was unused this long; 0 = never
 	MaxSize  int64         // cache roots: evict least recently used images over this many bytes; 0 = no budget
+	// Remote: Root names a bucket ("s3://bucket/prefix"), not a folder.
+	Remote bool
 	// Open opens the root's store as the site's backend does; nil: the
 	// local file system store at Root.
 	Open func() (storage.Store, error) `json:"-"`
@@ -139,7 +141,7 @@ func Run(ctx context.Context, job Job, log zerolog.Logger) (*Summary, error) {
 			return s, err
 		}
 		l := log.With().Str("site", site.Host).Str("root", site.Root).Logger()
-		if _, err := os.Stat(site.Root); errors.Is(err, os.ErrNotExist) {
+		if _, err := os.Stat(site.Root); !site.Remote && errors.Is(err, os.ErrNotExist) {
 			continue // nothing stored yet
 		}
 		var err error

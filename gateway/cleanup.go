@@ -55,16 +55,17 @@ func (c *Config) CleanupJob() cleanup.Job {
 	job := cleanup.Job{DataDir: c.Path(c.DataDir), Rules: c.Retention}
 	seen := map[string]int{}
 	for _, p := range c.Plan() {
-		if p.Root == "" {
+		loc := p.Location() // a folder, or s3://bucket/prefix
+		if loc == "" {
 			continue
 		}
 		switch p.Site.Backend {
 		case KindRegistry:
-			if _, dup := seen[p.Root]; dup {
+			if _, dup := seen[loc]; dup {
 				continue
 			}
-			seen[p.Root] = len(job.Sites)
-			job.Sites = append(job.Sites, cleanup.Site{Host: p.Site.Host, Registry: true, Root: p.Root, Open: p.OpenStore})
+			seen[loc] = len(job.Sites)
+			job.Sites = append(job.Sites, cleanup.Site{Host: p.Site.Host, Registry: true, Root: loc, Remote: p.Root == "", Open: p.OpenStore})
 		case KindCache:
 			age, size := p.Site.Cache.MaxAge.Std(), int64(p.Site.Cache.MaxSize)
 			if i, dup := seen[p.Root]; dup {
@@ -169,7 +170,7 @@ func (g *Gateway) gcReport(w http.ResponseWriter, r *http.Request) {
 
 // reportSite is a retention dry run over one registry root.
 func reportSite(ctx context.Context, s cleanup.Site, rules []retention.Rule, report func(retention.Item)) (*retention.Result, error) {
-	if _, err := os.Stat(s.Root); errors.Is(err, os.ErrNotExist) {
+	if _, err := os.Stat(s.Root); !s.Remote && errors.Is(err, os.ErrNotExist) {
 		return &retention.Result{}, nil
 	}
 	open := s.Open

@@ -51,6 +51,7 @@ type Config struct {
 	Groups   map[string][]string `toml:"groups"`
 	Sites    []Site              `toml:"site"`
 	Policies []policy.Rule       `toml:"policy"`
+	Cluster  Cluster             `toml:"cluster"`
 	// [gc], [[retention]] and [[webhook]] (gateway/cleanup.go checks
 	// what spans sections).
 	GC        cleanup.Config   `toml:"gc"`
@@ -198,6 +199,7 @@ func (c *Config) Validate() error {
 	v.section("log", c.Log.Validate(v.env))
 	v.section("acme", c.ACME.Validate(v.env))
 	v.section("auth", c.Auth.Validate(v.env))
+	v.section("cluster", c.Cluster.Validate(v.env))
 	c.validateACME(v)
 	c.validatePolicy(v)
 	c.validateSites(v)

@@ -16,8 +16,8 @@ import (
 // rule and the reason ("would remove: rule 1 (repos ci/*): tag ci/app:abc
 // not in newest 10, pushed 41d ago" with -dry-run).
 func retainSite(ctx context.Context, cfg *gateway.Config, p *gateway.SitePlan, dryRun bool, stdout, stderr io.Writer) int {
-	host, root := p.Site.Host, p.Root
-	if _, err := os.Stat(root); errors.Is(err, os.ErrNotExist) {
+	host, root := p.Site.Host, p.Location()
+	if _, err := os.Stat(root); p.Root != "" && errors.Is(err, os.ErrNotExist) {
 		return 0 // gcRegistrySite says "no data yet"
 	}
 	if len(retention.ForHost(cfg.Retention, host)) == 0 {
