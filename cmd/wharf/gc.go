@@ -14,10 +14,11 @@ import (
 
 	"github.com/wharf-dev/wharf/backend/cache"
 	"github.com/wharf-dev/wharf/backend/registry/gc"
+	"github.com/wharf-dev/wharf/cleanup"
 	"github.com/wharf-dev/wharf/gateway"
 )
 
-// cmdGC runs `wharf gc`: mark and sweep on every registry site's root
+// cmdGC runs `wharf gc`: the [[retention]] rules and then mark and sweep on every registry site's root
 // (see backend/registry/gc), and eviction of what cache sites with a
 // max_age have not used for that long (see backend/cache/evict.go); both
 // are safe while `wharf serve` serves the same data.
@@ -45,6 +46,14 @@ func cmdGC(args []string, stdout, stderr io.Writer) int {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
+	if !dryRun { // one clean-up at a time per data directory ([gc] every too)
+		unlock, err := cleanup.Lock(cfg.Path(cfg.DataDir))
+		if err != nil {
+			fmt.Fprintf(stderr, "wharf gc: %v\n", err)
+			return 1
+		}
+		defer unlock()
+	}
 	if grace < time.Minute {
 		fmt.Fprintf(stderr, "wharf gc: warning: -grace %s: a push in progress (blobs uploaded, manifest not yet) may lose its blobs and fail\n", grace)
 	}
@@ -56,9 +65,43 @@ func cmdGC(args []string, stdout, stderr io.Writer) int {
 		verb = "would remove"
 	}
 	// Stores are opened through the gateway's site factory, as `wharf
-	// serve` opens them. Config validation refuses a cache root that is
-	// also a registry root; a root shared by cache sites is evicted with
-	// the longest max_age among them (none if one of them has none).
+	// serve` opens them.
+	sites, code := collectSites(ctx, cfg, verb, gc.Options{DeleteUntagged: untagged, DryRun: dryRun, Grace: grace}, stdout, stderr)
+	if code != 0 {
+		return code
+	}
+	if sites == 0 {
+		fmt.Fprintf(stderr, "wharf gc: %s has no site with backend = \"registry\" and no cache site with max_age or max_size; nothing to collect\n", path)
+		return 1
+	}
+	return 0
+}
+
+// cacheLimits gives each cache root its eviction limits. Config validation
+// refuses a cache root that is also a registry root; a root shared by cache
+// sites is evicted with the longest max_age among them (none if one of them
+// has none) and the smallest max_size.
+func cacheLimits(plans []gateway.SitePlan) (maxAge map[string]time.Duration, maxSize map[string]int64) {
+	maxAge, maxSize = map[string]time.Duration{}, map[string]int64{}
+	for _, p := range plans {
+		if p.Site.Backend != gateway.KindCache {
+			continue
+		}
+		age, seen := maxAge[p.Root]
+		if a := p.Site.Cache.MaxAge.Std(); !seen || age > 0 && (a == 0 || a > age) {
+			maxAge[p.Root] = a
+		}
+		if m := int64(p.Site.Cache.MaxSize); m > 0 && (maxSize[p.Root] == 0 || m < maxSize[p.Root]) {
+			maxSize[p.Root] = m
+		}
+	}
+	return maxAge, maxSize
+}
+
+// collectSites runs retention and gc on every registry root and eviction on
+// every cache root with limits, once per storage location. It returns how
+// many sites it worked on, and a non-zero exit code when one failed.
+func collectSites(ctx context.Context, cfg *gateway.Config, verb string, o gc.Options, stdout, stderr io.Writer) (int, int) {
 	plans := cfg.Plan()
 	cacheAge, cacheSize := cacheLimits(plans)
 	seen := map[string]bool{}
@@ -73,8 +116,11 @@ func cmdGC(args []string, stdout, stderr io.Writer) int {
 		switch p.Site.Backend {
 		case gateway.KindRegistry:
 			sites++
-			if code := gcRegistrySite(ctx, p, verb, gc.Options{DeleteUntagged: untagged, DryRun: dryRun, Grace: grace}, stdout, stderr); code != 0 {
-				return code
+			if code := retainSite(ctx, cfg, p, o.DryRun, stdout, stderr); code != 0 {
+				return sites, code
+			}
+			if code := gcRegistrySite(ctx, p, verb, o, stdout, stderr); code != 0 {
+				return sites, code
 			}
 		case gateway.KindCache:
 			maxAge, maxSize := cacheAge[p.Root], cacheSize[p.Root]
@@ -83,37 +129,12 @@ func cmdGC(args []string, stdout, stderr io.Writer) int {
 				continue
 			}
 			sites++
-			if code := evictCacheSite(ctx, p, verb, cache.EvictOptions{MaxAge: maxAge, MaxSize: maxSize, DryRun: dryRun}, stdout, stderr); code != 0 {
-				return code
+			if code := evictCacheSite(ctx, p, verb, cache.EvictOptions{MaxAge: maxAge, MaxSize: maxSize, DryRun: o.DryRun}, stdout, stderr); code != 0 {
+				return sites, code
 			}
 		}
 	}
-	if sites == 0 {
-		fmt.Fprintf(stderr, "wharf gc: %s has no site with backend = \"registry\" and no cache site with max_age or max_size; nothing to collect\n", path)
-		return 1
-	}
-	return 0
-}
-
-// cacheLimits is the eviction limit of each cache root: the longest
-// max_age of the sites sharing it (none if one of them has none) and the
-// smallest max_size.
-func cacheLimits(plans []gateway.SitePlan) (map[string]time.Duration, map[string]int64) {
-	cacheAge := map[string]time.Duration{}
-	cacheSize := map[string]int64{}
-	for _, p := range plans {
-		if p.Site.Backend != gateway.KindCache {
-			continue
-		}
-		age, seen := cacheAge[p.Root]
-		if a := p.Site.Cache.MaxAge.Std(); !seen || age > 0 && (a == 0 || a > age) {
-			cacheAge[p.Root] = a
-		}
-		if m := int64(p.Site.Cache.MaxSize); m > 0 && (cacheSize[p.Root] == 0 || m < cacheSize[p.Root]) {
-			cacheSize[p.Root] = m
-		}
-	}
-	return cacheAge, cacheSize
+	return sites, 0
 }
 
 // gcRegistrySite collects one registry root and prints what went.
