@@ -211,7 +211,7 @@ actions = ["pull"]
 func collectEvents(t *testing.T, got chan []byte, n int) []webhook.Event {
 	t.Helper()
 	var events []webhook.Event
-	for len(events) < 4 {
+	for len(events) < n {
 		select {
 		case b := <-got:
 			var env webhook.Envelope
