@@ -99,6 +99,9 @@ type Site struct {
 	// AuthScheme chooses the challenge: "token" (default; Bearer from
 	// wharf's own token service) or "basic".
 	AuthScheme string `toml:"auth"`
+	// UI turns the web UI at https://<host>/ on or off; unset = on for
+	// registry and cache sites (see UIEnabled in ui.go).
+	UI *bool `toml:"ui"`
 
 	Registry *RegistrySite `toml:"registry"`
 	Cache    *CacheSite    `toml:"cache"`
@@ -490,6 +493,9 @@ func (c *Config) Validate() error {
 		case "proxy":
 			other("registry", s.Registry != nil)
 			other("cache", s.Cache != nil)
+			if s.UI != nil && *s.UI {
+				add(key("ui"), "ui = true: a proxy site has no web UI (its registry serves every path)")
+			}
 			if s.Proxy == nil {
 				add(key("backend"), "backend = \"proxy\" needs [site.proxy] upstream")
 			} else if _, err := proxy.ParseUpstream(s.Proxy.Upstream); err != nil {

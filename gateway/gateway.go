@@ -118,6 +118,12 @@ func (g *Gateway) build(ctx context.Context, cfg *Config, old *siteTable) (*site
 		if g.auth != nil {
 			h = g.auth.Handler(auth.Site{Host: sc.Host, Anonymous: sc.Anonymous, Scheme: sc.AuthScheme, Policy: pol}, h)
 		}
+		if h, err = g.withUI(cfg, sc, s.backend, pol, h); err != nil {
+			for _, m := range made {
+				m.close()
+			}
+			return nil, fmt.Errorf("site %s: %w", sc.Host, err)
+		}
 		e := &entry{site: s, handler: chain(h,
 			withRequestID,
 			accessLog(&g.log, g.metrics, sc.Host),

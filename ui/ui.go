@@ -1,0 +1,264 @@
+// Package ui is wharf's web UI for people: a server-rendered view of one
+// registry or cache site (repositories, tags, images, referrers, what a
+// mirror holds and when it will be evicted) with the same logins and
+// policy as the API, and deletes for users who may delete. Pages are
+// html/template with embedded CSS and one small script (a copy button);
+// everything works with JavaScript off. Data comes straight from the
+// site's store, never through the HTTP API.
+//
+// The gateway mounts it on every registry and cache site whose `ui` is not
+// false: every path outside /v2/ goes here (Handles).
+package ui
+
+import (
+	"context"
+	"errors"
+	"net"
+	"net/http"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/rs/zerolog"
+
+	"github.com/wharf-dev/wharf/backend"
+	"github.com/wharf-dev/wharf/backend/storage"
+	"github.com/wharf-dev/wharf/policy"
+)
+
+// Kinds of site the UI shows.
+const (
+	KindRegistry = "registry"
+	KindCache    = "cache"
+)
+
+// Authenticator checks logins; *auth.Service is one. Login must apply the
+// same throttle as the API's logins.
+type Authenticator interface {
+	// Login reports whether pw is user's password, or how long the
+	// client must wait before trying again (throttled).
+	Login(r *http.Request, user string, pw []byte) (ok bool, retryAfter time.Duration)
+	// HasUser reports whether user still exists (a session of a removed
+	// user is void).
+	HasUser(user string) bool
+}
+
+// Config is what the UI of one site needs. The gateway fills it from the
+// site's [[site]] table; the UI has no config keys of its own besides
+// `ui = false`.
+type Config struct {
+	Host  string        // the site's host name; "*" = whatever Host the client used
+	Kind  string        // KindRegistry or KindCache
+	Store storage.Store // the site's store
+	// Delete removes a tag or a manifest (by digest) the way the API's
+	// DELETE does; nil = no deletes on this site.
+	Delete func(ctx context.Context, repo, ref string) error
+	// Upstream and MaxAge describe a cache site.
+	Upstream string
+	MaxAge   time.Duration
+
+	// Auth checks logins; nil = the site has no logins: every viewer sees
+	// everything and the UI is read-only (no session, so no CSRF token to
+	// bind a delete to).
+	Auth          Authenticator
+	Policy        *policy.Policy // nil = no [[policy]]: logged-in users may do everything
+	AnonymousPull bool           // the site's anonymous = "pull"
+	// Key signs session cookies and CSRF tokens (LoadKey); required with Auth.
+	Key []byte
+	// SessionTTL is how long a login lasts; default 12h.
+	SessionTTL time.Duration
+	// PageSize is how many repositories or tags one page lists; default 50.
+	PageSize int
+	Now      func() time.Time
+	Log      zerolog.Logger
+}
+
+// UI serves one site's pages. It is an http.Handler.
+type UI struct {
+	cfg  Config
+	pol  *policy.Policy
+	b    *browser
+	sess *sessions
+	log  zerolog.Logger
+}
+
+// DefaultSessionTTL is how long a login lasts.
+const DefaultSessionTTL = 12 * time.Hour
+
+// New checks cfg and builds the UI.
+func New(cfg Config) (*UI, error) {
+	if cfg.Store == nil {
+		return nil, errors.New("ui: no store")
+	}
+	if cfg.Auth != nil && len(cfg.Key) < 32 {
+		return nil, errors.New("ui: a session key of at least 32 bytes is required with logins")
+	}
+	if cfg.SessionTTL <= 0 {
+		cfg.SessionTTL = DefaultSessionTTL
+	}
+	if cfg.PageSize <= 0 {
+		cfg.PageSize = 50
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	if cfg.Kind == "" {
+		cfg.Kind = KindRegistry
+	}
+	pol := cfg.Policy
+	if pol == nil {
+		pol, _ = policy.New(nil, nil) // no rules is always valid
+	}
+	return &UI{
+		cfg: cfg, pol: pol, log: cfg.Log,
+		b:    newBrowser(cfg.Store, 4096),
+		sess: &sessions{key: cfg.Key, host: cfg.Host, ttl: cfg.SessionTTL, now: cfg.Now},
+	}, nil
+}
+
+// Handles reports whether a request path belongs to the UI rather than to
+// the registry API: everything outside /v2/.
+func Handles(path string) bool {
+	return path != "/v2" && !strings.HasPrefix(path, "/v2/")
+}
+
+// Split sends UI paths to ui and the rest (/v2/) to api: the one place
+// where a site chooses between the two.
+func Split(ui, api http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if Handles(r.URL.Path) {
+			ui.ServeHTTP(w, r)
+			return
+		}
+		api.ServeHTTP(w, r)
+	})
+}
+
+// csp is the Content-Security-Policy of every answer: only our own
+// stylesheet and script, no inline code, no framing, forms only to us.
+const csp = "default-src 'none'; style-src 'self'; script-src 'self'; img-src 'self'; " +
+	"form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
+
+func secureHeaders(h http.Header) {
+	h.Set("Content-Security-Policy", csp)
+	h.Set("X-Content-Type-Options", "nosniff")
+	h.Set("X-Frame-Options", "DENY")
+	h.Set("Referrer-Policy", "same-origin")
+	h.Set("Cross-Origin-Opener-Policy", "same-origin")
+}
+
+// ServeHTTP routes a UI request.
+func (u *UI) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	secureHeaders(w.Header())
+	p := r.URL.Path
+	if strings.HasPrefix(p, staticPrefix) {
+		serveStatic(w, r, strings.TrimPrefix(p, staticPrefix))
+		return
+	}
+	w.Header().Set("Cache-Control", "no-store")
+	v := u.viewer(r)
+	get := r.Method == http.MethodGet || r.Method == http.MethodHead
+	post := r.Method == http.MethodPost
+	if post && !sameOrigin(r) {
+		u.fail(w, r, v, http.StatusForbidden, "This form was sent from another site.")
+		return
+	}
+	switch {
+	case p == "/" && get:
+		u.repos(w, r, v)
+	case strings.HasPrefix(p, "/r/") && get:
+		u.repoOrImage(w, r, v, strings.TrimPrefix(p, "/r/"))
+	case p == "/login" && get:
+		u.loginForm(w, r, v, http.StatusOK, "")
+	case p == "/login" && post:
+		u.login(w, r, v)
+	case p == "/logout" && post:
+		u.logout(w, r, v)
+	case p == "/-/delete" && get:
+		u.confirmDelete(w, r, v)
+	case p == "/-/delete" && post:
+		u.doDelete(w, r, v)
+	case p == "/" || p == "/login" || p == "/logout" || p == "/-/delete" || strings.HasPrefix(p, "/r/"):
+		w.Header().Set("Allow", "GET, HEAD, POST")
+		u.fail(w, r, v, http.StatusMethodNotAllowed, "This page does not take "+r.Method+" requests.")
+	default:
+		u.fail(w, r, v, http.StatusNotFound, "There is no page here.")
+	}
+}
+
+// sameOrigin rejects cross-site form posts whose browser says where they
+// come from (Origin, or Sec-Fetch-Site); the CSRF token covers the rest.
+func sameOrigin(r *http.Request) bool {
+	if s := r.Header.Get("Sec-Fetch-Site"); s != "" && s != "same-origin" && s != "none" {
+		return false
+	}
+	o := r.Header.Get("Origin")
+	if o == "" {
+		return true // not sent by older browsers on same-origin posts
+	}
+	scheme := "http"
+	if r.TLS != nil {
+		scheme = "https"
+	}
+	return strings.EqualFold(o, scheme+"://"+r.Host)
+}
+
+// viewer is who looks at a page.
+type viewer struct {
+	User   string // "" = anonymous
+	cookie string // the session cookie's value, for CSRF tokens
+}
+
+// viewer reads the session cookie; a bad, expired or orphaned one counts as
+// anonymous.
+func (u *UI) viewer(r *http.Request) viewer {
+	if u.cfg.Auth == nil {
+		return viewer{}
+	}
+	c, err := r.Cookie(CookieName)
+	if err != nil {
+		return viewer{}
+	}
+	user, ok := u.sess.check(c.Value)
+	if !ok || !u.cfg.Auth.HasUser(user) {
+		return viewer{}
+	}
+	return viewer{User: user, cookie: c.Value}
+}
+
+// service is the host name the policy sees for this request.
+func (u *UI) service(r *http.Request) string {
+	if u.cfg.Host != "*" && u.cfg.Host != "" {
+		return u.cfg.Host
+	}
+	h := r.Host
+	if hp, _, err := net.SplitHostPort(h); err == nil {
+		h = hp
+	}
+	return strings.ToLower(h)
+}
+
+// allowed is what v may do to repo, exactly as the API's auth middleware
+// decides it: the policy, plus pull for everyone on anonymous = "pull"
+// sites; without logins, everything.
+func (u *UI) allowed(r *http.Request, v viewer, repo string) []backend.Action {
+	if u.cfg.Auth == nil {
+		return []backend.Action{backend.ActionPull}
+	}
+	acts := u.pol.Allowed(u.service(r), repo, v.User)
+	if u.cfg.AnonymousPull && !slices.Contains(acts, backend.ActionPull) {
+		acts = append(acts, backend.ActionPull)
+	}
+	return acts
+}
+
+// canSee: a repository the viewer may not pull does not exist for them.
+func (u *UI) canSee(r *http.Request, v viewer, repo string) bool {
+	return slices.Contains(u.allowed(r, v, repo), backend.ActionPull)
+}
+
+// canDelete: deletes need the site to allow them, a logged-in user (the
+// CSRF token is bound to the session) and the policy's delete.
+func (u *UI) canDelete(r *http.Request, v viewer, repo string) bool {
+	return u.cfg.Delete != nil && v.User != "" && slices.Contains(u.allowed(r, v, repo), backend.ActionDelete)
+}
