@@ -3,7 +3,6 @@ package ui
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"slices"
 	"sort"
@@ -260,26 +259,6 @@ func (b *browser) repo(ctx context.Context, name string) (repoInfo, error) {
 		ri.Size += n
 	}
 	return ri, nil
-}
-
-// tagTimes lists the tags of repo with their records' modification times
-// (one stat each, no reads), for sorting by date before a page is cut.
-func (b *browser) tagTimes(ctx context.Context, repo string) ([]tagRef, error) {
-	names, err := b.st.ListRecords(ctx, repo, "tags")
-	if err != nil {
-		return nil, err
-	}
-	out := make([]tagRef, 0, len(names))
-	for _, n := range names {
-		t := tagRef{Name: n}
-		if mt, err := b.st.StatRecord(ctx, repo, tagKey(n)); err == nil {
-			t.Pushed = mt
-		} else if errors.Is(err, storage.ErrNotFound) {
-			continue
-		}
-		out = append(out, t)
-	}
-	return out, nil
 }
 
 // exists reports whether repo holds any tag or manifest.

@@ -29,7 +29,7 @@ type page struct {
 	Logins    bool   // the site has logins (show the login link)
 	CSRF      string // the session's CSRF token ("" when anonymous)
 	Query     string // the search box
-	BuildTime time.Duration
+	BuildTime duration
 	Data      any
 }
 
@@ -41,11 +41,18 @@ func (u *UI) newPage(r *http.Request, v viewer, title string) *page {
 	return p
 }
 
+// duration prints as milliseconds with two decimals ("1.08 ms").
+type duration time.Duration
+
+func (d duration) String() string {
+	return fmt.Sprintf("%.2f ms", float64(time.Duration(d).Microseconds())/1000)
+}
+
 // render executes a page template into a buffer first, so a template error
 // never leaves half a page, and reports the server's time in the footer
 // (data) and in Server-Timing (data and rendering).
 func (u *UI) render(w http.ResponseWriter, r *http.Request, status int, name string, p *page, start time.Time) {
-	p.BuildTime = time.Since(start)
+	p.BuildTime = duration(time.Since(start))
 	var buf bytes.Buffer
 	if err := pages[name].ExecuteTemplate(&buf, "layout", p); err != nil {
 		u.log.Error().Err(err).Str("page", name).Msg("ui: template failed")
@@ -56,7 +63,7 @@ func (u *UI) render(w http.ResponseWriter, r *http.Request, status int, name str
 	h.Set("Content-Type", "text/html; charset=utf-8")
 	h.Set("Content-Length", strconv.Itoa(buf.Len()))
 	h.Set("Server-Timing", fmt.Sprintf("data;dur=%.2f, total;dur=%.2f",
-		float64(p.BuildTime.Microseconds())/1000, float64(time.Since(start).Microseconds())/1000))
+		float64(time.Duration(p.BuildTime).Microseconds())/1000, float64(time.Since(start).Microseconds())/1000))
 	w.WriteHeader(status)
 	if r.Method != http.MethodHead {
 		_, _ = w.Write(buf.Bytes())
@@ -125,7 +132,7 @@ type reposData struct {
 func (u *UI) repos(w http.ResponseWriter, r *http.Request, v viewer) {
 	start := time.Now()
 	ctx := r.Context()
-	all, err := u.cfg.Store.ListRepos(ctx)
+	all, err := u.repoNames(ctx)
 	if err != nil {
 		u.internal(w, r, v, err)
 		return
@@ -209,25 +216,37 @@ type repoData struct {
 func (u *UI) repo(w http.ResponseWriter, r *http.Request, v viewer, repo string) {
 	start := time.Now()
 	ctx := r.Context()
-	ok, err := u.b.exists(ctx, repo)
+	names, err := u.cfg.Store.ListRecords(ctx, repo, "tags")
 	if err != nil {
 		u.internal(w, r, v, err)
 		return
 	}
-	if !ok {
-		u.fail(w, r, v, http.StatusNotFound, "There is no such repository (or you may not see it; try logging in).")
-		return
-	}
-	tags, err := u.b.tagTimes(ctx, repo)
-	if err != nil {
-		u.internal(w, r, v, err)
-		return
+	if len(names) == 0 {
+		// a repository with only untagged manifests still exists
+		if ok, err := u.b.exists(ctx, repo); err != nil || !ok {
+			if err != nil {
+				u.internal(w, r, v, err)
+				return
+			}
+			u.fail(w, r, v, http.StatusNotFound, "There is no such repository (or you may not see it; try logging in).")
+			return
+		}
 	}
 	sortBy := r.URL.Query().Get("sort")
+	tags := make([]tagRef, 0, len(names))
 	if sortBy == "date" {
+		// every tag's time is needed before the page can be cut: one stat each
+		for _, n := range names {
+			if mt, err := u.cfg.Store.StatRecord(ctx, repo, tagKey(n)); err == nil {
+				tags = append(tags, tagRef{Name: n, Pushed: mt})
+			}
+		}
 		slices.SortStableFunc(tags, func(a, b tagRef) int { return b.Pushed.Compare(a.Pushed) })
 	} else {
-		sortBy = "name" // the store lists them sorted by name
+		sortBy = "name" // the store lists them sorted by name: no stat needed
+		for _, n := range names {
+			tags = append(tags, tagRef{Name: n})
+		}
 	}
 	pg, from, to := paginate(len(tags), u.cfg.PageSize, r)
 	d := repoData{Repo: repo, Pager: pg, Sort: sortBy, CanDelete: u.canDelete(r, v, repo), MaxAge: u.cfg.MaxAge}

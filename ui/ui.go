@@ -17,6 +17,7 @@ import (
 	"net/http"
 	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/rs/zerolog"
@@ -80,6 +81,58 @@ type UI struct {
 	b    *browser
 	sess *sessions
 	log  zerolog.Logger
+
+	// names caches the store's list of repositories: on the local file
+	// system listing walks one directory per repository (10,000
+	// repositories: 100-300 ms on a loaded 2-core machine), while
+	// everything else a page shows is read fresh. After ListTTL the next
+	// page still gets the old list at once and a listing runs in the
+	// background, so only the first page after a start waits for one.
+	namesMu    sync.Mutex
+	names      []string
+	namesAt    time.Time
+	refreshing bool
+}
+
+// ListTTL is how long the list of repository names is reused before it is
+// listed again (in the background).
+const ListTTL = 5 * time.Second
+
+// repoNames returns the store's repositories (see UI.names).
+func (u *UI) repoNames(ctx context.Context) ([]string, error) {
+	u.namesMu.Lock()
+	if u.names == nil {
+		defer u.namesMu.Unlock() // the first listing: everyone waits for it
+		names, err := u.cfg.Store.ListRepos(ctx)
+		if err != nil {
+			return nil, err
+		}
+		u.names, u.namesAt = append([]string{}, names...), time.Now()
+		return u.names, nil
+	}
+	names := u.names
+	if time.Since(u.namesAt) >= ListTTL && !u.refreshing {
+		u.refreshing = true
+		go u.refreshNames()
+	}
+	u.namesMu.Unlock()
+	return names, nil
+}
+
+// refreshNames lists the repositories again; on an error the old list
+// stays and the next page tries again.
+func (u *UI) refreshNames() {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	names, err := u.cfg.Store.ListRepos(ctx)
+	u.namesMu.Lock()
+	defer u.namesMu.Unlock()
+	u.refreshing = false
+	if err != nil {
+		u.log.Warn().Err(err).Msg("ui: listing repositories failed; showing the previous list")
+		return
+	}
+	u.names, u.namesAt = append([]string{}, names...), time.Now()
 }
 
 // DefaultSessionTTL is how long a login lasts.

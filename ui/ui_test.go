@@ -448,3 +448,38 @@ func errorText(p *resp) string {
 	msg, _, _ := strings.Cut(after, "<")
 	return msg
 }
+
+// The repository list is reused for ListTTL and then refreshed in the
+// background: a new repository shows up on a later page.
+func TestRepoListRefresh(t *testing.T) {
+	f := newFixture(t, fixtureOpts{noAuth: true})
+	f.image("lib/one", "v1", "linux/amd64", nil, 10)
+	c := &client{f: f}
+	if !c.get("/").has("lib/one") {
+		t.Fatal("first repository missing")
+	}
+	f.image("lib/two", "v1", "linux/amd64", nil, 10)
+	if c.get("/").has("lib/two") {
+		t.Fatal("the list was not reused within ListTTL")
+	}
+	// the tags page reads the store directly, so the new one is there already
+	mustStatus(t, c.get("/r/lib/two"), 200, "new repository's page")
+	f.ui.namesMu.Lock()
+	f.ui.namesAt = f.ui.namesAt.Add(-ListTTL)
+	f.ui.namesMu.Unlock()
+	c.get("/") // starts the background listing
+	for deadline := time.Now().Add(time.Minute); ; time.Sleep(10 * time.Millisecond) {
+		f.ui.namesMu.Lock()
+		done := !f.ui.refreshing
+		f.ui.namesMu.Unlock()
+		if done {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the background listing never finished") // a hang guard
+		}
+	}
+	if !c.get("/").has("lib/two") {
+		t.Fatal("the new repository never showed up")
+	}
+}
