@@ -31,7 +31,7 @@ import (
 // its own HTTP API, with a real auth service (htpasswd, throttle) and a
 // policy, and the UI on top of its store.
 type fixture struct {
-	t   *testing.T
+	t   testing.TB
 	reg *registry.Registry
 	svc *auth.Service
 	ui  *UI
@@ -56,7 +56,7 @@ type fixtureOpts struct {
 	mutate   func(*Config)
 }
 
-func newFixture(t *testing.T, o fixtureOpts) *fixture {
+func newFixture(t testing.TB, o fixtureOpts) *fixture {
 	t.Helper()
 	ctx := context.Background()
 	reg, err := registry.New(ctx, registry.Options{Root: t.TempDir(), Delete: o.delete})

@@ -22,6 +22,7 @@ import (
 
 	"github.com/rs/zerolog"
 
+	"github.com/wharf-dev/wharf/auth"
 	"github.com/wharf-dev/wharf/backend"
 	"github.com/wharf-dev/wharf/backend/storage"
 	"github.com/wharf-dev/wharf/policy"
@@ -210,6 +211,9 @@ func (u *UI) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	w.Header().Set("Cache-Control", "no-store")
 	v := u.viewer(r)
+	if id := auth.IdentityFrom(r.Context()); id != nil && v.User != "" {
+		id.User = v.User // the access log names the UI's user as it does the API's
+	}
 	get := r.Method == http.MethodGet || r.Method == http.MethodHead
 	post := r.Method == http.MethodPost
 	if post && !sameOrigin(r) {
