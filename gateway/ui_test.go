@@ -1,7 +1,10 @@
 package gateway
 
 import (
+	"bytes"
 	"context"
+	"fmt"
+	"html"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -10,9 +13,11 @@ import (
 	"strings"
 	"testing"
 
+	digest "github.com/opencontainers/go-digest"
 	"github.com/rs/zerolog"
 
 	"github.com/wharf-dev/wharf/auth"
+	"github.com/wharf-dev/wharf/backend/registry"
 )
 
 // The web UI answers every path outside /v2/ on registry and cache sites,
@@ -144,5 +149,95 @@ upstream = "http://127.0.0.1:9"
 `))
 	if err == nil || !strings.Contains(err.Error(), "gw.toml:8: ui = true: a proxy site has no web UI") {
 		t.Fatalf("ui = true on a proxy site: %v", err)
+	}
+}
+
+// A cache site's UI shows what a pull through it stored, in the cache's own
+// record format: the tag, its digest and platform, the upstream, the times.
+func TestGatewayUICacheSite(t *testing.T) {
+	ctx := context.Background()
+	up, err := registry.New(ctx, registry.Options{Root: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer up.Close()
+	upSrv := httptest.NewServer(up)
+	defer upSrv.Close()
+	put := func(method, path, ct string, body []byte) {
+		req, _ := http.NewRequest(method, upSrv.URL+path, bytes.NewReader(body))
+		req.Header.Set("Content-Type", ct)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode >= 300 {
+			t.Fatalf("%s %s: %d", method, path, resp.StatusCode)
+		}
+	}
+	cfgBlob := []byte(`{"architecture":"arm64","os":"linux","created":"2026-03-04T05:06:07Z","config":{"Labels":{"team":"infra"}}}`)
+	layer := bytes.Repeat([]byte("x"), 3000)
+	for _, b := range [][]byte{cfgBlob, layer} {
+		put("POST", "/v2/library/tool/blobs/uploads/?digest="+digest.FromBytes(b).String(), "application/octet-stream", b)
+	}
+	manifest := fmt.Sprintf(`{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{"mediaType":"application/vnd.oci.image.config.v1+json","digest":%q,"size":%d},"layers":[{"mediaType":"application/vnd.oci.image.layer.v1.tar+gzip","digest":%q,"size":%d}]}`,
+		digest.FromBytes(cfgBlob), len(cfgBlob), digest.FromBytes(layer), len(layer))
+	put("PUT", "/v2/library/tool/manifests/1.0", "application/vnd.oci.image.manifest.v1+json", []byte(manifest))
+
+	dir := t.TempDir()
+	cfg, err := ParseConfig(filepath.Join(dir, "gw.toml"), []byte(fmt.Sprintf(`
+data_dir = "data"
+[listen]
+http = "127.0.0.1:0"
+[[site]]
+host = "mirror.example"
+backend = "cache"
+tls = "off"
+[site.cache]
+upstream = %q
+max_age = "720h"
+`, upSrv.URL)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	g, err := New(ctx, cfg, zerolog.Nop())
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := httptest.NewServer(g)
+	defer srv.Close()
+	get := func(path string) (int, string) {
+		req, _ := http.NewRequest("GET", srv.URL+path, nil)
+		req.Host = "mirror.example"
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, html.UnescapeString(string(b))
+	}
+	if st, _ := get("/v2/library/tool/manifests/1.0"); st != 200 {
+		t.Fatalf("pull through the cache: %d", st)
+	}
+	// the manifest alone: the page works, without the config's facts
+	if st, body := get("/r/library/tool"); st != 200 || strings.Contains(body, "infra") {
+		t.Fatalf("cache tags page before the config was pulled: %d\n%s", st, body)
+	}
+	if st, _ := get("/v2/library/tool/blobs/" + digest.FromBytes(cfgBlob).String()); st != 200 {
+		t.Fatalf("config through the cache: %d", st)
+	}
+	st, body := get("/r/library/tool")
+	if st != 200 {
+		t.Fatalf("cache tags page: %d\n%s", st, body)
+	}
+	for _, want := range []string{"cache of " + upSrv.URL, "1.0", digest.FromString(manifest).Encoded()[:12], "linux/arm64",
+		"team", "infra", "2026-03-04 05:06 UTC", "Last pulled", "Evicted after", "max_age 720h0m0s"} {
+		if !strings.Contains(body, want) {
+			t.Errorf("cache tags page lacks %q", want)
+		}
+	}
+	if st, body := get("/"); st != 200 || !strings.Contains(body, "library/tool") {
+		t.Errorf("cache repositories page: %d\n%s", st, body)
 	}
 }

@@ -3,6 +3,7 @@ package ui
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"slices"
 	"sort"
@@ -132,15 +133,22 @@ func (b *browser) content(ctx context.Context, d digest.Digest, mediaType string
 	if s.MediaType == "" {
 		s.MediaType = m.MediaType
 	}
+	keep := true
 	if m.Config != nil && isImageConfig(m.Config.MediaType) && m.Config.Size <= maxConfigSize {
-		if raw, err := storage.ReadBlob(ctx, b.st, m.Config.Digest, maxConfigSize); err == nil {
+		raw, err := storage.ReadBlob(ctx, b.st, m.Config.Digest, maxConfigSize)
+		if err == nil {
 			var ic imageConfig
 			if json.Unmarshal(raw, &ic) == nil {
 				s.Image = &ic
 			}
 		}
+		// a cache may hold a manifest whose config nobody pulled yet: read
+		// again next time instead of remembering the gap
+		keep = !errors.Is(err, storage.ErrNotFound)
 	}
-	b.cache.Add(d, s)
+	if keep {
+		b.cache.Add(d, s)
+	}
 	return s, nil
 }
 
