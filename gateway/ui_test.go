@@ -11,6 +11,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 
 	digest "github.com/opencontainers/go-digest"
@@ -64,7 +65,8 @@ upstream = "http://127.0.0.1:9"
 	if err != nil {
 		t.Fatal(err)
 	}
-	g, err := New(context.Background(), cfg, zerolog.Nop())
+	var logBuf syncBuffer
+	g, err := New(context.Background(), cfg, zerolog.New(&logBuf))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -109,6 +111,29 @@ upstream = "http://127.0.0.1:9"
 	// a proxy site passes / to its upstream (here: nothing listens, 502)
 	if resp, _ := get("proxy.example", "/"); strings.HasPrefix(resp.Header.Get("Content-Type"), "text/html") {
 		t.Errorf("proxy site serves the UI")
+	}
+	// a login through the form; the access log names the UI's user
+	client := &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+	req, _ := http.NewRequest("POST", srv.URL+"/login", strings.NewReader("username=alice&password=pw"))
+	req.Host = "reg.example"
+	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	resp, err := client.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusSeeOther || len(resp.Cookies()) != 1 {
+		t.Fatalf("login: %d %v", resp.StatusCode, resp.Cookies())
+	}
+	req, _ = http.NewRequest("GET", srv.URL+"/?q=logged-in", nil)
+	req.Host = "reg.example"
+	req.AddCookie(resp.Cookies()[0])
+	if resp, err = client.Do(req); err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if !strings.Contains(logBuf.String(), `"user":"alice"`) {
+		t.Errorf("access log does not name the UI's user:\n%s", logBuf.String())
 	}
 	st, err := os.Stat(cfg.DataPath(uiKeyFile))
 	if err != nil {
@@ -240,4 +265,22 @@ max_age = "720h"
 	if st, body := get("/"); st != 200 || !strings.Contains(body, "library/tool") {
 		t.Errorf("cache repositories page: %d\n%s", st, body)
 	}
+}
+
+// syncBuffer is a bytes.Buffer safe for the server's goroutines.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
 }

@@ -210,7 +210,6 @@ type repoData struct {
 	Sort      string
 	CanDelete bool
 	MaxAge    time.Duration
-	Untagged  int
 }
 
 func (u *UI) repo(w http.ResponseWriter, r *http.Request, v viewer, repo string) {
