@@ -135,6 +135,22 @@ upstream = "http://127.0.0.1:9"
 	if !strings.Contains(logBuf.String(), `"user":"alice"`) {
 		t.Errorf("access log does not name the UI's user:\n%s", logBuf.String())
 	}
+	// over TLS the same login sets a Secure cookie
+	tlsSrv := httptest.NewTLSServer(g)
+	defer tlsSrv.Close()
+	tc := tlsSrv.Client()
+	tc.CheckRedirect = client.CheckRedirect
+	req, _ = http.NewRequest("POST", tlsSrv.URL+"/login", strings.NewReader("username=alice&password=pw"))
+	req.Host = "reg.example"
+	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	if resp, err = tc.Do(req); err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if sc := resp.Header.Get("Set-Cookie"); resp.StatusCode != http.StatusSeeOther || !strings.Contains(sc, "; Secure") ||
+		!strings.Contains(sc, "; HttpOnly") || !strings.Contains(sc, "; SameSite=Strict") {
+		t.Errorf("login over TLS: %d, Set-Cookie %q", resp.StatusCode, sc)
+	}
 	st, err := os.Stat(cfg.DataPath(uiKeyFile))
 	if err != nil {
 		t.Fatal(err)

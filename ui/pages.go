@@ -404,6 +404,10 @@ func (u *UI) image(w http.ResponseWriter, r *http.Request, v viewer, repo string
 
 // loginForm shows the login page with an optional message.
 func (u *UI) loginForm(w http.ResponseWriter, r *http.Request, v viewer, status int, msg string) {
+	if u.cfg.Auth == nil {
+		u.fail(w, r, v, http.StatusNotFound, "This site has no logins: everyone sees everything.")
+		return
+	}
 	p := u.newPage(r, v, "Log in")
 	p.Data = struct {
 		Msg  string
