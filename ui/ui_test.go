@@ -483,3 +483,34 @@ func TestRepoListRefresh(t *testing.T) {
 		t.Fatal("the new repository never showed up")
 	}
 }
+
+// A Docker schema 2 image and a buildx-style index with an attestation
+// manifest (platform unknown/unknown): platforms skip the attestation,
+// the Docker config is read like an OCI one.
+func TestDockerImageAndAttestationIndex(t *testing.T) {
+	f := newFixture(t, fixtureOpts{noAuth: true})
+	cfg := f.blob("lib/d", []byte(`{"architecture":"arm","variant":"v7","os":"linux","config":{"Labels":{"k":"v"}}}`))
+	cfg.MediaType = "application/vnd.docker.container.image.v1+json"
+	layer := f.blob("lib/d", []byte("layer"))
+	layer.MediaType = "application/vnd.docker.image.rootfs.diff.tar.gzip"
+	img := f.manifest("lib/d", "", &backend.Manifest{SchemaVersion: 2, MediaType: backend.MediaTypeDockerManifest, Config: &cfg, Layers: []backend.Descriptor{layer}})
+	img.Platform = &backend.Platform{OS: "linux", Architecture: "arm", Variant: "v7"}
+	att := img
+	att.Platform = &backend.Platform{OS: "unknown", Architecture: "unknown"}
+	f.manifest("lib/d", "v1", &backend.Manifest{SchemaVersion: 2, MediaType: backend.MediaTypeDockerManifestList, Manifests: []backend.Descriptor{img, att}})
+	c := &client{f: f}
+	p := c.get("/r/lib/d")
+	if row := between(p.body, `data-tag="v1"`, "</tr>"); !strings.Contains(row, `<td class="platforms">linux/arm/v7</td>`) || !strings.Contains(row, "k</b>=v") {
+		t.Fatalf("index row: %s", row)
+	}
+	p = c.get("/r/lib/d@" + string(img.Digest))
+	if !p.has("linux/arm/v7") || !p.has("application/vnd.docker.image.rootfs.diff.tar.gzip") {
+		t.Fatalf("docker image page:\n%s", p.body)
+	}
+}
+
+func between(s, from, to string) string {
+	_, after, _ := strings.Cut(s, from)
+	in, _, _ := strings.Cut(after, to)
+	return in
+}
