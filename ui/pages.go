@@ -29,12 +29,16 @@ type page struct {
 	Logins    bool   // the site has logins (show the login link)
 	CSRF      string // the session's CSRF token ("" when anonymous)
 	Query     string // the search box
+	Next      string // this page, for the login link to come back to
 	BuildTime duration
 	Data      any
 }
 
 func (u *UI) newPage(r *http.Request, v viewer, title string) *page {
 	p := &page{Title: title, Host: r.Host, Kind: u.cfg.Kind, Upstream: u.cfg.Upstream, User: v.User, Logins: u.cfg.Auth != nil}
+	if r.Method == http.MethodGet && r.URL.Path != "/login" {
+		p.Next = r.URL.RequestURI()
+	}
 	if v.cookie != "" {
 		p.CSRF = u.sess.csrf(v.cookie)
 	}
@@ -206,6 +210,7 @@ func sortedKV(m map[string]string) []kv {
 type repoData struct {
 	Repo      string
 	Tags      []tagRow
+	Deleted   string // a delete just done here
 	Pager     pager
 	Sort      string
 	CanDelete bool
@@ -248,7 +253,7 @@ func (u *UI) repo(w http.ResponseWriter, r *http.Request, v viewer, repo string)
 		}
 	}
 	pg, from, to := paginate(len(tags), u.cfg.PageSize, r)
-	d := repoData{Repo: repo, Pager: pg, Sort: sortBy, CanDelete: u.canDelete(r, v, repo), MaxAge: u.cfg.MaxAge}
+	d := repoData{Repo: repo, Deleted: r.URL.Query().Get("deleted"), Pager: pg, Sort: sortBy, CanDelete: u.canDelete(r, v, repo), MaxAge: u.cfg.MaxAge}
 	now := u.cfg.Now()
 	for _, t := range tags[from:to] {
 		ref, err := u.b.readTag(ctx, repo, t.Name)

@@ -2,9 +2,11 @@ package ui
 
 import (
 	"fmt"
+	"html"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -513,4 +515,31 @@ func between(s, from, to string) string {
 	_, after, _ := strings.Cut(s, from)
 	in, _, _ := strings.Cut(after, to)
 	return in
+}
+
+// The login links bring the viewer back to the page they were on.
+func TestLoginComesBack(t *testing.T) {
+	f := newFixture(t, fixtureOpts{})
+	seed(f)
+	c := &client{f: f}
+	p := c.get("/r/team/app")
+	mustStatus(t, p, 404, "hidden for anonymous")
+	m := regexp.MustCompile(`href="/login\?next=([^"]+)"`).FindStringSubmatch(p.body)
+	if m == nil {
+		t.Fatalf("no login link on the 404 page:\n%s", p.body)
+	}
+	next, err := url.QueryUnescape(html.UnescapeString(m[1]))
+	if err != nil || next != "/r/team/app" {
+		t.Fatalf("next = %q (%v)", next, err)
+	}
+	form := c.get("/login?next=" + url.QueryEscape(next))
+	if !form.raw(`name="next" value="/r/team/app"`) {
+		t.Fatalf("login form does not carry next:\n%s", form.body)
+	}
+	p = c.do("POST", "/login", url.Values{"username": {"bob"}, "password": {testPassword}, "next": {next}})
+	if p.status != http.StatusSeeOther || p.header.Get("Location") != "/r/team/app" {
+		t.Fatalf("login: %d to %q", p.status, p.header.Get("Location"))
+	}
+	c.cookie = p.cookie
+	mustStatus(t, c.get("/r/team/app"), 200, "after login")
 }
