@@ -218,6 +218,9 @@ func TestBrowserUI(t *testing.T) {
 			t.Fatalf("confirmation page: %q", got)
 		}
 		tab.navigate(chromedp.Click(chromedp.ID("confirm")))
+		if got := tab.text("#deleted"); got != "Deleted v1." {
+			t.Errorf("notice after the delete: %q", got)
+		}
 		if tab.count(`tr[data-tag="v1"]`) != 0 || tab.count(`tr[data-tag="v2"]`) != 1 {
 			t.Fatalf("after the delete: %q", tab.text("#tags"))
 		}
