@@ -167,8 +167,25 @@ func (u *UI) repos(w http.ResponseWriter, r *http.Request, v viewer) {
 // repoOrImage serves /r/<repository> and /r/<repository>@<digest>.
 func (u *UI) repoOrImage(w http.ResponseWriter, r *http.Request, v viewer, rest string) {
 	repo, ref, hasRef := strings.Cut(rest, "@")
+	tag, hasTag := "", false
+	if i := strings.LastIndexByte(repo, ':'); !hasRef && i > strings.LastIndexByte(repo, '/') {
+		repo, tag, hasTag = repo[:i], repo[i+1:], true // /r/<repository>:<tag>, as people write images
+	}
 	if backend.ValidateName(repo) != nil || !u.canSee(r, v, repo) {
 		u.fail(w, r, v, http.StatusNotFound, "There is no such repository (or you may not see it; try logging in).")
+		return
+	}
+	if hasTag {
+		if !backend.ValidTag(tag) {
+			u.fail(w, r, v, http.StatusNotFound, "This repository has no such tag.")
+			return
+		}
+		t, err := u.b.readTag(r.Context(), repo, tag)
+		if err != nil {
+			u.fail(w, r, v, http.StatusNotFound, "This repository has no such tag.")
+			return
+		}
+		http.Redirect(w, r, "/r/"+repo+"@"+string(t.Digest), http.StatusFound)
 		return
 	}
 	if !hasRef {

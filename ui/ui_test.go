@@ -159,7 +159,11 @@ func TestImagePage(t *testing.T) {
 	if !p.has(humanSize(s.Size + s.Config.Size + s.Layers[0].Size + s.Layers[1].Size)) {
 		t.Errorf("image page lacks the total size")
 	}
-	for _, bad := range []string{"/r/lib/web@sha256:0000", "/r/lib/web@nonsense", "/r/lib/web@sha256:" + strings.Repeat("0", 64), "/r/Bad..Name"} {
+	// /r/<repository>:<tag> leads to the image
+	if p := c.get("/r/lib/web:v1"); p.status != http.StatusFound || p.header.Get("Location") != "/r/lib/web@"+string(img.Digest) {
+		t.Errorf("/r/lib/web:v1: %d to %q", p.status, p.header.Get("Location"))
+	}
+	for _, bad := range []string{"/r/lib/web:nope", "/r/lib/web:", "/r/lib/web:a:b", "/r/lib/web@sha256:0000", "/r/lib/web@nonsense", "/r/lib/web@sha256:" + strings.Repeat("0", 64), "/r/Bad..Name"} {
 		mustStatus(t, c.get(bad), 404, bad)
 	}
 }
