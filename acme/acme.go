@@ -26,20 +26,13 @@ import (
 	"github.com/rs/zerolog"
 )
 
-// TLS modes of a site, as written in gateway.toml.
-const (
-	ModeACME   = "acme"
-	ModeManual = "manual"
-	ModeOff    = "off"
-)
-
 // DefaultCA is the ACME directory used when [acme] ca is empty.
 const DefaultCA = "https://acme-v02.api.letsencrypt.org/directory"
 
 // Site is what the Manager needs to know about one [[site]].
 type Site struct {
 	Host     string // DNS name, any case; a trailing dot is ignored
-	TLS      string // ModeACME (also for ""), ModeManual or ModeOff
+	TLS      Mode   // ModeACME (also for ""), ModeManual or ModeOff
 	CertFile string // PEM certificate chain, tls = "manual"
 	KeyFile  string // PEM private key, tls = "manual"
 }

@@ -32,17 +32,11 @@ const (
 	MaxScopes     = 100
 )
 
-// Challenge schemes of a site.
-const (
-	SchemeToken = "token" // Bearer challenges and wharf's token endpoint (default)
-	SchemeBasic = "basic" // plain Basic challenges, credentials on every request
-)
-
 // Site is what the auth middleware needs to know about one [[site]].
 type Site struct {
 	Host      string         // the site's host name: the token service name and audience
-	Anonymous string         // "pull": anonymous callers may pull everything; "" = nothing
-	Scheme    string         // SchemeToken (default) or SchemeBasic
+	Anonymous Anonymous      // AnonymousPull: anonymous callers may pull everything; "" = nothing
+	Scheme    Scheme         // SchemeToken (default) or SchemeBasic
 	Policy    *policy.Policy // nil = no [[policy]]: logged-in users may do everything
 }
 

@@ -85,10 +85,10 @@ type fileStamp struct {
 // error here (at start); later it only keeps the old users.
 func New(ctx context.Context, cfg Config, log zerolog.Logger) (*Service, error) {
 	if cfg.Realm == "" {
-		cfg.Realm = "wharf"
+		cfg.Realm = DefaultRealm
 	}
 	if cfg.TokenTTL <= 0 {
-		cfg.TokenTTL = 5 * time.Minute
+		cfg.TokenTTL = DefaultTokenTTL
 	}
 	if cfg.CacheSize <= 0 {
 		cfg.CacheSize = 1024

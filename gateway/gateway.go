@@ -16,9 +16,6 @@ import (
 	"github.com/wharf-dev/wharf/acme"
 	"github.com/wharf-dev/wharf/auth"
 	"github.com/wharf-dev/wharf/backend"
-	"github.com/wharf-dev/wharf/backend/cache"
-	"github.com/wharf-dev/wharf/backend/proxy"
-	"github.com/wharf-dev/wharf/backend/registry"
 )
 
 // Gateway routes requests by Host to the backend of each configured site.
@@ -95,10 +92,11 @@ func (g *Gateway) build(ctx context.Context, cfg *Config, old *siteTable) (*site
 		return nil, fmt.Errorf("policy: %w", err)
 	}
 	var made []*site
-	for _, sc := range cfg.Sites {
+	for _, plan := range cfg.Plan() {
+		sc := plan.Site
 		s := old.reusable(sc)
 		if s == nil {
-			be, err := g.backend(ctx, cfg, sc)
+			be, err := plan.Open(ctx, cfg.Env(), g.log)
 			if err != nil {
 				for _, m := range made {
 					m.close()
@@ -116,7 +114,9 @@ func (g *Gateway) build(ctx context.Context, cfg *Config, old *siteTable) (*site
 		// site whose backend it keeps.
 		h := s.backend
 		if g.auth != nil {
-			h = g.auth.Handler(auth.Site{Host: sc.Host, Anonymous: sc.Anonymous, Scheme: sc.AuthScheme, Policy: pol}, h)
+			as := plan.Auth
+			as.Policy = pol
+			h = g.auth.Handler(as, h)
 		}
 		if h, err = g.withUI(cfg, sc, s.backend, pol, h); err != nil {
 			for _, m := range made {
@@ -176,46 +176,6 @@ func (t *siteTable) reusable(sc Site) *site {
 		return nil
 	}
 	return e.site
-}
-
-func (g *Gateway) backend(ctx context.Context, cfg *Config, sc Site) (http.Handler, error) {
-	switch sc.Backend {
-	case "registry":
-		r, err := registry.New(ctx, registry.Options{
-			Root:   cfg.DataPath(sc.Registry.Root),
-			Delete: sc.Registry.Delete,
-			Logger: g.log.With().Str("site", sc.Host).Logger(),
-		})
-		if err != nil {
-			return nil, fmt.Errorf("open registry: %w", err)
-		}
-		return r, nil
-	case "cache":
-		c, err := cache.New(ctx, cache.Options{
-			Upstream: sc.Cache.Upstream,
-			TTL:      sc.Cache.TTL.Std(),
-			Username: sc.Cache.Username,
-			Password: sc.Cache.Password,
-			Root:     cfg.DataPath(sc.Cache.Root),
-			MaxAge:   sc.Cache.MaxAge.Std(),
-			Logger:   g.log.With().Str("site", sc.Host).Logger(),
-		})
-		if err != nil {
-			return nil, fmt.Errorf("open cache: %w", err)
-		}
-		return c, nil
-	case "proxy":
-		p, err := proxy.New(proxy.Options{
-			Upstream:     sc.Proxy.Upstream,
-			PreserveHost: sc.Proxy.PreserveHost,
-			Log:          g.log.With().Str("site", sc.Host).Logger(),
-		})
-		if err != nil {
-			return nil, err
-		}
-		return closerFunc{p, p.Close}, nil
-	}
-	return nil, fmt.Errorf("backend %q is not available in this build", sc.Backend)
 }
 
 // closerFunc gives a handler with a Close() method io.Closer's shape.
@@ -287,4 +247,15 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 func (g *Gateway) reject(w http.ResponseWriter, r *http.Request, status int, msg string) {
 	g.log.Info().Str("host", r.Host).Str("method", r.Method).Str("path", r.URL.Path).Int("status", status).Msg(msg)
 	backend.WriteError(w, r, backend.Errorf(status, backend.CodeNameUnknown, "%s", msg))
+}
+
+// Close releases what New opened (sites' stores, the auth service) for a
+// gateway that is not going to Run (Run closes them itself on return).
+func (g *Gateway) Close() {
+	g.sites.Load().close()
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.auth != nil {
+		g.auth.Close()
+	}
 }

@@ -34,11 +34,11 @@ const (
 // an error (say allow = [] for a rule that denies); Line is the rule's line
 // in the config file, used in error messages.
 type Rule struct {
-	Hosts []string
-	Repos []string
-	Users []string
-	Allow []string
-	Line  int
+	Hosts []string `toml:"hosts"`
+	Repos []string `toml:"repos"`
+	Users []string `toml:"users"`
+	Allow []string `toml:"allow"`
+	Line  int      `toml:"-"`
 }
 
 // Policy is a validated, immutable set of rules. It is safe for concurrent

@@ -93,20 +93,17 @@ type Cache struct {
 	blobJoined func(key string)       // tests: a request follows another's download
 }
 
-// New checks o, opens the store under o.Root and returns the cache. ctx
-// is not kept; nothing talks to the upstream before the first request.
+// New opens the store under o.Root and returns the cache. o is taken as
+// valid: Config.Validate is where the rules for the [site.cache] keys
+// live (the gateway runs it for `wharf check` and `wharf serve` alike);
+// zero durations get their defaults here. ctx is not kept; nothing talks
+// to the upstream before the first request.
 func New(ctx context.Context, o Options) (*Cache, error) {
 	base, err := parseUpstream(o.Upstream)
 	if err != nil {
 		return nil, fmt.Errorf("cache: %w", err)
 	}
-	if o.Root == "" {
-		return nil, errors.New("cache: empty root directory")
-	}
-	if o.TTL < 0 {
-		return nil, fmt.Errorf("cache: negative ttl %v", o.TTL)
-	}
-	if o.TTL == 0 {
+	if o.TTL <= 0 {
 		o.TTL = DefaultTTL
 	}
 	if o.UpstreamTimeout <= 0 {
@@ -114,12 +111,6 @@ func New(ctx context.Context, o Options) (*Cache, error) {
 	}
 	if o.IdleTimeout <= 0 {
 		o.IdleTimeout = DefaultIdleTimeout
-	}
-	if o.MaxAge < 0 {
-		return nil, fmt.Errorf("cache: negative max_age %v", o.MaxAge)
-	}
-	if o.Password != "" && o.Username == "" {
-		return nil, errors.New("cache: password without username")
 	}
 	// Downloads are never resumed: a session left by a crash is garbage
 	// after an hour (an active one is written to all the time).

@@ -15,6 +15,7 @@ import (
 	"testing"
 
 	"github.com/wharf-dev/wharf/backend"
+	"github.com/wharf-dev/wharf/internal/conf"
 )
 
 // tokenServer puts the token dance (or plain Basic) in front of the
@@ -228,36 +229,44 @@ func TestParseChallenge(t *testing.T) {
 	}
 }
 
-func TestOptions(t *testing.T) {
+// TestConfigValidate: the [site.cache] rules live in Config.Validate
+// (New takes validated options); each bad section names the key.
+func TestConfigValidate(t *testing.T) {
 	for _, c := range []struct {
-		o   Options
+		c   Config
+		key string
 		err string
 	}{
-		{Options{Upstream: "registry-1.docker.io"}, "scheme"},
-		{Options{Upstream: "ftp://x"}, "scheme"},
-		{Options{Upstream: "https://u:p@x"}, "credentials"},
-		{Options{Upstream: "https://x/some/repo"}, "no path"},
-		{Options{Upstream: "https://x"}, "root"},
-		{Options{Upstream: "https://x", Root: t.TempDir(), TTL: -1}, "negative"},
-		{Options{Upstream: "https://x", Root: t.TempDir(), Password: "p"}, "password without username"},
-		{Options{Upstream: "https://x/", Root: t.TempDir()}, ""},
-		{Options{Upstream: "http://127.0.0.1:5000/v2/", Root: t.TempDir()}, ""},
+		{Config{Upstream: "registry-1.docker.io"}, "upstream", "scheme"},
+		{Config{Upstream: "ftp://x"}, "upstream", "scheme"},
+		{Config{Upstream: "https://u:p@x"}, "upstream", "credentials"},
+		{Config{Upstream: "https://x/some/repo"}, "upstream", "no path"},
+		{Config{Upstream: "https://x?a=b"}, "upstream", "no query"},
+		{Config{Upstream: "https://x", Password: "p"}, "password", "password without username"},
+		{Config{Upstream: "https://x/"}, "", ""},
+		{Config{Upstream: "http://127.0.0.1:5000/v2/"}, "", ""},
 	} {
-		ch, err := New(context.Background(), c.o)
+		ps := c.c.Validate(conf.Env{})
 		if c.err == "" {
-			if err != nil {
-				t.Errorf("%+v: %v", c.o, err)
-			} else {
-				ch.Close()
+			if len(ps) != 0 {
+				t.Errorf("%+v: %v", c.c, ps)
 			}
 			continue
 		}
-		if err == nil || !strings.Contains(err.Error(), c.err) {
-			t.Errorf("%+v: error %v, want %q", c.o, err, c.err)
-			if ch != nil {
-				ch.Close()
-			}
+		if len(ps) != 1 || ps[0].Key != c.key || !strings.Contains(ps[0].Msg, c.err) {
+			t.Errorf("%+v: problems %v, want one on %q with %q", c.c, ps, c.key, c.err)
 		}
+	}
+}
+
+// TestNewValidOptions: New opens a cache for options that Validate accepts.
+func TestNewValidOptions(t *testing.T) {
+	for _, up := range []string{"https://x/", "http://127.0.0.1:5000/v2/"} {
+		ch, err := New(context.Background(), Options{Upstream: up, Root: t.TempDir()})
+		if err != nil {
+			t.Fatalf("%s: %v", up, err)
+		}
+		ch.Close()
 	}
 }
 

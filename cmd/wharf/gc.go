@@ -13,7 +13,6 @@ import (
 
 	"github.com/wharf-dev/wharf/backend/cache"
 	"github.com/wharf-dev/wharf/backend/registry/gc"
-	"github.com/wharf-dev/wharf/backend/storage/localfs"
 	"github.com/wharf-dev/wharf/gateway"
 )
 
@@ -55,54 +54,42 @@ func cmdGC(args []string, stdout, stderr io.Writer) int {
 	if dryRun {
 		verb = "would remove"
 	}
-	// Roots of registry sites are never evicted, whatever a cache site
-	// says; a root shared by cache sites is evicted with the longest
-	// max_age among them (none if one of them has none).
-	regRoots := map[string]string{}
+	// Stores are opened through the gateway's site factory, as `wharf
+	// serve` opens them. Config validation refuses a cache root that is
+	// also a registry root; a root shared by cache sites is evicted with
+	// the longest max_age among them (none if one of them has none).
+	plans := cfg.Plan()
 	cacheAge := map[string]time.Duration{}
-	for _, s := range cfg.Sites {
-		switch {
-		case s.Backend == "registry" && s.Registry != nil:
-			regRoots[cfg.DataPath(s.Registry.Root)] = s.Host
-		case s.Backend == "cache" && s.Cache != nil:
-			root := cfg.DataPath(s.Cache.Root)
-			age, seen := cacheAge[root]
-			if a := s.Cache.MaxAge.Std(); !seen || age > 0 && (a == 0 || a > age) {
-				cacheAge[root] = a
+	for _, p := range plans {
+		if p.Site.Backend == gateway.KindCache {
+			age, seen := cacheAge[p.Root]
+			if a := p.Site.Cache.MaxAge.Std(); !seen || age > 0 && (a == 0 || a > age) {
+				cacheAge[p.Root] = a
 			}
 		}
 	}
 	seen := map[string]bool{}
 	sites := 0
-	for _, s := range cfg.Sites {
-		switch {
-		case s.Backend == "registry" && s.Registry != nil:
-			root := cfg.DataPath(s.Registry.Root)
-			if seen[root] {
-				continue
-			}
-			seen[root] = true
+	for i := range plans {
+		p := &plans[i]
+		if p.Root == "" || seen[p.Root] {
+			continue
+		}
+		seen[p.Root] = true
+		switch p.Site.Backend {
+		case gateway.KindRegistry:
 			sites++
-			if code := gcRegistrySite(ctx, s.Host, root, verb, gc.Options{DeleteUntagged: untagged, DryRun: dryRun, Grace: grace}, stdout, stderr); code != 0 {
+			if code := gcRegistrySite(ctx, p, verb, gc.Options{DeleteUntagged: untagged, DryRun: dryRun, Grace: grace}, stdout, stderr); code != 0 {
 				return code
 			}
-		case s.Backend == "cache" && s.Cache != nil:
-			root := cfg.DataPath(s.Cache.Root)
-			if host, ok := regRoots[root]; ok {
-				fmt.Fprintf(stderr, "wharf gc: cache site %s: its root %s is also the root of registry site %s; not evicting anything there\n", s.Host, root, host)
-				return 1
-			}
-			if seen[root] {
-				continue
-			}
-			seen[root] = true
-			maxAge := cacheAge[root]
+		case gateway.KindCache:
+			maxAge := cacheAge[p.Root]
 			if maxAge == 0 {
-				fmt.Fprintf(stdout, "site %s (%s): cache without max_age; nothing evicted\n", s.Host, root)
+				fmt.Fprintf(stdout, "site %s (%s): cache without max_age; nothing evicted\n", p.Site.Host, p.Root)
 				continue
 			}
 			sites++
-			if code := evictCacheSite(ctx, s.Host, root, verb, cache.EvictOptions{MaxAge: maxAge, DryRun: dryRun}, stdout, stderr); code != 0 {
+			if code := evictCacheSite(ctx, p, verb, cache.EvictOptions{MaxAge: maxAge, DryRun: dryRun}, stdout, stderr); code != 0 {
 				return code
 			}
 		}
@@ -115,7 +102,8 @@ func cmdGC(args []string, stdout, stderr io.Writer) int {
 }
 
 // gcRegistrySite collects one registry root and prints what went.
-func gcRegistrySite(ctx context.Context, host, root, verb string, o gc.Options, stdout, stderr io.Writer) int {
+func gcRegistrySite(ctx context.Context, p *gateway.SitePlan, verb string, o gc.Options, stdout, stderr io.Writer) int {
+	host, root := p.Site.Host, p.Root
 	if _, err := os.Stat(root); errors.Is(err, os.ErrNotExist) {
 		fmt.Fprintf(stdout, "site %s (%s): no data yet\n", host, root)
 		return 0
@@ -128,7 +116,7 @@ func gcRegistrySite(ctx context.Context, host, root, verb string, o gc.Options, 
 			fmt.Fprintf(stdout, "%s blob %s (%d bytes)\n", verb, it.Digest, it.Size)
 		}
 	}
-	res, err := gcRoot(ctx, root, o)
+	res, err := gcStore(ctx, p, o)
 	if err != nil {
 		fmt.Fprintf(stderr, "wharf gc: site %s (%s): %v\n", host, root, err)
 		return 1
@@ -140,7 +128,8 @@ func gcRegistrySite(ctx context.Context, host, root, verb string, o gc.Options, 
 
 // evictCacheSite evicts what one cache root has not used for o.MaxAge
 // and prints what went.
-func evictCacheSite(ctx context.Context, host, root, verb string, o cache.EvictOptions, stdout, stderr io.Writer) int {
+func evictCacheSite(ctx context.Context, p *gateway.SitePlan, verb string, o cache.EvictOptions, stdout, stderr io.Writer) int {
+	host, root := p.Site.Host, p.Root
 	if _, err := os.Stat(root); errors.Is(err, os.ErrNotExist) {
 		fmt.Fprintf(stdout, "site %s (%s): no data yet\n", host, root)
 		return 0
@@ -156,7 +145,7 @@ func evictCacheSite(ctx context.Context, host, root, verb string, o cache.EvictO
 			fmt.Fprintf(stdout, "%s blob %s (%d bytes, last used %s)\n", verb, it.Digest, it.Size, used)
 		}
 	}
-	st, err := localfs.New(localfs.Options{Root: root})
+	st, err := p.OpenStore()
 	if err != nil {
 		fmt.Fprintf(stderr, "wharf gc: site %s (%s): %v\n", host, root, err)
 		return 1
@@ -175,8 +164,8 @@ func evictCacheSite(ctx context.Context, host, root, verb string, o cache.EvictO
 	return 0
 }
 
-func gcRoot(ctx context.Context, root string, o gc.Options) (*gc.Result, error) {
-	st, err := localfs.New(localfs.Options{Root: root})
+func gcStore(ctx context.Context, p *gateway.SitePlan, o gc.Options) (*gc.Result, error) {
+	st, err := p.OpenStore()
 	if err != nil {
 		return nil, err
 	}

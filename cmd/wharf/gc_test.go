@@ -238,7 +238,7 @@ func TestGCCache(t *testing.T) {
 		cfg, errOut string
 	}{
 		{onlyUnset, "no site with backend = \"registry\" and no cache site with max_age"},
-		{clash, "is also the root of registry site r.example; not evicting"},
+		{clash, "clash.toml:16: storage root " + filepath.Join(dir, "data", "shared") + " is also the root of registry site r.example (line 4)"},
 	} {
 		var out, errOut bytes.Buffer
 		if code := run([]string{"gc", "-config", tt.cfg}, nil, &out, &errOut); code != 1 || !strings.Contains(errOut.String(), tt.errOut) {

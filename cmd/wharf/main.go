@@ -125,12 +125,15 @@ func cmdCheck(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintln(stderr, err)
 		return 1
 	}
-	fmt.Fprintf(stdout, "%s: ok (%d sites)\n", path, len(cfg.Sites))
+	// Every site is built as serve builds it, short of binding ports,
+	// creating storage or contacting a CA or upstream.
+	plans := cfg.Plan()
+	fmt.Fprintf(stdout, "%s: ok (%d sites)\n", path, len(plans))
 	return 0
 }
 
 func newLogger(cfg *gateway.Config, out io.Writer) zerolog.Logger {
-	lvl, err := zerolog.ParseLevel(cfg.Log.Level)
+	lvl, err := zerolog.ParseLevel(string(cfg.Log.Level))
 	if err != nil {
 		lvl = zerolog.InfoLevel
 	}
@@ -145,23 +148,11 @@ func cmdServe(args []string, stdout, stderr io.Writer) int {
 	if !ok {
 		return 2
 	}
-	var cfg *gateway.Config
-	if path == "" {
-		cfg = gateway.DevConfig()
-	} else {
-		var err error
-		if cfg, err = gateway.LoadConfig(path); err != nil {
-			fmt.Fprintln(stderr, err)
-			return 1
-		}
-	}
-	log := newLogger(cfg, stderr)
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
-	g, err := gateway.New(ctx, cfg, log)
-	if err != nil {
-		log.Error().Err(err).Msg("cannot start")
-		return 1
+	cfg, g, log, code := startGateway(ctx, path, stderr)
+	if g == nil {
+		return code
 	}
 	if path != "" {
 		// SIGHUP reloads the config; a bad one is logged and ignored.
@@ -191,6 +182,31 @@ func cmdServe(args []string, stdout, stderr io.Writer) int {
 	}
 	log.Info().Msg("stopped")
 	return 0
+}
+
+// startGateway is `wharf serve` up to binding its ports: load and
+// validate the config (or the dev config for path ""), make the logger,
+// and build every site with the gateway's site factory. On failure it
+// writes the reason to stderr and returns a nil gateway and the exit code.
+// `wharf check` runs the same load and factory, so the two agree.
+func startGateway(ctx context.Context, path string, stderr io.Writer) (*gateway.Config, *gateway.Gateway, zerolog.Logger, int) {
+	var cfg *gateway.Config
+	if path == "" {
+		cfg = gateway.DevConfig()
+	} else {
+		var err error
+		if cfg, err = gateway.LoadConfig(path); err != nil {
+			fmt.Fprintln(stderr, err)
+			return nil, nil, zerolog.Nop(), 1
+		}
+	}
+	log := newLogger(cfg, stderr)
+	g, err := gateway.New(ctx, cfg, log)
+	if err != nil {
+		log.Error().Err(err).Msg("cannot start")
+		return nil, nil, log, 1
+	}
+	return cfg, g, log, 0
 }
 
 // cmdPasswd prints "USER:<bcrypt>" for an htpasswd file, replacing

@@ -1,0 +1,178 @@
+package gateway
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io/fs"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"syscall"
+
+	"github.com/rs/zerolog"
+
+	"github.com/wharf-dev/wharf/auth"
+	"github.com/wharf-dev/wharf/backend/cache"
+	"github.com/wharf-dev/wharf/backend/proxy"
+	"github.com/wharf-dev/wharf/backend/registry"
+	"github.com/wharf-dev/wharf/backend/storage"
+	"github.com/wharf-dev/wharf/backend/storage/localfs"
+	"github.com/wharf-dev/wharf/internal/conf"
+)
+
+// SitePlan is one [[site]] resolved into everything opening it takes:
+// paths made absolute, defaults applied, the backend's options filled in.
+// Plans are the one site factory: `wharf serve` and SIGHUP reload open
+// them (Open), `wharf check` builds them and stops there (nothing is bound,
+// created or contacted), `wharf gc` opens their stores (OpenStore).
+type SitePlan struct {
+	Site Site
+	// Root is the site's storage root, resolved below data_dir; "" for a
+	// proxy site.
+	Root string
+	// Auth is the auth middleware's view of the site (policy not set).
+	Auth auth.Site
+}
+
+// Plan builds the plan of every site of a validated config, in file
+// order.
+func (c *Config) Plan() []SitePlan {
+	ps := make([]SitePlan, len(c.Sites))
+	for i, s := range c.Sites {
+		p := SitePlan{Site: s, Auth: auth.Site{Host: s.Host, Anonymous: s.Anonymous, Scheme: s.AuthScheme}}
+		switch s.Backend {
+		case KindRegistry:
+			p.Root = c.DataPath(s.Registry.Root)
+		case KindCache:
+			p.Root = c.DataPath(s.Cache.Root)
+		}
+		if p.Root != "" {
+			if abs, err := filepath.Abs(p.Root); err == nil {
+				p.Root = abs
+			}
+		}
+		ps[i] = p
+	}
+	return ps
+}
+
+// Open builds the site's backend as `wharf serve` runs it; env resolves
+// the paths of secret files.
+func (p *SitePlan) Open(ctx context.Context, env conf.Env, log zerolog.Logger) (http.Handler, error) {
+	s := p.Site
+	log = log.With().Str("site", s.Host).Logger()
+	switch s.Backend {
+	case KindRegistry:
+		r, err := registry.New(ctx, registry.Options{Root: p.Root, Delete: s.Registry.Delete, Logger: log})
+		if err != nil {
+			return nil, fmt.Errorf("open registry: %w", err)
+		}
+		return r, nil
+	case KindCache:
+		pw, err := s.Cache.UpstreamPassword(env)
+		if err != nil {
+			return nil, fmt.Errorf("cache: password_file: %w", err)
+		}
+		c, err := cache.New(ctx, cache.Options{
+			Upstream: s.Cache.Upstream,
+			TTL:      s.Cache.TTL.Std(),
+			Username: s.Cache.Username,
+			Password: pw,
+			Root:     p.Root,
+			MaxAge:   s.Cache.MaxAge.Std(),
+			Logger:   log,
+		})
+		if err != nil {
+			return nil, fmt.Errorf("open cache: %w", err)
+		}
+		return c, nil
+	case KindProxy:
+		pr, err := proxy.New(proxy.Options{Upstream: s.Proxy.Upstream, PreserveHost: s.Proxy.PreserveHost, Log: log})
+		if err != nil {
+			return nil, err
+		}
+		return closerFunc{pr, pr.Close}, nil
+	}
+	return nil, fmt.Errorf("backend %q is not available in this build", s.Backend)
+}
+
+// OpenStore opens the site's storage as its backend does (`wharf gc`).
+// A proxy site has none.
+func (p *SitePlan) OpenStore() (storage.Store, error) {
+	if p.Root == "" {
+		return nil, fmt.Errorf("site %s: backend %q keeps no data", p.Site.Host, p.Site.Backend)
+	}
+	return localfs.New(localfs.Options{Root: p.Root})
+}
+
+// validateRoots refuses storage roots of different sites that lie inside
+// one another, and a cache sharing a registry's root: gc and eviction
+// would remove each other's data. Sites of the same kind may share one
+// root exactly.
+func (c *Config) validateRoots(v *validation) {
+	plans := c.Plan()
+	if err := creatableDir(c.Path(c.DataDir)); err != nil {
+		v.add("data_dir", "data_dir: %v", err)
+	}
+	for i, p := range plans {
+		if p.Root == "" {
+			continue
+		}
+		if err := creatableDir(p.Root); err != nil {
+			v.add(fmt.Sprintf("site[%d].%s.root", i, p.Site.Backend), "storage root: %v", err)
+		}
+	}
+	for i := range plans {
+		for j := 0; j < i; j++ {
+			a, b := plans[j], plans[i]
+			if a.Root == "" || b.Root == "" {
+				continue
+			}
+			key := fmt.Sprintf("site[%d].%s.root", i, b.Site.Backend)
+			switch {
+			case a.Root == b.Root && a.Site.Backend != b.Site.Backend:
+				v.add(key, "storage root %s is also the root of %s site %s (line %d): a %s and a %s cannot share data",
+					b.Root, a.Site.Backend, a.Site.Host, c.lineOf(fmt.Sprintf("site[%d]", j)), a.Site.Backend, b.Site.Backend)
+			case a.Root != b.Root && (within(a.Root, b.Root) || within(b.Root, a.Root)):
+				v.add(key, "storage root %s overlaps the root %s of site %s (line %d): give each site its own folder",
+					b.Root, a.Root, a.Site.Host, c.lineOf(fmt.Sprintf("site[%d]", j)))
+			}
+		}
+	}
+}
+
+// creatableDir reports why dir cannot be a directory wharf creates
+// (serve creates it, check must not): it, or else its nearest existing
+// parent, must be a directory.
+func creatableDir(dir string) error {
+	d := dir
+	for {
+		fi, err := os.Stat(d)
+		if err == nil {
+			if !fi.IsDir() {
+				if d == dir {
+					return fmt.Errorf("%s exists and is not a directory", dir)
+				}
+				return fmt.Errorf("cannot create %s: %s is not a directory", dir, d)
+			}
+			// Permissions are not checked: check may run as another
+			// user than serve (in CI, say).
+			return nil
+		}
+		if !errors.Is(err, fs.ErrNotExist) && !errors.Is(err, syscall.ENOTDIR) {
+			return fmt.Errorf("cannot use %s: %v", dir, err)
+		}
+		parent := filepath.Dir(d)
+		if parent == d {
+			return nil
+		}
+		d = parent
+	}
+}
+
+// within reports whether path p lies below dir.
+func within(p, dir string) bool {
+	return strings.HasPrefix(p, dir+string(filepath.Separator))
+}
