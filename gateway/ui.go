@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"net/http"
 
+	"github.com/wharf-dev/wharf/auth"
 	"github.com/wharf-dev/wharf/backend/cache"
 	"github.com/wharf-dev/wharf/backend/registry"
 	"github.com/wharf-dev/wharf/policy"
@@ -13,7 +14,7 @@ import (
 // UIEnabled reports whether the site serves the web UI: registry and cache
 // sites do unless ui = false; proxy sites never do.
 func (s Site) UIEnabled() bool {
-	if s.Backend != "registry" && s.Backend != "cache" {
+	if s.Backend != KindRegistry && s.Backend != KindCache {
 		return false
 	}
 	return s.UI == nil || *s.UI
@@ -33,7 +34,7 @@ func (g *Gateway) withUI(cfg *Config, sc Site, be http.Handler, pol *policy.Poli
 	uc := ui.Config{
 		Host:          sc.Host,
 		Policy:        pol,
-		AnonymousPull: sc.Anonymous == "pull",
+		AnonymousPull: sc.Anonymous == auth.AnonymousPull,
 		Log:           g.log.With().Str("site", sc.Host).Str("component", "ui").Logger(),
 	}
 	switch b := be.(type) {
