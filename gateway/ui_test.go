@@ -273,7 +273,7 @@ max_age = "720h"
 		t.Fatalf("cache tags page: %d\n%s", st, body)
 	}
 	for _, want := range []string{"cache of " + upSrv.URL, "1.0", digest.FromString(manifest).Encoded()[:12], "linux/arm64",
-		"team", "infra", "2026-03-04 05:06 UTC", "Last pulled", "Evicted after", "max_age 720h0m0s"} {
+		"team", "infra", "2026-03-04 05:06 UTC", "Last pulled", "Evicted after", "max_age 30 days"} {
 		if !strings.Contains(body, want) {
 			t.Errorf("cache tags page lacks %q", want)
 		}

@@ -34,6 +34,23 @@ var funcs = template.FuncMap{
 	"join":  strings.Join,
 	"hex":   func(d digest.Digest) string { return d.Encoded() },
 	"add":   func(a, b int) int { return a + b },
+	"span":  span,
+}
+
+// span writes a duration the way a config would say it ("720h" as "30
+// days", "36h" as "36h").
+func span(d time.Duration) string {
+	if d >= 48*time.Hour && d%(24*time.Hour) == 0 {
+		return fmt.Sprintf("%d days", d/(24*time.Hour))
+	}
+	s := d.String()
+	if strings.HasSuffix(s, "m0s") {
+		s = strings.TrimSuffix(s, "0s")
+	}
+	if strings.HasSuffix(s, "h0m") {
+		s = strings.TrimSuffix(s, "0m")
+	}
+	return s
 }
 
 func mustPages(names ...string) map[string]*template.Template {

@@ -547,3 +547,11 @@ func TestLoginComesBack(t *testing.T) {
 	c.cookie = p.cookie
 	mustStatus(t, c.get("/r/team/app"), 200, "after login")
 }
+
+func TestSpan(t *testing.T) {
+	for d, want := range map[time.Duration]string{720 * time.Hour: "30 days", 36 * time.Hour: "36h", 90 * time.Minute: "1h30m", 48 * time.Hour: "2 days", 24 * time.Hour: "24h", 45 * time.Second: "45s"} {
+		if got := span(d); got != want {
+			t.Errorf("span(%v) = %q, want %q", d, got, want)
+		}
+	}
+}
