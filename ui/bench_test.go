@@ -142,6 +142,7 @@ func BenchmarkTagsPage5k(b *testing.B) {
 		{"by-name", "/r/big/repo"},
 		{"by-date", "/r/big/repo?sort=date"},
 		{"last-page", fmt.Sprintf("/r/big/repo?page=%d", benchTags/50)},
+		{"image", "/r/big/repo@" + string(imgs[0])}, // lists the 10 of 5,000 tags that name it
 	} {
 		b.Run(bc.name, func(b *testing.B) {
 			u := benchUI(b, st)

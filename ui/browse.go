@@ -204,8 +204,20 @@ type tagRef struct {
 }
 
 // readTag reads a tag record in either layout (digest text or the cache's
-// JSON record).
+// JSON record) and its modification time.
 func (b *browser) readTag(ctx context.Context, repo, tag string) (tagRef, error) {
+	t, err := b.tagDigest(ctx, repo, tag)
+	if err != nil {
+		return t, err
+	}
+	if mt, err := b.st.StatRecord(ctx, repo, tagKey(tag)); err == nil {
+		t.Pushed = mt
+	}
+	return t, nil
+}
+
+// tagDigest reads where a tag points (no time: one read, no stat).
+func (b *browser) tagDigest(ctx context.Context, repo, tag string) (tagRef, error) {
 	raw, err := b.st.GetRecord(ctx, repo, tagKey(tag))
 	if err != nil {
 		return tagRef{}, err
@@ -226,9 +238,6 @@ func (b *browser) readTag(ctx context.Context, repo, tag string) (tagRef, error)
 	}
 	if t.Digest.Validate() != nil {
 		return t, fmt.Errorf("tag %s holds a bad digest", tag)
-	}
-	if mt, err := b.st.StatRecord(ctx, repo, tagKey(tag)); err == nil {
-		t.Pushed = mt
 	}
 	return t, nil
 }
@@ -283,15 +292,12 @@ func (b *browser) exists(ctx context.Context, repo string) (bool, error) {
 	return false, nil
 }
 
-// tagsOf lists the tags of repo that point at d.
-func (b *browser) tagsOf(ctx context.Context, repo string, d digest.Digest) []string {
-	names, err := b.st.ListRecords(ctx, repo, "tags")
-	if err != nil {
-		return nil
-	}
+// tagsOf lists those of the tags names of repo that point at d (one read
+// each).
+func (b *browser) tagsOf(ctx context.Context, repo string, d digest.Digest, names []string) []string {
 	var out []string
 	for _, n := range names {
-		if t, err := b.readTag(ctx, repo, n); err == nil && t.Digest == d {
+		if t, err := b.tagDigest(ctx, repo, n); err == nil && t.Digest == d {
 			out = append(out, n)
 		}
 	}

@@ -346,6 +346,7 @@ type imageData struct {
 	S          *summary
 	Total      int64
 	Tags       []string
+	Unscanned  int // the repository's tag count when not all were read
 	Children   []childRow
 	Referrers  []refGroup
 	Labels     []kv
@@ -394,7 +395,8 @@ func (u *UI) image(w http.ResponseWriter, r *http.Request, v viewer, repo string
 		u.internal(w, r, v, err)
 		return
 	}
-	data := imageData{Repo: repo, S: s, Total: u.b.total(ctx, repo, s), Tags: u.b.tagsOf(ctx, repo, d),
+	tags, unscanned := u.imageTags(r, repo, d)
+	data := imageData{Repo: repo, S: s, Total: u.b.total(ctx, repo, s), Tags: tags, Unscanned: unscanned,
 		CanDelete: u.canDelete(r, v, repo), Annots: sortedKV(s.Annotations), PullDigest: string(d)}
 	if s.Image != nil {
 		data.Labels = sortedKV(s.Image.Config.Labels)
@@ -422,6 +424,28 @@ func (u *UI) image(w http.ResponseWriter, r *http.Request, v viewer, repo string
 	p := u.newPage(r, v, repo+"@"+d.Encoded()[:12])
 	p.Data = data
 	u.render(w, r, http.StatusOK, "image", p, start)
+}
+
+// maxTagScan is how many tags the image page reads to find the ones that
+// name the image; a repository with more lists only the tag the viewer
+// came from (?tag=), so the page stays fast with 5,000 tags.
+const maxTagScan = 500
+
+// imageTags lists the tags that point at d for the image page, and how
+// many tags the repository has when it did not look at all of them.
+func (u *UI) imageTags(r *http.Request, repo string, d digest.Digest) (tags []string, unscanned int) {
+	ctx := r.Context()
+	names, err := u.cfg.Store.ListRecords(ctx, repo, "tags")
+	if err != nil {
+		return nil, 0
+	}
+	if len(names) <= maxTagScan {
+		return u.b.tagsOf(ctx, repo, d, names), 0
+	}
+	if hint := r.URL.Query().Get("tag"); backend.ValidTag(hint) {
+		tags = u.b.tagsOf(ctx, repo, d, []string{hint})
+	}
+	return tags, len(names)
 }
 
 // loginForm shows the login page with an optional message.
@@ -525,7 +549,13 @@ func (u *UI) target(w http.ResponseWriter, r *http.Request, v viewer, form url.V
 			u.fail(w, r, v, http.StatusNotFound, "This repository has no manifest with that digest.")
 			return t, false
 		}
-		t.Tags = u.b.tagsOf(ctx, t.Repo, d)
+		// the confirmation names every tag that goes, however many to read
+		names, err := u.cfg.Store.ListRecords(ctx, t.Repo, "tags")
+		if err != nil {
+			u.internal(w, r, v, err)
+			return t, false
+		}
+		t.Tags = u.b.tagsOf(ctx, t.Repo, d, names)
 		return t, true
 	}
 	if !backend.ValidTag(t.Ref) {

@@ -13,6 +13,7 @@ import (
 
 	"github.com/wharf-dev/wharf/auth"
 	"github.com/wharf-dev/wharf/backend"
+	"github.com/wharf-dev/wharf/backend/storage"
 )
 
 // seed pushes a few repositories: two public, one secret, one private.
@@ -553,5 +554,36 @@ func TestSpan(t *testing.T) {
 		if got := span(d); got != want {
 			t.Errorf("span(%v) = %q, want %q", d, got, want)
 		}
+	}
+}
+
+// In a repository with more than maxTagScan tags the image page names the
+// tag it was opened from instead of reading every tag.
+func TestImageTagsInBigRepository(t *testing.T) {
+	f := newFixture(t, fixtureOpts{noAuth: true})
+	img := f.image("lib/big", "keep", "linux/amd64", nil, 10)
+	body, err := storage.ReadBlob(t.Context(), f.reg.Store(), img.Digest, 1<<20)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range maxTagScan {
+		f.api("PUT", fmt.Sprintf("/v2/lib/big/manifests/t%d", i), img.MediaType, body)
+	}
+	c := &client{f: f}
+	p := c.get("/r/lib/big@" + string(img.Digest) + "?tag=t7")
+	if got := strings.TrimSpace(between(p.body, `id="image-tags">`, "<")); got != "t7" || !p.has("of 501 were not searched") {
+		t.Fatalf("tags %q:\n%s", got, p.body)
+	}
+	if !p.has("docker pull registry.test/lib/big:t7") {
+		t.Error("no pull line for the hinted tag")
+	}
+	// a hint that does not name this image is not shown
+	p = c.get("/r/lib/big@" + string(img.Digest) + "?tag=nope")
+	if got := strings.TrimSpace(between(p.body, `id="image-tags">`, "<")); got != "" {
+		t.Fatalf("tags %q for a wrong hint", got)
+	}
+	// the tags page links with the hint
+	if !c.get("/r/lib/big").raw(`@` + string(img.Digest) + `?tag=keep"`) {
+		t.Error("tags page links without ?tag=")
 	}
 }
