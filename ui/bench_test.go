@@ -111,6 +111,10 @@ func BenchmarkReposPage10k(b *testing.B) {
 	for i := range benchRepos {
 		tagRepo(b, st, fmt.Sprintf("team%02d/app-%05d", i%50, i), "latest", imgs[i%len(imgs)])
 	}
+	// the first page also holds a repository with 2,000 tags
+	for i := range 2000 {
+		tagRepo(b, st, "team00/aaa-many-tags", fmt.Sprintf("t%d", i), imgs[i%len(imgs)])
+	}
 	for _, bc := range []struct{ name, target string }{
 		{"first", "/"},
 		{"last", fmt.Sprintf("/?page=%d", benchRepos/50)},

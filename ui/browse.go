@@ -247,8 +247,14 @@ type repoInfo struct {
 	Name     string
 	Tags     int
 	Size     int64
+	NoSize   bool // more tags than sizeTagLimit: the size was not summed
 	LastPush time.Time
 }
+
+// sizeTagLimit is how many tags a repository may have for the
+// repositories page to sum its size (reading every tag and manifest);
+// beyond it the row shows the last push only (one stat per tag).
+const sizeTagLimit = 500
 
 // repo summarises one repository: tag count, last push and the size of
 // the distinct blobs its tags reach.
@@ -259,6 +265,15 @@ func (b *browser) repo(ctx context.Context, name string) (repoInfo, error) {
 		return ri, err
 	}
 	ri.Tags = len(tags)
+	if len(tags) > sizeTagLimit {
+		ri.NoSize = true
+		for _, tg := range tags {
+			if mt, err := b.st.StatRecord(ctx, name, tagKey(tg)); err == nil && mt.After(ri.LastPush) {
+				ri.LastPush = mt
+			}
+		}
+		return ri, nil
+	}
 	set := map[digest.Digest]int64{}
 	for _, tg := range tags {
 		t, err := b.readTag(ctx, name, tg)

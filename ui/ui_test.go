@@ -582,6 +582,10 @@ func TestImageTagsInBigRepository(t *testing.T) {
 	if got := strings.TrimSpace(between(p.body, `id="image-tags">`, "<")); got != "" {
 		t.Fatalf("tags %q for a wrong hint", got)
 	}
+	// the repositories page does not sum the size of so many tags
+	if p := c.get("/"); !p.raw(`title="more than 500 tags: not summed here"`) || !p.has("501") {
+		t.Errorf("repositories row of a big repository:\n%s", p.body)
+	}
 	// the tags page links with the hint
 	if !c.get("/r/lib/big").raw(`@` + string(img.Digest) + `?tag=keep"`) {
 		t.Error("tags page links without ?tag=")
