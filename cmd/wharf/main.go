@@ -21,8 +21,12 @@ import (
 	"github.com/wharf-dev/wharf/gateway"
 )
 
-// version is set at build time with -ldflags "-X main.version=...".
-var version = ""
+// version and commit are set at build time with -ldflags "-X
+// main.version=... -X main.commit=..." (make build, make dist, make image).
+var (
+	version = ""
+	commit  = ""
+)
 
 const usage = `wharf - a container registry gateway
 
@@ -33,7 +37,11 @@ Usage:
   wharf gc -config gateway.toml        garbage-collect registry sites, evict cache entries unused for
                                        max_age (safe while serving)
         [-dry-run] [-delete-untagged] [-grace 1h]
-  wharf version                        print the version
+  wharf import -from DIR -config gateway.toml -site HOST [-dry-run]
+                                       take over a registry:2/registry:3 storage root
+  wharf healthcheck -config gateway.toml
+                                       exit 0 when the admin listener's /healthz answers 200
+  wharf version                        print version, commit and Go version
 `
 
 func main() {
@@ -54,9 +62,12 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		return cmdPasswd(args[1:], stdin, stdout, stderr)
 	case "gc":
 		return cmdGC(args[1:], stdout, stderr)
+	case "import":
+		return cmdImport(args[1:], stdout, stderr)
+	case "healthcheck":
+		return cmdHealthcheck(args[1:], stdout, stderr)
 	case "version", "-version", "--version":
-		fmt.Fprintln(stdout, "wharf", versionString())
-		return 0
+		return cmdVersion(stdout)
 	case "help", "-h", "-help", "--help":
 		fmt.Fprint(stdout, usage)
 		return 0

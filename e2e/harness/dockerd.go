@@ -121,6 +121,13 @@ func (d *Dockerd) stop() {
 	if os.Getenv("WHARF_E2E_LOGS") != "" {
 		logf("dockerd log:\n%s", p.LogTail(64<<10))
 	}
+	// dockerd leaves the host network's namespace file bind-mounted
+	// under exec/netns after a container ran with --network host.
+	if ents, err := os.ReadDir(filepath.Join(d.Dir, "exec", "netns")); err == nil {
+		for _, e := range ents {
+			_ = syscall.Unmount(filepath.Join(d.Dir, "exec", "netns", e.Name()), syscall.MNT_DETACH)
+		}
+	}
 	if err := os.RemoveAll(d.Dir); err != nil {
 		logf("remove dockerd folder: %v", err)
 	}
