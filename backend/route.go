@@ -56,6 +56,20 @@ type Route struct {
 	// it when the caller may not pull from there, so the backend falls back
 	// to a normal upload.
 	MountFrom string
+	// Namespace is the registry a mirror request named with containerd's
+	// ?ns=<registry> ("docker.io", "ghcr.io"), set by a RouteResolver that
+	// qualified Repo with it; "" otherwise. ClientRepo is then the name in
+	// the request's path (Repo without the namespace prefix).
+	Namespace  string
+	ClientRepo string
+}
+
+// RouteResolver is implemented by backends whose repository names depend
+// on more than the path (the cache's ?ns=<registry>). The gateway calls it
+// once, right after ParseRoute and before the policy, so that the policy,
+// tokens and the backend all see the same qualified name.
+type RouteResolver interface {
+	ResolveRoute(rt *Route, query func(string) string) *Error
 }
 
 // ParseRoute parses the path and method of a /v2/ request. It checks the

@@ -34,6 +34,9 @@ type SitePlan struct {
 	Root string
 	// Auth is the auth middleware's view of the site (policy not set).
 	Auth auth.Site
+	// CacheMetrics receives a cache site's series (the serving
+	// gateway's); nil = not counted.
+	CacheMetrics *cache.Metrics
 }
 
 // Plan builds the plan of every site of a validated config, in file
@@ -75,14 +78,22 @@ func (p *SitePlan) Open(ctx context.Context, env conf.Env, log zerolog.Logger) (
 		if err != nil {
 			return nil, fmt.Errorf("cache: password_file: %w", err)
 		}
+		ups, err := s.Cache.UpstreamTable(env)
+		if err != nil {
+			return nil, fmt.Errorf("cache: %w", err)
+		}
 		c, err := cache.New(ctx, cache.Options{
-			Upstream: s.Cache.Upstream,
-			TTL:      s.Cache.TTL.Std(),
-			Username: s.Cache.Username,
-			Password: pw,
-			Root:     p.Root,
-			MaxAge:   s.Cache.MaxAge.Std(),
-			Logger:   log,
+			Upstream:  s.Cache.Upstream,
+			Upstreams: ups,
+			TTL:       s.Cache.TTL.Std(),
+			Username:  s.Cache.Username,
+			Password:  pw,
+			Root:      p.Root,
+			MaxAge:    s.Cache.MaxAge.Std(),
+			MaxSize:   int64(s.Cache.MaxSize),
+			Metrics:   p.CacheMetrics,
+			Site:      s.Host,
+			Logger:    log,
 		})
 		if err != nil {
 			return nil, fmt.Errorf("open cache: %w", err)

@@ -16,6 +16,7 @@ import (
 	"github.com/wharf-dev/wharf/acme"
 	"github.com/wharf-dev/wharf/auth"
 	"github.com/wharf-dev/wharf/backend"
+	"github.com/wharf-dev/wharf/backend/cache"
 )
 
 // Gateway routes requests by Host to the backend of each configured site.
@@ -27,8 +28,9 @@ type Gateway struct {
 	mu    sync.Mutex // serialises Reload
 	cfg   *Config
 
-	metrics *metrics
-	ready   atomic.Bool // listeners are up; /readyz answers 200
+	metrics      *metrics
+	cacheMetrics *cache.Metrics // series of every cache site
+	ready        atomic.Bool    // listeners are up; /readyz answers 200
 
 	certs     *acme.Manager // TLS certificates; nil without [listen] https (set under mu)
 	running   bool          // Serve has set up its listeners (under mu)
@@ -68,6 +70,7 @@ type site struct {
 // New builds every site's backend from cfg.
 func New(ctx context.Context, cfg *Config, log zerolog.Logger) (*Gateway, error) {
 	g := &Gateway{log: log, cfg: cfg, metrics: newMetrics()}
+	g.cacheMetrics = cache.NewMetrics(g.metrics.reg)
 	g.life = ctx
 	g.metrics.reg.MustRegister(newAuthCollector(g))
 	svc, err := g.newAuth(cfg)
@@ -96,6 +99,7 @@ func (g *Gateway) build(ctx context.Context, cfg *Config, old *siteTable) (*site
 		sc := plan.Site
 		s := old.reusable(sc)
 		if s == nil {
+			plan.CacheMetrics = g.cacheMetrics
 			be, err := plan.Open(ctx, cfg.Env(), g.log)
 			if err != nil {
 				for _, m := range made {
@@ -128,7 +132,7 @@ func (g *Gateway) build(ctx context.Context, cfg *Config, old *siteTable) (*site
 			withRequestID,
 			accessLog(&g.log, g.metrics, sc.Host),
 			withAPIVersion,
-			withRoute,
+			withRouteFor(s.backend),
 		)}
 		if sc.Host == "*" {
 			t.wildcard = e

@@ -77,16 +77,28 @@ func withAPIVersion(next http.Handler) http.Handler {
 	})
 }
 
-// withRoute parses a /v2/ request once and stores the Route in the context
-// for the policy and the backend; an unparseable request is answered here.
-func withRoute(next http.Handler) http.Handler {
+// withRouteFor parses a /v2/ request once and stores the Route in the
+// context for the policy and the backend; an unparseable request is
+// answered here. A backend that qualifies repository names by more than
+// the path (backend.RouteResolver, the cache's ?ns=) does so here, before
+// the policy sees the name.
+func withRouteFor(be http.Handler) Middleware {
+	res, _ := be.(backend.RouteResolver)
+	return func(next http.Handler) http.Handler { return routeHandler(next, res) }
+}
+
+func routeHandler(next http.Handler, res backend.RouteResolver) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		p := r.URL.Path
 		if p != "/v2" && !strings.HasPrefix(p, "/v2/") || p == auth.TokenPath {
 			next.ServeHTTP(w, r)
 			return
 		}
-		rt, err := backend.ParseRoute(r.Method, p, r.URL.Query().Get)
+		q := r.URL.Query().Get
+		rt, err := backend.ParseRoute(r.Method, p, q)
+		if err == nil && res != nil {
+			err = res.ResolveRoute(rt, q)
+		}
 		if err != nil {
 			backend.WriteError(w, r, err)
 			return

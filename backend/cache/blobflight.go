@@ -57,6 +57,14 @@ func (f *blobFlight) addFollower() {
 	f.mu.Unlock()
 }
 
+// abandoned reports that the leader's client went away and nobody
+// follows: why the download was cancelled, if it was.
+func (f *blobFlight) abandoned() bool {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.leaderGone && f.followers == 0
+}
+
 func (f *blobFlight) removeFollower() {
 	f.mu.Lock()
 	defer f.mu.Unlock()
@@ -149,8 +157,15 @@ var errLeaderFailed = errors.New("the shared download failed")
 // leader's error, or errLeaderFailed when the leader's client went away
 // (then the caller downloads itself).
 func (c *Cache) followBlob(w http.ResponseWriter, req *http.Request, d digest.Digest, f *blobFlight) error {
-	ctx := req.Context()
 	defer f.removeFollower() // added by joinBlob
+	return c.serveFlight(w, req, d, f)
+}
+
+// serveFlight serves blob d from flight f's data file as it grows (the
+// leader's own client and every follower), honouring the request's
+// Range; the last byte waits until the digest is verified.
+func (c *Cache) serveFlight(w http.ResponseWriter, req *http.Request, d digest.Digest, f *blobFlight) error {
+	ctx := req.Context()
 	var file *os.File
 	for {
 		ch := f.watch()

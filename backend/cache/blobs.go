@@ -95,7 +95,11 @@ func (c *Cache) link(ctx context.Context, repo string, d digest.Digest) error {
 func (c *Cache) headBlob(ctx context.Context, repo string, d digest.Digest) (int64, error) {
 	ctx, cancel := c.smallCtx(ctx)
 	defer cancel()
-	resp, err := c.up.do(ctx, http.MethodHead, c.upPath(repo, "blobs", string(d)), nil, nil, c.up.repo(repo))
+	up, path, upRepo, err := c.upReq(repo, "blobs", string(d))
+	if err != nil {
+		return 0, err
+	}
+	resp, err := up.do(ctx, http.MethodHead, path, nil, nil, upRepo)
 	if err != nil {
 		return 0, err
 	}
@@ -142,6 +146,7 @@ func (c *Cache) fetchBlob(w http.ResponseWriter, req *http.Request, repo string,
 			}
 			return err
 		}
+		askedUpstream(req.Context())
 		err := c.followBlob(w, req, d, f)
 		if !errors.Is(err, errLeaderFailed) {
 			return err
@@ -163,7 +168,11 @@ func (c *Cache) downloadBlob(w http.ResponseWriter, req *http.Request, repo stri
 	// two reads of the body; there is no limit on the whole download.
 	watch := time.AfterFunc(c.upTimeout, cancel)
 	defer watch.Stop()
-	resp, err := c.up.do(ctx, http.MethodGet, c.upPath(repo, "blobs", string(d)), nil, nil, c.up.repo(repo))
+	up, path, upRepo, err := c.upReq(repo, "blobs", string(d))
+	if err != nil {
+		return err
+	}
+	resp, err := up.do(ctx, http.MethodGet, path, nil, nil, upRepo)
 	if err != nil {
 		if ctx.Err() != nil && req.Context().Err() == nil {
 			return &upstreamError{err: context.DeadlineExceeded, msg: fmt.Sprintf("upstream did not answer for blob %s within %v", d, c.upTimeout)}
@@ -215,11 +224,13 @@ func (c *Cache) spoolBlob(ctx context.Context, w http.ResponseWriter, req *http.
 	}
 	if err := u.Commit(ctx, d); err != nil {
 		if errors.Is(err, storage.ErrDigestMismatch) {
+			c.digestMismatch(repo)
 			c.log.Error().Err(err).Str("repo", repo).Str("digest", string(d)).Msg("cache: upstream sent a blob that does not match its digest; not stored")
 			return &upstreamError{status: http.StatusBadGateway, msg: fmt.Sprintf("upstream sent content for blob %s that does not match the digest; nothing was stored", d)}
 		}
 		return fmt.Errorf("store blob %s: %w", d, err)
 	}
+	c.budget.added(n)
 	if err := c.link(ctx, repo, d); err != nil {
 		return err
 	}
@@ -233,14 +244,16 @@ func (c *Cache) spoolBlob(ctx context.Context, w http.ResponseWriter, req *http.
 	return nil
 }
 
-// streamBlob tees the upstream body to the client and into an upload.
+// streamBlob stores a big blob while every client that wants it, this
+// request's included, reads the growing data file (serveFlight): the
+// download runs at the upstream's and the disk's pace, not at the pace of
+// whichever client came first, and each client gets the bytes from the
+// page cache by sendfile. Each client's last byte waits for the digest
+// check; on a mismatch every stream is cut before it.
 func (c *Cache) streamBlob(ctx context.Context, w http.ResponseWriter, req *http.Request, repo string, d digest.Digest, body io.Reader, watch *time.Timer, size int64, f *blobFlight) error {
-	start, end := int64(0), int64(-1) // window of the blob sent to the client; -1: to the end
-	status := http.StatusOK
-	h := w.Header()
 	if size >= 0 {
-		var re *backend.Error
-		if start, end, status, re = backend.BlobRange(h, req.Header.Get("Range"), size); re != nil {
+		// this request's own Range, checked before anything starts
+		if _, _, _, re := backend.BlobRange(http.Header{}, req.Header.Get("Range"), size); re != nil {
 			return re
 		}
 	}
@@ -248,103 +261,85 @@ func (c *Cache) streamBlob(ctx context.Context, w http.ResponseWriter, req *http
 	if err != nil {
 		return fmt.Errorf("start storing blob %s: %w", d, err)
 	}
-	defer u.Close()
 	f.streaming(filepath.Join(c.root, "uploads", u.ID(), "data"), size)
-	backend.BlobIdentity(h, d)
-	w.WriteHeader(status)
-	cw := &clientWriter{w: w, start: start, end: end, hold: end > start}
-	src := &idleReader{r: io.TeeReader(body, cw), t: watch, d: c.idle, progress: f.progress}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		c.fillBlob(ctx, u, repo, d, body, watch, size, f)
+	}()
+	// The download goes on for followers when this client leaves; this
+	// handler returns (or is cut off) only after it ended.
+	defer func() { <-done }()
+	err = c.serveFlight(w, req, d, f)
+	if errors.Is(err, errLeaderFailed) {
+		<-done
+		if ferr := f.failure(); ferr != nil && !errors.Is(ferr, context.Canceled) {
+			return ferr
+		}
+		return context.Canceled
+	}
+	return err
+}
+
+// fillBlob writes the upstream body into upload u, verifies and commits
+// it, and finishes the flight either way.
+func (c *Cache) fillBlob(ctx context.Context, u storage.Upload, repo string, d digest.Digest, body io.Reader, watch *time.Timer, size int64, f *blobFlight) {
+	defer u.Close()
+	src := &idleReader{r: body, t: watch, d: c.idle}
+	if pu, ok := u.(interface{ SetProgress(func(int64)) }); ok {
+		// wake the readers exactly when the store wrote a chunk
+		pu.SetProgress(func(int64) { f.progress() })
+	} else {
+		// a store without the hook: once per MiB received
+		src.progress, src.every = f.progress, progressEvery
+	}
 	n, err := u.Append(ctx, src)
-	abort := func(msg string, err error) error {
+	fail := func(msg string, err error) {
 		_ = u.Cancel(context.WithoutCancel(ctx))
+		gone := f.abandoned()
 		ev := c.log.Warn()
-		if req.Context().Err() != nil {
-			ev = c.log.Debug() // the client went away; nothing to worry about
+		if gone {
+			ev = c.log.Debug() // every client went away; nothing to worry about
 		}
 		ev.Err(err).Str("repo", repo).Str("digest", string(d)).Int64("bytes", n).Msg(msg)
-		if req.Context().Err() != nil {
-			f.finish(false, context.Canceled) // followers may try again themselves
+		switch {
+		case gone:
+			f.finish(false, context.Canceled) // later requests may try again themselves
+		case ctx.Err() != nil:
+			f.finish(false, &upstreamError{err: context.DeadlineExceeded, msg: fmt.Sprintf("upstream stalled for %v sending blob %s; nothing was stored", c.idle, d)})
+		default:
+			f.finish(false, &upstreamError{err: err, msg: fmt.Sprintf("downloading blob %s from the upstream: %s; nothing was stored", d, msg)})
 		}
-		// The status line is out: end the response without its last
-		// byte so the client sees a failed download, never a good one.
-		panic(http.ErrAbortHandler)
 	}
 	if err != nil {
-		return abort("cache: blob download from the upstream interrupted; nothing stored", err)
+		fail("cache: blob download from the upstream interrupted; nothing stored", err)
+		return
 	}
 	if size >= 0 && n != size {
-		return abort("cache: upstream sent a different length than announced; nothing stored", fmt.Errorf("got %d of %d bytes", n, size))
+		fail("cache: upstream sent a different length than announced; nothing stored", fmt.Errorf("got %d of %d bytes", n, size))
+		return
 	}
 	if err := u.Commit(ctx, d); err != nil {
 		if errors.Is(err, storage.ErrDigestMismatch) {
+			c.digestMismatch(repo)
 			c.log.Error().Err(err).Str("repo", repo).Str("digest", string(d)).Msg("cache: upstream sent a blob that does not match its digest; not stored")
-			panic(http.ErrAbortHandler)
+			f.finish(false, &upstreamError{status: http.StatusBadGateway, msg: fmt.Sprintf("upstream sent content for blob %s that does not match the digest; nothing was stored", d)})
+			return
 		}
-		return abort("cache: storing blob failed", err)
+		fail("cache: storing blob failed", err)
+		return
 	}
+	c.budget.added(n)
 	if err := c.link(ctx, repo, d); err != nil {
 		c.log.Warn().Err(err).Str("repo", repo).Str("digest", string(d)).Msg("cache: link blob")
 	}
 	f.finish(true, nil)
-	if err := cw.release(); err != nil {
-		c.log.Debug().Err(err).Str("digest", string(d)).Msg("cache: client went away at the last byte")
-	}
-	return nil
 }
 
-// clientWriter passes the part [start, end) of the blob's bytes to the
-// client, holding back the final byte (when hold) until release.
-type clientWriter struct {
-	w          io.Writer
-	pos        int64
-	start, end int64 // end -1: unknown length, send everything
-	hold       bool
-	held       []byte
-	failed     error
-}
-
-func (cw *clientWriter) Write(p []byte) (int, error) {
-	lo := cw.pos
-	hi := lo + int64(len(p))
-	cw.pos = hi
-	if cw.failed != nil {
-		return len(p), nil // the client is gone; the download goes on for followers
-	}
-	a, b := cw.start, hi
-	if cw.end >= 0 {
-		last := cw.end
-		if cw.hold {
-			last = cw.end - 1
-			if lo <= last && last < hi {
-				cw.held = []byte{p[last-lo]}
-			}
-		}
-		if last < b {
-			b = last
-		}
-	}
-	if a < lo {
-		a = lo
-	}
-	if a < b {
-		if _, err := cw.w.Write(p[a-lo : b-lo]); err != nil {
-			cw.failed = err // see above; the context ends the download if nobody follows
-		}
-	}
-	return len(p), nil
-}
-
-// release writes the held-back byte.
-func (cw *clientWriter) release() error {
-	if cw.failed != nil {
-		return cw.failed
-	}
-	if len(cw.held) == 0 {
-		return nil
-	}
-	_, err := cw.w.Write(cw.held)
-	return err
-}
+// progressEvery: with a store that cannot say when it wrote, followers
+// are woken once per this many bytes received (waking them for every
+// socket read only costs them a stat that finds nothing new).
+const progressEvery = 1 << 20
 
 // idleReader resets the watchdog around every read (and the client write
 // that a TeeReader does inside it): the download ends only when nothing
@@ -353,15 +348,19 @@ type idleReader struct {
 	r        io.Reader
 	t        *time.Timer
 	d        time.Duration
-	progress func() // called before every read: earlier bytes may be on disk now
+	progress func() // called before a read once every bytes were read since the last call: earlier bytes may be on disk now
+	every    int64
+	since    int64
 }
 
 func (i *idleReader) Read(p []byte) (int, error) {
-	if i.progress != nil {
+	if i.progress != nil && i.since >= i.every {
+		i.since = 0
 		i.progress()
 	}
 	i.t.Reset(i.d)
 	n, err := i.r.Read(p)
+	i.since += int64(n)
 	i.t.Reset(i.d)
 	return n, err
 }

@@ -13,10 +13,13 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"net/url"
 	"path/filepath"
+	"strings"
 	"sync"
 	"time"
 
+	digest "github.com/opencontainers/go-digest"
 	"github.com/rs/zerolog"
 
 	"github.com/wharf-dev/wharf/backend"
@@ -68,12 +71,30 @@ type Options struct {
 	// choose how often a use is written down (max_age/24, at most hourly);
 	// zero means no eviction, and uses are written down hourly.
 	MaxAge time.Duration
+	// Upstreams is the table of further upstreams by registry name
+	// ("docker.io", "ghcr.io"): a request with containerd's ?ns=<name>,
+	// or whose repository starts with <name>/ (podman's mirror
+	// location "host/ghcr.io"), goes to that upstream, and its records
+	// live under "<name>/<repository>". Upstream may then be empty (no
+	// default: a request naming no registry gets 404).
+	Upstreams map[string]Upstream
+	// MaxSize is the disk budget for content (max_size); 0 = none. The
+	// cache evicts least recently used images whenever it is exceeded.
+	MaxSize int64
+	// Metrics receives the site's counters; nil = not counted.
+	Metrics *Metrics
+	// Site names the site in metrics (its host).
+	Site string
 }
 
 // Cache is a pull-through cache of one upstream. It is an http.Handler for
 // /v2/ requests.
 type Cache struct {
-	up         *upstream
+	def        *upstream            // the default upstream; nil when only the table is set
+	ups        map[string]*upstream // by NamespacePrefix(name)
+	nsPrefix   map[string]string    // ns value (lower case) -> prefix
+	names      string               // "docker.io, ghcr.io" for error messages
+	desc       string               // what this site mirrors, for messages
 	store      storage.Store
 	log        zerolog.Logger
 	ttl        time.Duration
@@ -91,6 +112,10 @@ type Cache struct {
 	blobsMu    sync.Mutex
 	blobs      map[string]*blobFlight // downloads in progress by repo@digest
 	blobJoined func(key string)       // tests: a request follows another's download
+
+	metrics *siteMetrics // nil: not counted
+	maxSize int64        // max_size; 0 = no budget
+	budget  *budget      // enforces maxSize; nil without one
 }
 
 // New opens the store under o.Root and returns the cache. o is taken as
@@ -99,10 +124,55 @@ type Cache struct {
 // zero durations get their defaults here. ctx is not kept; nothing talks
 // to the upstream before the first request.
 func New(ctx context.Context, o Options) (*Cache, error) {
-	base, err := parseUpstream(o.Upstream)
-	if err != nil {
-		return nil, fmt.Errorf("cache: %w", err)
+	if o.Upstream == "" && len(o.Upstreams) == 0 {
+		return nil, errors.New("cache: no upstream")
 	}
+	var base *url.URL
+	if o.Upstream != "" {
+		var err error
+		if base, err = parseUpstream(o.Upstream); err != nil {
+			return nil, fmt.Errorf("cache: %w", err)
+		}
+	}
+	if o.MaxSize < 0 {
+		return nil, fmt.Errorf("cache: negative max_size %d", o.MaxSize)
+	}
+	tr := o.Transport
+	if tr == nil {
+		tr = newTransport()
+	}
+	c := &Cache{ups: map[string]*upstream{}, nsPrefix: map[string]string{}}
+	var names, descs []string
+	if base != nil {
+		c.def = newUpstream(base, o.Username, o.Password, tr)
+		c.def.name = ""
+		descs = append(descs, c.def.base.Host)
+	}
+	for _, name := range sortedKeys(o.Upstreams) {
+		u := o.Upstreams[name]
+		if err := ValidateNamespace(name); err != nil {
+			return nil, fmt.Errorf("cache: upstreams: %w", err)
+		}
+		b, err := parseUpstream(u.URL)
+		if err != nil {
+			return nil, fmt.Errorf("cache: upstreams.%s: %w", name, err)
+		}
+		if u.Password != "" && u.Username == "" {
+			return nil, fmt.Errorf("cache: upstreams.%s: password without username", name)
+		}
+		p := NamespacePrefix(name)
+		if _, dup := c.ups[p]; dup {
+			return nil, fmt.Errorf("cache: upstreams.%s: a second registry name for prefix %q", name, p)
+		}
+		up := newUpstream(b, u.Username, u.Password, tr)
+		up.name = name
+		c.ups[p] = up
+		c.nsPrefix[name] = p
+		names = append(names, name)
+		descs = append(descs, name)
+	}
+	c.names = strings.Join(names, ", ")
+	c.desc = strings.Join(descs, ", ")
 	if o.TTL <= 0 {
 		o.TTL = DefaultTTL
 	}
@@ -123,24 +193,75 @@ func New(ctx context.Context, o Options) (*Cache, error) {
 		st.Close()
 		return nil, fmt.Errorf("cache: root %q: %w", o.Root, err)
 	}
-	tr := o.Transport
-	if tr == nil {
-		tr = newTransport()
+	c.store = st
+	c.log = o.Logger
+	c.ttl = o.TTL
+	c.upTimeout = o.UpstreamTimeout
+	c.idle = o.IdleTimeout
+	c.spoolLimit = defaultSpoolLimit
+	c.now = time.Now
+	c.touchEvery = touchInterval(o.MaxAge, o.MaxSize > 0)
+	c.tr = tr
+	c.root = root
+	c.blobs = map[string]*blobFlight{}
+	c.metrics = o.Metrics.site(o.Site)
+	if c.def != nil {
+		c.def.metrics = c.metrics
 	}
-	return &Cache{
-		up:         newUpstream(base, o.Username, o.Password, tr),
-		store:      st,
-		log:        o.Logger,
-		ttl:        o.TTL,
-		upTimeout:  o.UpstreamTimeout,
-		idle:       o.IdleTimeout,
-		spoolLimit: defaultSpoolLimit,
-		now:        time.Now,
-		touchEvery: touchInterval(o.MaxAge),
-		tr:         tr,
-		root:       root,
-		blobs:      map[string]*blobFlight{},
-	}, nil
+	for _, u := range c.ups {
+		u.metrics = c.metrics
+	}
+	c.maxSize = o.MaxSize
+	c.startBudget()
+	return c, nil
+}
+
+// ResolveRoute qualifies the route's repository with containerd's
+// ?ns=<registry> (backend.RouteResolver): "library/alpine" with
+// ns=docker.io becomes "docker.io/library/alpine", the name under which
+// the policy, tokens, records and the catalog see it. A site without an
+// upstream table ignores ns (one upstream; today's behaviour). An ns the
+// table does not have is a 404 naming the configured ones: the cache is
+// never an open proxy.
+func (c *Cache) ResolveRoute(rt *backend.Route, query func(string) string) *backend.Error {
+	if len(c.ups) == 0 || query == nil {
+		return nil
+	}
+	ns := strings.ToLower(query("ns"))
+	if ns == "" {
+		return nil
+	}
+	p, ok := c.nsPrefix[ns]
+	if !ok {
+		return backend.Errorf(http.StatusNotFound, backend.CodeNameUnknown,
+			"registry %q (ns) is not mirrored by this site; configured: %s", clip(ns), c.names)
+	}
+	if rt.Repo == "" { // ping, catalog
+		return nil
+	}
+	q := p + "/" + rt.Repo
+	if e := backend.ValidateName(q); e != nil {
+		return e
+	}
+	rt.Namespace, rt.ClientRepo, rt.Repo = ns, rt.Repo, q
+	return nil
+}
+
+// upstreamFor maps a repository as the cache keeps it to its upstream and
+// the upstream's name for it: "ghcr.io/owner/app" -> ghcr.io's upstream,
+// "owner/app"; a name without a configured registry prefix goes to the
+// default upstream as it is (Docker Hub's "alpine" as "library/alpine").
+func (c *Cache) upstreamFor(repo string) (*upstream, string, error) {
+	if i := strings.IndexByte(repo, '/'); i > 0 && len(c.ups) > 0 {
+		if u, ok := c.ups[repo[:i]]; ok {
+			return u, u.repo(repo[i+1:]), nil
+		}
+	}
+	if c.def == nil {
+		return nil, "", backend.Errorf(http.StatusNotFound, backend.CodeNameUnknown,
+			"repository %q names no mirrored registry: this site has no default upstream; use ?ns=<registry> or <registry>/<name> with one of: %s", clip(repo), c.names)
+	}
+	return c.def, c.def.repo(repo), nil
 }
 
 // Store is the cache's storage, for readers inside the process (the web
@@ -150,6 +271,7 @@ func (c *Cache) Store() storage.Store { return c.store }
 // Close stops the store's background work and drops idle upstream
 // connections.
 func (c *Cache) Close() error {
+	c.stopBudget()
 	if t, ok := c.tr.(interface{ CloseIdleConnections() }); ok {
 		t.CloseIdleConnections()
 	}
@@ -168,16 +290,57 @@ func (c *Cache) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 			backend.WriteError(w, req, e)
 			return
 		}
+		if e = c.ResolveRoute(rt, req.URL.Query().Get); e != nil {
+			backend.WriteError(w, req, e)
+			return
+		}
 	}
-	if err := c.serve(w, req, rt); err != nil {
-		c.fail(w, req, rt, err)
+	if c.metrics == nil && c.budget == nil {
+		if err := c.serve(w, req, rt); err != nil {
+			c.fail(w, req, rt, err)
+		}
+		return
+	}
+	up := "default"
+	if rt.Repo != "" {
+		if u, _, err := c.upstreamFor(rt.Repo); err == nil {
+			up = label(u)
+		}
+	}
+	content := rt.Kind == backend.KindManifest || rt.Kind == backend.KindBlob
+	if rt.Kind == backend.KindBlob {
+		defer c.budget.read(digest.Digest(rt.Reference))()
+	}
+	cw := &countingWriter{ResponseWriter: w}
+	o := &outcome{}
+	req = req.WithContext(context.WithValue(req.Context(), outcomeKey{}, o))
+	// deferred: a blob download cut off on purpose panics
+	defer func() {
+		c.metrics.served(up, cw.n)
+		if !content || cw.status == 0 || cw.status >= 400 {
+			return
+		}
+		if d := w.Header().Get("Docker-Content-Digest"); d != "" && rt.Kind == backend.KindManifest {
+			c.budget.pinManifest(req.Context(), digest.Digest(d))
+		}
+		result := "hit"
+		switch {
+		case o.stale:
+			result = "stale"
+		case o.upstream:
+			result = "miss"
+		}
+		c.metrics.request(up, rt.Kind, result)
+	}()
+	if err := c.serve(cw, req, rt); err != nil {
+		c.fail(cw, req, rt, err)
 	}
 }
 
 func (c *Cache) serve(w http.ResponseWriter, req *http.Request, rt *backend.Route) error {
 	if req.Method != http.MethodGet && req.Method != http.MethodHead {
 		return backend.Errorf(http.StatusMethodNotAllowed, backend.CodeUnsupported,
-			"this site is a read-only mirror of %s: %s is not supported (push to the upstream or to a registry site)", c.up.base.Host, req.Method)
+			"this site is a read-only mirror of %s: %s is not supported (push to the upstream or to a registry site)", c.desc, req.Method)
 	}
 	switch rt.Kind {
 	case backend.KindPing:
@@ -201,7 +364,7 @@ func (c *Cache) serve(w http.ResponseWriter, req *http.Request, rt *backend.Rout
 		return c.referrers(w, req, rt)
 	}
 	return backend.Errorf(http.StatusMethodNotAllowed, backend.CodeUnsupported,
-		"this site is a read-only mirror of %s: uploads are not supported", c.up.base.Host)
+		"this site is a read-only mirror of %s: uploads are not supported", c.desc)
 }
 
 // fail writes err as a distribution-spec error: upstream trouble becomes
@@ -234,9 +397,14 @@ func (c *Cache) fail(w http.ResponseWriter, req *http.Request, rt *backend.Route
 	backend.WriteError(w, req, be)
 }
 
-// upPath builds an upstream API path for repo (client's name).
-func (c *Cache) upPath(repo, kind, ref string) string {
-	return "/v2/" + c.up.repo(repo) + "/" + kind + "/" + ref
+// upReq names one upstream request for repo (as the cache keeps it):
+// the upstream, the API path and the upstream's repository name.
+func (c *Cache) upReq(repo, kind, ref string) (*upstream, string, string, error) {
+	u, upRepo, err := c.upstreamFor(repo)
+	if err != nil {
+		return nil, "", "", err
+	}
+	return u, "/v2/" + upRepo + "/" + kind + "/" + ref, upRepo, nil
 }
 
 // smallCtx bounds a small upstream request by the upstream timeout.

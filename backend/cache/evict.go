@@ -42,8 +42,23 @@ import (
 
 // EvictOptions configures one eviction run.
 type EvictOptions struct {
-	// MaxAge: what was not used for this long is removed. Must be > 0.
+	// MaxAge: what was not used for this long is removed; 0 = no age
+	// limit (then MaxSize must be set).
 	MaxAge time.Duration
+	// MaxSize is the budget for content in bytes (max_size); 0 = none.
+	// When the blobs exceed it, the cutoff moves forward past the least
+	// recently used ones until the most recently used fit into Target
+	// (default MaxSize), and everything used before the cutoff goes as
+	// with MaxAge: least recently pulled images first, whole.
+	MaxSize int64
+	// Target is what a MaxSize run evicts down to (a low-water mark below
+	// MaxSize, so that the next pull does not start a run at once); 0 =
+	// MaxSize.
+	Target int64
+	// InUse reports content the serving process is using right now (an
+	// image being pulled): such a blob is kept, and such a manifest is
+	// kept with what it uses. Nil: none.
+	InUse func(digest.Digest) bool
 	// DryRun removes nothing and reports what a real run would remove.
 	DryRun bool
 	// Report is called for every tag, manifest, link and blob removed (or
@@ -87,6 +102,11 @@ type EvictResult struct {
 	// Unreadable counts kept manifests whose content did not parse; the
 	// blobs they name were judged by their own last use.
 	Unreadable int
+	// Cutoff is the last-use time before which things were evicted (for
+	// MaxSize runs, the moved cutoff; zero when nothing had to go).
+	Cutoff time.Time
+	// Total is the size of all blobs listed at the start.
+	Total int64
 }
 
 type evictRepo struct {
@@ -116,19 +136,43 @@ type evictor struct {
 // Evict removes what the cache store st has not used for o.MaxAge. It is
 // safe to run while a Cache serves from the same store (see above).
 func Evict(ctx context.Context, st storage.Store, o EvictOptions) (*EvictResult, error) {
-	if o.MaxAge <= 0 {
-		return nil, fmt.Errorf("evict: max_age must be positive, not %v", o.MaxAge)
+	if o.MaxAge < 0 || o.MaxSize < 0 || o.MaxAge == 0 && o.MaxSize == 0 {
+		return nil, fmt.Errorf("evict: want a positive max_age or max_size, not %v and %d", o.MaxAge, o.MaxSize)
 	}
-	e := &evictor{st: st, o: o, cutoff: time.Now().Add(-o.MaxAge), marked: map[digest.Digest]bool{}}
+	if o.InUse == nil {
+		o.InUse = func(digest.Digest) bool { return false }
+	}
+	e := &evictor{st: st, o: o, marked: map[digest.Digest]bool{}}
+	if o.MaxAge > 0 {
+		e.cutoff = time.Now().Add(-o.MaxAge)
+	}
 
 	// Blobs first: one stored after the listing is no candidate.
 	var cands []storage.BlobInfo
 	if err := st.ListBlobs(ctx, func(b storage.BlobInfo) error {
 		cands = append(cands, b)
+		e.res.Total += b.Size
 		return nil
 	}); err != nil {
 		return nil, fmt.Errorf("evict: %w", err)
 	}
+	if o.MaxSize > 0 && e.res.Total > o.MaxSize {
+		// what in-use manifests name counts as in use for the cutoff
+		used := map[digest.Digest]bool{}
+		for _, b := range cands {
+			if b.Size <= backend.MaxManifestSize && o.InUse(b.Digest) {
+				for _, x := range manifestBlobs(ctx, st, b.Digest) {
+					used[x] = true
+				}
+			}
+		}
+		inUse := o.InUse
+		o.InUse = func(d digest.Digest) bool { return used[d] || inUse(d) }
+		if c := sizeCutoff(cands, o); c.After(e.cutoff) {
+			e.cutoff = c
+		}
+	}
+	e.res.Cutoff = e.cutoff
 	sort.Slice(cands, func(i, j int) bool { return cands[i].Digest < cands[j].Digest })
 
 	names, err := st.ListRepos(ctx)
@@ -170,6 +214,35 @@ func Evict(ctx context.Context, st storage.Store, o EvictOptions) (*EvictResult,
 
 func (e *evictor) old(t time.Time) bool { return t.Before(e.cutoff) }
 
+// sizeCutoff is the last-use time that keeps the most recently used blobs
+// within the target: blobs newest first (in-use ones always count as
+// kept), the cutoff is just past the first one that no longer fits.
+func sizeCutoff(cands []storage.BlobInfo, o EvictOptions) time.Time {
+	target := o.Target
+	if target <= 0 || target > o.MaxSize {
+		target = o.MaxSize
+	}
+	bs := make([]storage.BlobInfo, len(cands))
+	copy(bs, cands)
+	sort.Slice(bs, func(i, j int) bool { return bs[i].ModTime.After(bs[j].ModTime) })
+	var kept int64
+	for _, b := range bs {
+		if o.InUse(b.Digest) {
+			kept += b.Size
+		}
+	}
+	for _, b := range bs {
+		if o.InUse(b.Digest) {
+			continue
+		}
+		if kept+b.Size > target {
+			return b.ModTime.Add(time.Nanosecond)
+		}
+		kept += b.Size
+	}
+	return time.Time{}
+}
+
 func (e *evictor) report(it EvictItem) {
 	if e.o.Report != nil {
 		e.o.Report(it)
@@ -194,10 +267,6 @@ func (e *evictor) scan(ctx context.Context, name string) (*evictRepo, error) {
 		if err != nil {
 			return nil, err
 		}
-		if e.old(t) {
-			r.oldTags = append(r.oldTags, stamped{key: key, tag: tag, mtime: t})
-			continue
-		}
 		raw, err := e.st.GetRecord(ctx, name, key)
 		if errors.Is(err, storage.ErrNotFound) {
 			continue
@@ -206,7 +275,12 @@ func (e *evictor) scan(ctx context.Context, name string) (*evictRepo, error) {
 			return nil, err
 		}
 		var rec tagRecord
-		if json.Unmarshal(raw, &rec) == nil && rec.Digest.Validate() == nil {
+		valid := json.Unmarshal(raw, &rec) == nil && rec.Digest.Validate() == nil
+		if e.old(t) && !(valid && e.o.InUse(rec.Digest)) {
+			r.oldTags = append(r.oldTags, stamped{key: key, tag: tag, mtime: t})
+			continue
+		}
+		if valid {
 			named[rec.Digest] = true
 		}
 	}
@@ -215,7 +289,7 @@ func (e *evictor) scan(ctx context.Context, name string) (*evictRepo, error) {
 		return nil, err
 	}
 	for _, m := range manifests {
-		if !e.old(m.mtime) || named[m.digest] {
+		if !e.old(m.mtime) || named[m.digest] || e.o.InUse(m.digest) {
 			if err := e.markManifest(ctx, r, m.digest); err != nil {
 				return nil, err
 			}
@@ -376,7 +450,7 @@ func (e *evictor) sweepBlob(ctx context.Context, b storage.BlobInfo) error {
 		e.res.KeptBytes += b.Size
 		return nil
 	}
-	if e.marked[b.Digest] || !e.old(b.ModTime) {
+	if e.marked[b.Digest] || !e.old(b.ModTime) || e.o.InUse(b.Digest) {
 		return keep()
 	}
 	var removed bool

@@ -143,12 +143,18 @@ func TestEvictUnused(t *testing.T) {
 	for _, data := range imB.data {
 		want.KeptBytes += int64(len(data))
 	}
+	want.Total = want.Bytes + want.KeptBytes
+	if res.Cutoff.IsZero() {
+		t.Fatal("no cutoff reported")
+	}
+	res.Cutoff = time.Time{}
 	if *res != want {
 		t.Fatalf("dry run: %+v, want %+v", *res, want)
 	}
 	dry := describe(items)
 
 	res, items = ce.evict(EvictOptions{})
+	res.Cutoff = time.Time{}
 	if *res != want {
 		t.Fatalf("run: %+v, want %+v", *res, want)
 	}
@@ -367,15 +373,22 @@ func TestLastUseTouch(t *testing.T) {
 }
 
 func TestTouchInterval(t *testing.T) {
-	for _, tt := range []struct{ maxAge, want time.Duration }{
-		{0, time.Hour},
-		{720 * time.Hour, time.Hour},
-		{24 * time.Hour, time.Hour},
-		{12 * time.Hour, 30 * time.Minute},
-		{time.Hour, 150 * time.Second},
+	for _, tt := range []struct {
+		maxAge  time.Duration
+		maxSize bool
+		want    time.Duration
+	}{
+		{0, false, time.Hour},
+		{720 * time.Hour, false, time.Hour},
+		{24 * time.Hour, false, time.Hour},
+		{12 * time.Hour, false, 30 * time.Minute},
+		{time.Hour, false, 150 * time.Second},
+		{0, true, time.Minute},
+		{720 * time.Hour, true, time.Minute},
+		{10 * time.Minute, true, 25 * time.Second},
 	} {
-		if got := touchInterval(tt.maxAge); got != tt.want {
-			t.Errorf("touchInterval(%v) = %v, want %v", tt.maxAge, got, tt.want)
+		if got := touchInterval(tt.maxAge, tt.maxSize); got != tt.want {
+			t.Errorf("touchInterval(%v, %v) = %v, want %v", tt.maxAge, tt.maxSize, got, tt.want)
 		}
 	}
 	if _, err := Evict(context.Background(), nil, EvictOptions{}); err == nil {

@@ -194,11 +194,12 @@ func randBytes(t testing.TB, n int) []byte {
 
 // cacheEnv is a Cache on a loopback server in front of an upstream.
 type cacheEnv struct {
-	t     *testing.T
-	c     *Cache
-	srv   *httptest.Server
-	clock *fakeClock
-	root  string
+	handlers sync.WaitGroup // requests the cache is still handling
+	t        *testing.T
+	c        *Cache
+	srv      *httptest.Server
+	clock    *fakeClock
+	root     string
 }
 
 type fakeClock struct {
@@ -231,7 +232,11 @@ func newCache(t *testing.T, o Options) *cacheEnv {
 	clock := &fakeClock{t: time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)}
 	c.now = clock.now
 	e := &cacheEnv{t: t, c: c, clock: clock, root: o.Root}
-	e.srv = httptest.NewServer(c)
+	e.srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		e.handlers.Add(1)
+		defer e.handlers.Done()
+		c.ServeHTTP(w, r)
+	}))
 	t.Cleanup(func() {
 		e.srv.Close()
 		c.Close()
@@ -243,6 +248,10 @@ func (e *cacheEnv) do(method, path string, hdr ...string) *resp {
 	e.t.Helper()
 	return doReq(e.t, e.srv.Client(), method, e.srv.URL+path, nil, hdr...)
 }
+
+// settle waits until the cache has returned from every request (a
+// client may have its whole answer before the handler returns).
+func (e *cacheEnv) settle() { e.handlers.Wait() }
 
 // stored reports whether the cache's store holds content d.
 func (e *cacheEnv) stored(d digest.Digest) bool {

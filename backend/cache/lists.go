@@ -20,13 +20,16 @@ func (c *Cache) tagsList(w http.ResponseWriter, req *http.Request, rt *backend.R
 			q.Set(k, v)
 		}
 	}
-	upRepo := c.up.repo(rt.Repo)
-	resp, err := c.up.do(ctx, http.MethodGet, "/v2/"+upRepo+"/tags/list", q, http.Header{"Accept": {"application/json"}}, upRepo)
+	up, upRepo, err := c.upstreamFor(rt.Repo)
+	if err != nil {
+		return err
+	}
+	resp, err := up.do(ctx, http.MethodGet, "/v2/"+upRepo+"/tags/list", q, http.Header{"Accept": {"application/json"}}, upRepo)
 	if err == nil {
 		defer resp.Body.Close()
 		switch resp.StatusCode {
 		case http.StatusOK:
-			relayList(w, req, resp, upRepo, rt.Repo, "Content-Type", "Content-Length")
+			relayList(w, req, resp, upRepo, rt, "Content-Type", "Content-Length")
 			return nil
 		case http.StatusNotFound:
 			drain(resp)
@@ -44,6 +47,7 @@ func (c *Cache) tagsList(w http.ResponseWriter, req *http.Request, rt *backend.R
 	}
 	c.log.Warn().Err(err).Str("repo", rt.Repo).Msg("cache: upstream failed listing tags; listing the cached ones")
 	w.Header().Set("Warning", `110 - "response is stale"`)
+	servedStale(req.Context())
 	return backend.ServeTags(w, req, rt.Repo, tags)
 }
 
@@ -67,13 +71,16 @@ func (c *Cache) referrers(w http.ResponseWriter, req *http.Request, rt *backend.
 	if v := req.URL.Query()["artifactType"]; len(v) > 0 {
 		q["artifactType"] = v
 	}
-	upRepo := c.up.repo(rt.Repo)
-	resp, err := c.up.do(ctx, http.MethodGet, "/v2/"+upRepo+"/referrers/"+rt.Reference, q,
+	up, upRepo, err := c.upstreamFor(rt.Repo)
+	if err != nil {
+		return err
+	}
+	resp, err := up.do(ctx, http.MethodGet, "/v2/"+upRepo+"/referrers/"+rt.Reference, q,
 		http.Header{"Accept": {backend.MediaTypeOCIIndex}}, upRepo)
 	if err == nil {
 		defer resp.Body.Close()
 		if resp.StatusCode == http.StatusOK {
-			relayList(w, req, resp, upRepo, rt.Repo, "Content-Type", "Content-Length", "OCI-Filters-Applied")
+			relayList(w, req, resp, upRepo, rt, "Content-Type", "Content-Length", "OCI-Filters-Applied")
 			return nil
 		}
 		err = statusError(resp, "referrers of "+rt.Reference)
@@ -94,25 +101,40 @@ func copyHeaders(dst, src http.Header, keys ...string) {
 }
 
 // rewriteLink points a pagination Link at the client's name for the
-// repository and drops the upstream's scheme and host.
-func rewriteLink(link, upRepo, repo string) string {
+// repository and drops the upstream's scheme and host. ns, when the
+// client named the registry with ?ns=, is carried on in the link.
+func rewriteLink(link, upRepo, repo, ns string) string {
 	if i := strings.Index(link, "/v2/"); i >= 0 {
 		if j := strings.LastIndexByte(link[:i], '<'); j >= 0 {
 			link = link[:j+1] + link[i:]
 		}
 	}
-	return strings.Replace(link, "/v2/"+upRepo+"/", "/v2/"+repo+"/", 1)
+	link = strings.Replace(link, "/v2/"+upRepo+"/", "/v2/"+repo+"/", 1)
+	if ns != "" {
+		if i := strings.IndexByte(link, '>'); i > 0 {
+			sep := "?"
+			if strings.Contains(link[:i], "?") {
+				sep = "&"
+			}
+			link = link[:i] + sep + "ns=" + url.QueryEscape(ns) + link[i:]
+		}
+	}
+	return link
 }
 
 // relayList passes the upstream's 200 answer to a list request (tags,
 // referrers) on to the client: the named headers, the Link to the next
 // page rewritten from the upstream's repository name to the client's, and
 // the body.
-func relayList(w http.ResponseWriter, req *http.Request, resp *http.Response, upRepo, repo string, headers ...string) {
+func relayList(w http.ResponseWriter, req *http.Request, resp *http.Response, upRepo string, rt *backend.Route, headers ...string) {
 	h := w.Header()
 	copyHeaders(h, resp.Header, headers...)
 	if link := resp.Header.Get("Link"); link != "" {
-		h.Set("Link", rewriteLink(link, upRepo, repo))
+		repo := rt.Repo
+		if rt.Namespace != "" {
+			repo = rt.ClientRepo
+		}
+		h.Set("Link", rewriteLink(link, upRepo, repo, rt.Namespace))
 	}
 	w.WriteHeader(http.StatusOK)
 	if req.Method != http.MethodHead {

@@ -127,6 +127,7 @@ func (c *Cache) manifestByDigest(w http.ResponseWriter, req *http.Request, repo 
 			return err
 		}
 		if rec.Digest != d {
+			c.digestMismatch(repo)
 			return upstreamMismatch(d, rec.Digest)
 		}
 		serveManifestHead(w, rec)
@@ -191,6 +192,7 @@ func (c *Cache) manifestByTag(w http.ResponseWriter, req *http.Request, repo, ta
 				c.log.Warn().Err(err).Str("repo", repo).Str("tag", tag).Str("digest", string(rec.Digest)).
 					Dur("age", now.Sub(rec.Checked)).Msg("cache: upstream failed revalidating a tag; serving the cached answer")
 				w.Header().Set("Warning", `110 - "response is stale"`)
+				servedStale(ctx)
 				serveManifest(w, req, m)
 				return nil
 			}
@@ -336,6 +338,7 @@ var errNoDigest = errors.New("upstream HEAD gave no Docker-Content-Digest")
 // headManifest asks the upstream what ref points at, without content;
 // concurrent identical questions share one request.
 func (c *Cache) headManifest(ctx context.Context, repo, ref, accept string) (*tagRecord, error) {
+	askedUpstream(ctx)
 	rec, err := c.heads.do(ctx, repo+"\x00"+ref+"\x00"+accept, func() (*tagRecord, error) {
 		return c.headManifestOnce(ctx, repo, ref, accept)
 	})
@@ -349,7 +352,11 @@ func (c *Cache) headManifest(ctx context.Context, repo, ref, accept string) (*ta
 func (c *Cache) headManifestOnce(ctx context.Context, repo, ref, accept string) (*tagRecord, error) {
 	ctx, cancel := c.smallCtx(ctx)
 	defer cancel()
-	resp, err := c.up.do(ctx, http.MethodHead, c.upPath(repo, "manifests", ref), nil, http.Header{"Accept": {accept}}, c.up.repo(repo))
+	up, path, upRepo, err := c.upReq(repo, "manifests", ref)
+	if err != nil {
+		return nil, err
+	}
+	resp, err := up.do(ctx, http.MethodHead, path, nil, http.Header{"Accept": {accept}}, upRepo)
 	if err != nil {
 		return nil, err
 	}
@@ -373,6 +380,7 @@ func (c *Cache) headManifestOnce(ctx context.Context, repo, ref, accept string) 
 // stores it for repo. Content that does not match is a 502 and is not
 // stored. Concurrent identical fetches share one upstream request.
 func (c *Cache) fetchManifest(ctx context.Context, repo, ref, accept string, want digest.Digest) (*manifest, error) {
+	askedUpstream(ctx)
 	return c.manifests.do(ctx, "get\x00"+repo+"\x00"+ref+"\x00"+accept+"\x00"+string(want), func() (*manifest, error) {
 		return c.fetchManifestOnce(ctx, repo, ref, accept, want)
 	})
@@ -381,6 +389,7 @@ func (c *Cache) fetchManifest(ctx context.Context, repo, ref, accept string, wan
 // fetchTag fetches a tag with every manifest type accepted and records the
 // answer; concurrent misses of one tag share it.
 func (c *Cache) fetchTag(ctx context.Context, repo, tag string) (*manifest, error) {
+	askedUpstream(ctx)
 	return c.manifests.do(ctx, "tag\x00"+repo+"\x00"+tag, func() (*manifest, error) {
 		m, err := c.fetchManifestOnce(ctx, repo, tag, acceptAll, "")
 		if err != nil {
@@ -397,7 +406,11 @@ func (c *Cache) fetchTag(ctx context.Context, repo, tag string) (*manifest, erro
 func (c *Cache) fetchManifestOnce(ctx context.Context, repo, ref, accept string, want digest.Digest) (*manifest, error) {
 	ctx, cancel := c.smallCtx(ctx)
 	defer cancel()
-	resp, err := c.up.do(ctx, http.MethodGet, c.upPath(repo, "manifests", ref), nil, http.Header{"Accept": {accept}}, c.up.repo(repo))
+	up, path, upRepo, err := c.upReq(repo, "manifests", ref)
+	if err != nil {
+		return nil, err
+	}
+	resp, err := up.do(ctx, http.MethodGet, path, nil, http.Header{"Accept": {accept}}, upRepo)
 	if err != nil {
 		return nil, err
 	}
@@ -433,6 +446,7 @@ func (c *Cache) fetchManifestOnce(ctx context.Context, repo, ref, accept string,
 		}
 		d = named.Algorithm().FromBytes(data)
 		if d != named {
+			c.digestMismatch(repo)
 			c.log.Error().Str("repo", repo).Str("ref", ref).Str("want", string(named)).Str("got", string(d)).Msg("cache: upstream sent a manifest that does not match its digest; not stored")
 			return nil, upstreamMismatch(named, d)
 		}
@@ -456,6 +470,7 @@ func (c *Cache) fetchManifestOnce(ctx context.Context, repo, ref, accept string,
 	if err := c.store.PutBlob(ctx, d, data); err != nil {
 		return nil, fmt.Errorf("store manifest %s: %w", d, err)
 	}
+	c.budget.added(int64(len(data)))
 	if err := c.store.PutRecord(ctx, repo, manifestKey(d), []byte(mt)); err != nil {
 		return nil, fmt.Errorf("store manifest %s: %w", d, err)
 	}

@@ -18,15 +18,24 @@ import (
 // maxTouchEvery is the coarsest resolution of the last-use time.
 const maxTouchEvery = time.Hour
 
+// sizeTouchEvery is the resolution of the last-use time on a site with
+// max_size: its eviction orders images by last use, which may churn
+// within minutes on a small budget.
+const sizeTouchEvery = time.Minute
+
 // touchInterval is how stale a last-use time may get before a use writes
-// it again: max_age/24, at most an hour. Without max_age the times are
-// kept anyway (hourly), so that turning eviction on later does not evict
-// what is in use.
-func touchInterval(maxAge time.Duration) time.Duration {
-	if maxAge > 0 && maxAge/24 < maxTouchEvery {
-		return maxAge / 24
+// it again: max_age/24, at most an hour (a minute with max_size). Without
+// max_age the times are kept anyway (hourly), so that turning eviction on
+// later does not evict what is in use.
+func touchInterval(maxAge time.Duration, maxSize bool) time.Duration {
+	every := maxTouchEvery
+	if maxAge > 0 && maxAge/24 < every {
+		every = maxAge / 24
 	}
-	return maxTouchEvery
+	if maxSize && sizeTouchEvery < every {
+		every = sizeTouchEvery
+	}
+	return every
 }
 
 // usedBlob records that content d was served now. It never fails a

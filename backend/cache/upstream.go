@@ -19,6 +19,8 @@ import (
 // API. It answers auth challenges itself: Bearer (the token dance, tokens
 // cached per scope until they expire) and Basic.
 type upstream struct {
+	name      string // registry name in the site's table; "" = the default upstream
+	metrics   *siteMetrics
 	base      *url.URL // scheme://host[:port]
 	dockerHub bool     // single-component names get library/
 	username  string
@@ -177,6 +179,7 @@ func (u *upstream) do(ctx context.Context, method, path string, query url.Values
 	}
 	if resp.StatusCode == http.StatusUnauthorized {
 		drain(resp)
+		u.metrics.upstreamError(label(u), http.StatusUnauthorized, "status")
 		if u.username == "" {
 			return nil, &upstreamError{status: http.StatusUnauthorized, msg: "upstream refused anonymous access (set username/password in [site.cache])"}
 		}
@@ -210,9 +213,20 @@ func (u *upstream) send(ctx context.Context, method, path string, query url.Valu
 	case basic && u.username != "":
 		req.SetBasicAuth(u.username, u.password)
 	}
+	askedUpstream(ctx)
 	resp, err := u.client.Do(req)
 	if err != nil {
+		if ctx.Err() == nil || errors.Is(ctx.Err(), context.DeadlineExceeded) {
+			u.metrics.upstreamError(label(u), 0, networkKind(err))
+		}
 		return nil, &upstreamError{err: err, msg: fmt.Sprintf("upstream %s unreachable", u.base.Host)}
+	}
+	if s := resp.StatusCode; s >= 500 || s == http.StatusTooManyRequests || s == http.StatusForbidden {
+		u.metrics.upstreamError(label(u), s, "status")
+	}
+	if u.metrics != nil {
+		name := label(u)
+		resp.Body = &countingBody{ReadCloser: resp.Body, add: func(n int) { u.metrics.fromUpstream(name, n) }}
 	}
 	return resp, nil
 }

@@ -50,10 +50,10 @@ type Wharf struct {
 // WharfSite is one [[site]] of wharf.toml.tmpl.
 type WharfSite struct {
 	Host      string
-	Backend   string // registry | proxy
+	Backend   string // registry | proxy | cache
 	TLS       string // off | manual
 	Cert, Key string // tls = "manual"
-	Upstream  string // backend = "proxy"
+	Upstream  string // backend = "proxy" or "cache"
 }
 
 // DockerRegistry is the data of docker-registry.yml.tmpl (registry 2.8,
@@ -61,6 +61,15 @@ type WharfSite struct {
 type DockerRegistry struct {
 	Root string
 	Addr string
+	// AccessLog turns the access log on (a mirror's upstream: the
+	// mirror section counts its GETs).
+	AccessLog bool
+}
+
+// Registry3Proxy is the data of registry3-proxy.yml.tmpl (registry:3 as a
+// pull-through cache of Remote, plain HTTP).
+type Registry3Proxy struct {
+	Root, Addr, Remote string
 }
 
 // Registry3 is the data of registry3.yml.tmpl (distribution v3 with its

@@ -62,7 +62,11 @@ func TestRegistryConfigs(t *testing.T) {
 		want []string
 	}{
 		{"docker-registry.yml.tmpl", DockerRegistry{Root: "/r", Addr: "127.0.0.1:5"},
-			[]string{"rootdirectory: /r", "addr: 127.0.0.1:5"}},
+			[]string{"rootdirectory: /r", "addr: 127.0.0.1:5", "disabled: true"}},
+		{"docker-registry.yml.tmpl", DockerRegistry{Root: "/r", Addr: "127.0.0.1:5", AccessLog: true},
+			[]string{"disabled: false"}},
+		{"registry3-proxy.yml.tmpl", Registry3Proxy{Root: "/r", Addr: "127.0.0.1:5", Remote: "http://127.0.0.1:6"},
+			[]string{"rootdirectory: /r", "addr: 127.0.0.1:5", "remoteurl: http://127.0.0.1:6"}},
 		{"registry3.yml.tmpl", Registry3{Root: "/r", Addr: "127.0.0.1:5", Cert: "/c", Key: "/k", Htpasswd: "/h"},
 			[]string{"rootdirectory: /r", "certificate: /c", "key: /k", "path: /h"}},
 	}

@@ -8,6 +8,7 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
 	"time"
 
@@ -60,11 +61,15 @@ func cmdGC(args []string, stdout, stderr io.Writer) int {
 	// the longest max_age among them (none if one of them has none).
 	plans := cfg.Plan()
 	cacheAge := map[string]time.Duration{}
+	cacheSize := map[string]int64{} // smallest max_size of a shared root
 	for _, p := range plans {
 		if p.Site.Backend == gateway.KindCache {
 			age, seen := cacheAge[p.Root]
 			if a := p.Site.Cache.MaxAge.Std(); !seen || age > 0 && (a == 0 || a > age) {
 				cacheAge[p.Root] = a
+			}
+			if m := int64(p.Site.Cache.MaxSize); m > 0 && (cacheSize[p.Root] == 0 || m < cacheSize[p.Root]) {
+				cacheSize[p.Root] = m
 			}
 		}
 	}
@@ -83,19 +88,19 @@ func cmdGC(args []string, stdout, stderr io.Writer) int {
 				return code
 			}
 		case gateway.KindCache:
-			maxAge := cacheAge[p.Root]
-			if maxAge == 0 {
-				fmt.Fprintf(stdout, "site %s (%s): cache without max_age; nothing evicted\n", p.Site.Host, p.Root)
+			maxAge, maxSize := cacheAge[p.Root], cacheSize[p.Root]
+			if maxAge == 0 && maxSize == 0 {
+				fmt.Fprintf(stdout, "site %s (%s): cache without max_age or max_size; nothing evicted\n", p.Site.Host, p.Root)
 				continue
 			}
 			sites++
-			if code := evictCacheSite(ctx, p, verb, cache.EvictOptions{MaxAge: maxAge, DryRun: dryRun}, stdout, stderr); code != 0 {
+			if code := evictCacheSite(ctx, p, verb, cache.EvictOptions{MaxAge: maxAge, MaxSize: maxSize, DryRun: dryRun}, stdout, stderr); code != 0 {
 				return code
 			}
 		}
 	}
 	if sites == 0 {
-		fmt.Fprintf(stderr, "wharf gc: %s has no site with backend = \"registry\" and no cache site with max_age; nothing to collect\n", path)
+		fmt.Fprintf(stderr, "wharf gc: %s has no site with backend = \"registry\" and no cache site with max_age or max_size; nothing to collect\n", path)
 		return 1
 	}
 	return 0
@@ -159,8 +164,15 @@ func evictCacheSite(ctx context.Context, p *gateway.SitePlan, verb string, o cac
 	if res.Unreadable > 0 {
 		fmt.Fprintf(stderr, "wharf gc: site %s (%s): warning: %d cached manifests do not parse; the blobs they name were judged by their own last use\n", host, root, res.Unreadable)
 	}
-	fmt.Fprintf(stdout, "site %s (%s): %s %d tags, %d manifests, %d blobs (%s), %d repository links not used for %s; %d blobs (%s) kept\n",
-		host, root, verb, res.Tags, res.Manifests, res.Blobs, humanBytes(res.Bytes), res.Links, o.MaxAge, res.KeptBlobs, humanBytes(res.KeptBytes))
+	var why []string
+	if o.MaxAge > 0 {
+		why = append(why, "not used for "+o.MaxAge.String())
+	}
+	if o.MaxSize > 0 {
+		why = append(why, fmt.Sprintf("to keep within max_size %s (%s stored)", cache.Size(o.MaxSize), humanBytes(res.Total)))
+	}
+	fmt.Fprintf(stdout, "site %s (%s): %s %d tags, %d manifests, %d blobs (%s), %d repository links %s; %d blobs (%s) kept\n",
+		host, root, verb, res.Tags, res.Manifests, res.Blobs, humanBytes(res.Bytes), res.Links, strings.Join(why, " or "), res.KeptBlobs, humanBytes(res.KeptBytes))
 	return 0
 }
 

@@ -198,7 +198,7 @@ func TestGCCache(t *testing.T) {
 		"would remove manifest team/unused@" + string(unused.manifest),
 		"would remove blob " + string(unused.blobs[1]) + " (" + fmt.Sprint(len("layer of a")) + " bytes, last used " + past.UTC().Format(time.RFC3339) + ")",
 		"site m.example (" + root + "): would remove " + summary,
-		"site n.example (" + filepath.Join(dir, "data", "cache", "n.example") + "): cache without max_age; nothing evicted",
+		"site n.example (" + filepath.Join(dir, "data", "cache", "n.example") + "): cache without max_age or max_size; nothing evicted",
 	} {
 		if !strings.Contains(out.String(), want) {
 			t.Errorf("dry run output lacks %q:\n%s", want, out.String())

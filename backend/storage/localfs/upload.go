@@ -78,7 +78,16 @@ type upload struct {
 	s      *Store
 	sess   *session
 	closed bool
+	// written, if set, is called by Append after each chunk reached the
+	// file, with the file's length then (readers following the file).
+	written func(size int64)
 }
+
+// SetProgress makes Append call fn after each chunk it wrote to the data
+// file, with the file's length then. The cache's mirror uses it to wake
+// the clients that read a download's data file while it grows, exactly
+// when there is more to read.
+func (u *upload) SetProgress(fn func(size int64)) { u.written = fn }
 
 func (s *Store) uploadDir(id string) string { return filepath.Join(s.root, dirUploads, id) }
 
@@ -290,6 +299,9 @@ func (u *upload) Append(ctx context.Context, r io.Reader) (int64, error) {
 				continue
 			}
 			written = c.off + int64(c.n)
+			if u.written != nil {
+				u.written(written)
+			}
 			toHash <- c
 		}
 	}()

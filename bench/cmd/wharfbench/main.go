@@ -90,7 +90,7 @@ type bench struct {
 func runCmd(ctx context.Context, args []string) error {
 	var c config
 	fs := flag.NewFlagSet("run", flag.ContinueOnError)
-	fs.StringVar(&c.sections, "sections", "A,B,C", "sections to run: A (plain HTTP, #2), B (TLS transfers, #3), C (auth request rate, #4)")
+	fs.StringVar(&c.sections, "sections", "A,B,C,M", "sections to run: A (plain HTTP, #2), B (TLS transfers, #3), C (auth request rate, #4), M (mirror, #11)")
 	fs.IntVar(&c.runs, "runs", 3, "runs per figure; tables show medians")
 	fs.Int64Var(&c.blobMiB, "blob-mib", 1024, "blob size in MiB (at most 1024)")
 	fs.DurationVar(&c.duration, "duration", 5*time.Second, "duration of each request-rate measurement")
@@ -127,8 +127,8 @@ func runCmd(ctx context.Context, args []string) error {
 	sections := map[string]bool{}
 	for _, s := range strings.Split(strings.ToUpper(c.sections), ",") {
 		s = strings.TrimSpace(s)
-		if s != "A" && s != "B" && s != "C" {
-			return fmt.Errorf("-sections: unknown section %q (want A, B, C)", s)
+		if s != "A" && s != "B" && s != "C" && s != "M" {
+			return fmt.Errorf("-sections: unknown section %q (want A, B, C, M)", s)
 		}
 		sections[s] = true
 	}
@@ -190,7 +190,7 @@ func runCmd(ctx context.Context, args []string) error {
 		fmt.Fprintf(b.out, "warning: the machine is not quiet (1-minute load %.2f): figures will be noisy; ratios within this run still compare like with like\n", f)
 	}
 	var secs []*Section
-	for _, id := range []string{"A", "B", "C"} {
+	for _, id := range []string{"A", "B", "C", "M"} {
 		if !sections[id] {
 			continue
 		}
@@ -202,6 +202,8 @@ func runCmd(ctx context.Context, args []string) error {
 			s = b.sectionB(ctx)
 		case "C":
 			s = b.sectionC(ctx)
+		case "M":
+			s = b.sectionM(ctx)
 		}
 		if ctx.Err() != nil {
 			return fmt.Errorf("interrupted: %w", ctx.Err())

@@ -25,6 +25,48 @@ type Stack struct {
 	Dir   string // temporary folder of the stack, removed by Stop
 	// Admin is wharf's admin address ("" for other servers), for /metrics.
 	Admin string
+	// Upstream is the base URL of the docker-registry behind a proxy or
+	// mirror ("" for other setups); its process is the stack's last.
+	Upstream string
+}
+
+// Registry3Mirror starts docker-registry (access log on) and registry:3
+// in proxy mode in front of it, both plain HTTP; base is registry:3's URL.
+func (e *Env) Registry3Mirror(ctx context.Context) (s *Stack, base string, err error) {
+	if e.Registry3Bin == "" {
+		return nil, "", fmt.Errorf("registry:3 binary not built")
+	}
+	s, err = e.newStack("registry3-proxy")
+	if err != nil {
+		return nil, "", err
+	}
+	up, err := FreeAddr()
+	if err != nil {
+		return nil, "", s.fail(err)
+	}
+	if err := e.startDockerRegistryLog(ctx, s, up, true); err != nil {
+		return nil, "", s.fail(err)
+	}
+	s.Upstream = "http://" + up
+	addr, err := FreeAddr()
+	if err != nil {
+		return nil, "", s.fail(err)
+	}
+	cfg := filepath.Join(s.Dir, "registry3-proxy.yml")
+	data := templates.Registry3Proxy{Root: filepath.Join(s.Dir, "data"), Addr: addr, Remote: s.Upstream}
+	if err := templates.Write(cfg, "registry3-proxy.yml.tmpl", data); err != nil {
+		return nil, "", s.fail(err)
+	}
+	p, err := Start("registry3", s.Dir, e.Registry3Bin, "serve", cfg)
+	if err != nil {
+		return nil, "", s.fail(err)
+	}
+	s.Procs = append([]*Proc{p}, s.Procs...)
+	base = "http://" + addr
+	if err := p.WaitHTTP(ctx, e.Poll, base+"/v2/", startTimeout); err != nil {
+		return nil, "", s.fail(err)
+	}
+	return s, base, nil
 }
 
 // Group returns every process of the stack, nginx workers included.
@@ -86,9 +128,13 @@ func (s *Stack) fail(err error) error {
 // StartDockerRegistry starts registry 2.8 on addr (plain HTTP, no auth),
 // adding it to s.
 func (e *Env) startDockerRegistry(ctx context.Context, s *Stack, addr string) error {
+	return e.startDockerRegistryLog(ctx, s, addr, false)
+}
+
+func (e *Env) startDockerRegistryLog(ctx context.Context, s *Stack, addr string, accessLog bool) error {
 	root := filepath.Join(s.Dir, "docker-registry-data")
 	cfg := filepath.Join(s.Dir, "docker-registry.yml")
-	if err := templates.Write(cfg, "docker-registry.yml.tmpl", templates.DockerRegistry{Root: root, Addr: addr}); err != nil {
+	if err := templates.Write(cfg, "docker-registry.yml.tmpl", templates.DockerRegistry{Root: root, Addr: addr, AccessLog: accessLog}); err != nil {
 		return err
 	}
 	p, err := Start("docker-registry", s.Dir, e.DockerRegistryBin, "serve", cfg)
@@ -252,15 +298,17 @@ func (e *Env) Wharf(ctx context.Context, spec WharfSpec) (s *Stack, base string,
 	if spec.TLS {
 		site.TLS, site.Cert, site.Key = "manual", spec.Cert, spec.Key
 	}
-	if spec.Backend == "proxy" {
+	if spec.Backend == "proxy" || spec.Backend == "cache" {
 		up, err := FreeAddr()
 		if err != nil {
 			return nil, "", s.fail(err)
 		}
-		if err := e.startDockerRegistry(ctx, s, up); err != nil {
+		// a mirror's upstream logs its requests: the suite counts its GETs
+		if err := e.startDockerRegistryLog(ctx, s, up, spec.Backend == "cache"); err != nil {
 			return nil, "", s.fail(err)
 		}
 		site.Upstream = "http://" + up
+		s.Upstream = site.Upstream
 	}
 	var addrs [3]string
 	for i := range addrs {
