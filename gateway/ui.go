@@ -45,7 +45,7 @@ func (g *Gateway) withUI(cfg *Config, sc Site, be http.Handler, pol *policy.Poli
 		}
 	case *cache.Cache:
 		uc.Kind, uc.Store = ui.KindCache, b.Store()
-		uc.Upstream, uc.MaxAge = sc.Cache.Upstream, sc.Cache.MaxAge.Std()
+		uc.Upstream, uc.Upstreams, uc.MaxAge = sc.Cache.Upstream, sc.Cache.Upstreams, sc.Cache.MaxAge.Std()
 	default:
 		return api, nil
 	}

@@ -226,6 +226,7 @@ func sortedKV(m map[string]string) []kv {
 // repoData is a repository's page.
 type repoData struct {
 	Repo      string
+	Upstream  string // cache: where this repository comes from
 	Tags      []tagRow
 	Deleted   string // a delete just done here
 	Pager     pager
@@ -270,7 +271,7 @@ func (u *UI) repo(w http.ResponseWriter, r *http.Request, v viewer, repo string)
 		}
 	}
 	pg, from, to := paginate(len(tags), u.cfg.PageSize, r)
-	d := repoData{Repo: repo, Deleted: r.URL.Query().Get("deleted"), Pager: pg, Sort: sortBy, CanDelete: u.canDelete(r, v, repo), MaxAge: u.cfg.MaxAge}
+	d := repoData{Repo: repo, Deleted: r.URL.Query().Get("deleted"), Upstream: u.upstreamOf(repo), Pager: pg, Sort: sortBy, CanDelete: u.canDelete(r, v, repo), MaxAge: u.cfg.MaxAge}
 	now := u.cfg.Now()
 	for _, t := range tags[from:to] {
 		ref, err := u.b.readTag(ctx, repo, t.Name)

@@ -55,9 +55,12 @@ type Config struct {
 	// Delete removes a tag or a manifest (by digest) the way the API's
 	// DELETE does; nil = no deletes on this site.
 	Delete func(ctx context.Context, repo, ref string) error
-	// Upstream and MaxAge describe a cache site.
-	Upstream string
-	MaxAge   time.Duration
+	// Upstream, Upstreams and MaxAge describe a cache site: its default
+	// upstream, further upstreams by registry name (repositories
+	// "<name>/..." come from there) and its eviction age.
+	Upstream  string
+	Upstreams map[string]string
+	MaxAge    time.Duration
 
 	// Auth checks logins; nil = the site has no logins: every viewer sees
 	// everything and the UI is read-only (no session, so no CSRF token to
@@ -312,6 +315,17 @@ func (u *UI) allowed(r *http.Request, v viewer, repo string) []backend.Action {
 // canSee: a repository the viewer may not pull does not exist for them.
 func (u *UI) canSee(r *http.Request, v viewer, repo string) bool {
 	return slices.Contains(u.allowed(r, v, repo), backend.ActionPull)
+}
+
+// upstreamOf is where a cache site's repository comes from.
+func (u *UI) upstreamOf(repo string) string {
+	best, url := 0, u.cfg.Upstream
+	for name, up := range u.cfg.Upstreams {
+		if strings.HasPrefix(repo, name+"/") && len(name) > best {
+			best, url = len(name), up
+		}
+	}
+	return url
 }
 
 // canDelete: deletes need the site to allow them, a logged-in user (the

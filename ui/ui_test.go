@@ -591,3 +591,26 @@ func TestImageTagsInBigRepository(t *testing.T) {
 		t.Error("tags page links without ?tag=")
 	}
 }
+
+// A mirror with an upstream table says which upstream each repository
+// comes from.
+func TestCacheUpstreamOf(t *testing.T) {
+	f := newFixture(t, fixtureOpts{noAuth: true, mutate: func(c *Config) {
+		c.Kind, c.Upstream = KindCache, "https://registry-1.docker.io"
+		c.Upstreams = map[string]string{"ghcr.io": "https://ghcr.io", "ghcr.io/org": "https://org.example"}
+	}})
+	for _, tc := range []struct{ repo, want string }{
+		{"library/alpine", "https://registry-1.docker.io"},
+		{"ghcr.io/x/y", "https://ghcr.io"},
+		{"ghcr.io/org/y", "https://org.example"},
+		{"ghcr.iox/y", "https://registry-1.docker.io"},
+	} {
+		if got := f.ui.upstreamOf(tc.repo); got != tc.want {
+			t.Errorf("upstreamOf(%s) = %q, want %q", tc.repo, got, tc.want)
+		}
+	}
+	f.image("ghcr.io/x/y", "v1", "linux/amd64", nil, 10)
+	if p := (&client{f: f}).get("/r/ghcr.io/x/y"); !p.has("cached from https://ghcr.io") {
+		t.Errorf("repository page does not name its upstream:\n%s", p.body)
+	}
+}
