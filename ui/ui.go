@@ -217,33 +217,52 @@ func (u *UI) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if id := auth.IdentityFrom(r.Context()); id != nil && v.User != "" {
 		id.User = v.User // the access log names the UI's user as it does the API's
 	}
-	get := r.Method == http.MethodGet || r.Method == http.MethodHead
-	post := r.Method == http.MethodPost
-	if post && !sameOrigin(r) {
+	if r.Method == http.MethodPost && !sameOrigin(r) {
 		u.fail(w, r, v, http.StatusForbidden, "This form was sent from another site.")
 		return
 	}
+	rt, known := u.route(p)
+	h := rt.post
+	if r.Method == http.MethodGet || r.Method == http.MethodHead {
+		h = rt.get
+	} else if r.Method != http.MethodPost {
+		h = nil
+	}
 	switch {
-	case p == "/" && get:
-		u.repos(w, r, v)
-	case strings.HasPrefix(p, "/r/") && get:
-		u.repoOrImage(w, r, v, strings.TrimPrefix(p, "/r/"))
-	case p == "/login" && get:
-		u.loginForm(w, r, v, http.StatusOK, "")
-	case p == "/login" && post:
-		u.login(w, r, v)
-	case p == "/logout" && post:
-		u.logout(w, r, v)
-	case p == "/-/delete" && get:
-		u.confirmDelete(w, r, v)
-	case p == "/-/delete" && post:
-		u.doDelete(w, r, v)
-	case p == "/" || p == "/login" || p == "/logout" || p == "/-/delete" || strings.HasPrefix(p, "/r/"):
+	case h != nil:
+		h(w, r, v)
+	case known:
 		w.Header().Set("Allow", "GET, HEAD, POST")
 		u.fail(w, r, v, http.StatusMethodNotAllowed, "This page does not take "+r.Method+" requests.")
 	default:
 		u.fail(w, r, v, http.StatusNotFound, "There is no page here.")
 	}
+}
+
+// page handlers by method; nil = that method is not taken.
+type route struct {
+	get, post func(http.ResponseWriter, *http.Request, viewer)
+}
+
+// route finds the handlers of a path, and whether the path is a page.
+func (u *UI) route(p string) (route, bool) {
+	switch {
+	case p == "/":
+		return route{get: u.repos}, true
+	case strings.HasPrefix(p, "/r/"):
+		return route{get: func(w http.ResponseWriter, r *http.Request, v viewer) {
+			u.repoOrImage(w, r, v, strings.TrimPrefix(p, "/r/"))
+		}}, true
+	case p == "/login":
+		return route{get: func(w http.ResponseWriter, r *http.Request, v viewer) {
+			u.loginForm(w, r, v, http.StatusOK, "")
+		}, post: u.login}, true
+	case p == "/logout":
+		return route{post: u.logout}, true
+	case p == "/-/delete":
+		return route{get: u.confirmDelete, post: u.doDelete}, true
+	}
+	return route{}, false
 }
 
 // sameOrigin rejects cross-site form posts whose browser says where they
