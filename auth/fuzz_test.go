@@ -75,12 +75,12 @@ func FuzzAuthorization(f *testing.F) {
 
 // FuzzVerifyToken: no input other than a token wharf signed verifies.
 func FuzzVerifyToken(f *testing.F) {
-	s := &signer{key: []byte("0123456789abcdef0123456789abcdef"), issuer: "wharf"}
+	s := newSigner("wharf", []byte("0123456789abcdef0123456789abcdef"))
 	now := time.Unix(1_800_000_000, 0)
 	good, _ := s.sign(&Claims{Issuer: "wharf", Subject: "a", Audience: "h", Expiry: now.Unix() + 60})
 	f.Add(good)
 	f.Add(good[:len(good)-1])
-	f.Add(jwtHeader + "..")
+	f.Add(s.ring.Load().current.header + "..")
 	f.Add("e30.e30.")
 	f.Fuzz(func(t *testing.T, tok string) {
 		c, err := s.verify(tok, "h", now)

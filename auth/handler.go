@@ -291,6 +291,10 @@ func ParseBasic(v string) (user string, pw []byte, err error) {
 func (s *Service) checkBasic(w http.ResponseWriter, r *http.Request, v string, unauthorized func(msg string)) (string, bool) {
 	user, pw, err := ParseBasic(v)
 	if err != nil {
+		if res, blocked := s.addrBlocked(r.RemoteAddr); blocked {
+			tooMany(w, r, res) // a blocked address gets 429 whatever it sends
+			return "", false
+		}
 		unauthorized(err.Error())
 		return "", false
 	}
@@ -298,40 +302,21 @@ func (s *Service) checkBasic(w http.ResponseWriter, r *http.Request, v string, u
 }
 
 func (s *Service) checkPassword(w http.ResponseWriter, r *http.Request, user string, pw []byte, unauthorized func(msg string)) (string, bool) {
-	if len(user) > MaxUserLen {
-		unauthorized("user name too long")
+	res := s.Login(r.Context(), r.RemoteAddr, user, pw)
+	switch {
+	case res.RetryAfter > 0:
+		tooMany(w, r, res)
+		return "", false
+	case !res.OK:
+		unauthorized(res.Message)
 		return "", false
 	}
-	if s.v.cached(user, pw) {
-		return user, true // known good: never throttled, no bcrypt
-	}
-	addr := clientAddr(r)
-	if wait := s.thr.blocked(addr, user); wait > 0 {
-		s.throttled.Add(1)
-		s.log.Warn().Str("addr", addr).Str("user", user).Dur("retry_after", wait).Msg("login throttled")
-		tooMany(w, r, wait)
-		return "", false
-	}
-	if !s.v.verify(user, pw) {
-		s.failures.Add(1)
-		wait := s.thr.fail(addr, user)
-		ev := s.log.Warn().Str("addr", addr).Str("user", user)
-		if wait > 0 {
-			ev = ev.Dur("blocked_for", wait)
-		}
-		ev.Msg("login failed")
-		unauthorized("incorrect username or password")
-		return "", false
-	}
-	s.thr.succeed(user)
 	return user, true
 }
 
-func tooMany(w http.ResponseWriter, r *http.Request, wait time.Duration) {
-	secs := int((wait + time.Second - 1) / time.Second)
-	w.Header().Set("Retry-After", strconv.Itoa(max(secs, 1)))
-	backend.WriteError(w, r, backend.Errorf(http.StatusTooManyRequests, backend.CodeTooManyRequests,
-		"too many failed logins; retry in %d seconds", max(secs, 1)))
+func tooMany(w http.ResponseWriter, r *http.Request, res LoginResult) {
+	w.Header().Set("Retry-After", strconv.Itoa(retrySeconds(res.RetryAfter)))
+	backend.WriteError(w, r, backend.Errorf(http.StatusTooManyRequests, backend.CodeTooManyRequests, "%s", res.Message))
 }
 
 // clientAddr is the client's IP address (the gateway terminates TLS, so

@@ -16,6 +16,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -48,6 +49,7 @@ func writeHtpasswd(t testing.TB, path string, pws map[string]string) {
 
 type fixture struct {
 	s    *Service
+	h    http.Handler // what srv serves
 	srv  *httptest.Server
 	logs *bytes.Buffer
 }
@@ -80,13 +82,14 @@ func newFixture(t *testing.T, site Site, cfg Config) *fixture {
 		}
 		site.Policy = p
 	}
-	h := s.Handler(site, http.HandlerFunc(stubBackend))
-	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	ah := s.Handler(site, http.HandlerFunc(stubBackend))
+	h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		ctx, _ := NewIdentity(r.Context())
-		h.ServeHTTP(w, r.WithContext(ctx))
-	}))
+		ah.ServeHTTP(w, r.WithContext(ctx))
+	})
+	srv := httptest.NewServer(h)
 	t.Cleanup(srv.Close)
-	return &fixture{s: s, srv: srv, logs: logs}
+	return &fixture{s: s, h: h, srv: srv, logs: logs}
 }
 
 // syncWriter lets the race detector see log writes as ordered.
@@ -205,7 +208,7 @@ func errCode(t *testing.T, resp *http.Response) string {
 
 func TestHandler(t *testing.T) {
 	f := newFixture(t, Site{}, Config{})
-	other := &signer{key: []byte("another key, another wharf......"), issuer: "wharf"}
+	other := newSigner("wharf", []byte("another key, another wharf......"))
 	foreign, _ := other.sign(&Claims{Issuer: "wharf", Subject: "alice", Audience: testHost, Expiry: time.Now().Add(time.Hour).Unix(),
 		Access: []Access{{"repository", "team-a/app", []string{"pull"}}}})
 	otherHost, _ := f.s.sig.sign(&Claims{Issuer: "wharf", Subject: "alice", Audience: "mirror.test", Expiry: time.Now().Add(time.Hour).Unix(),
@@ -513,52 +516,129 @@ func TestAnonymousPullSite(t *testing.T) {
 	}
 }
 
-func TestThrottledLogins(t *testing.T) {
-	f := newFixture(t, Site{}, Config{Throttle: Throttle{UserFree: 2, AddrFree: 100, Backoff: time.Hour, MaxBackoff: 2 * time.Hour}})
-	// alice logs in once: her credentials are now known good.
-	if resp := f.do(t, "GET", "/v2/", basic("alice", "apw")); resp.StatusCode != 200 {
-		t.Fatal(resp.Status)
+// doFrom sends one request straight to the handler as if from addr.
+func (f *fixture) doFrom(method, path, addr, authz string) *httptest.ResponseRecorder {
+	r := httptest.NewRequest(method, path, nil)
+	r.RemoteAddr = addr
+	if authz != "" {
+		r.Header.Set("Authorization", authz)
 	}
+	w := httptest.NewRecorder()
+	f.h.ServeHTTP(w, r)
+	return w
+}
+
+// The throttle decides before any credential check, cached or not; a
+// blocked user name still lets in the addresses it logged in from before.
+func TestThrottleMatrix(t *testing.T) {
+	now := time.Unix(1_000_000, 0)
+	var mu sync.Mutex
+	clock := func() time.Time { mu.Lock(); defer mu.Unlock(); return now }
+	f := newFixture(t, Site{}, Config{Now: clock, Throttle: Throttle{UserFree: 2, AddrFree: 4, Backoff: time.Hour, MaxBackoff: 2 * time.Hour}})
+	const (
+		home     = "10.0.0.1:4000"   // alice's usual machine
+		attacker = "10.0.0.9:5000"   // guesses alice's password
+		newbox   = "10.0.0.7:6000"   // alice's new machine
+		v6a      = "[2001:db8::1]:1" // one /64 ...
+		v6b      = "[2001:db8::2]:2" // ... two addresses
+		v6other  = "[2001:db8:0:1::1]:3"
+	)
 	steps := []struct {
-		authz  string
-		status int
+		name      string
+		addr      string
+		authz     string
+		advance   time.Duration
+		status    int
+		userBlock bool // the 429 comes from the user name, not the address
 	}{
-		{basic("bob", "x"), 401},
-		{basic("bob", "x"), 401},
-		{basic("bob", "x"), 401}, // third failure starts the block
-		{basic("bob", "x"), 429},
-		{basic("bob", "bpw"), 429}, // even the right password waits: no oracle while blocked
-		{basic("alice", "apw"), 200},
-		{basic("alice", "y"), 401},
-		{basic("alice", "y"), 401},
-		{basic("alice", "y"), 401},
-		{basic("alice", "y"), 429},
-		{basic("alice", "apw"), 200}, // verified before: not slowed
+		{"alice logs in at home (now cached)", home, basic("alice", "apw"), 0, 200, false},
+		{"attacker guess 1", attacker, basic("alice", "guess1"), 0, 401, false},
+		{"attacker guess 2", attacker, basic("alice", "guess2"), 0, 401, false},
+		{"attacker guess 3 starts the user block", attacker, basic("alice", "guess3"), 0, 401, false},
+		{"cached user + wrong password while blocked", attacker, basic("alice", "guess4"), 0, 429, true},
+		{"cached user + right password from the attacker", attacker, basic("alice", "apw"), 0, 429, true},
+		{"cached user + right password from a new address", newbox, basic("alice", "apw"), 0, 429, true},
+		{"cached user + right password from home", home, basic("alice", "apw"), 0, 200, false},
+		{"home is not blocked by the user's block", home, basic("alice", "apw"), 0, 200, false},
+		{"other users from the attacker's address still work", attacker, basic("bob", "bpw"), 0, 200, false},
+		{"attacker address failure 4", attacker, basic("bob", "x"), 0, 401, false},
+		{"attacker address failure 5 blocks the address", attacker, basic("carol", "x"), 0, 401, false},
+		{"blocked address, right password", attacker, basic("bob", "bpw"), 0, 429, false},
+		{"blocked address, cached password", attacker, basic("alice", "apw"), 0, 429, false},
+		{"blocked address, unknown user", attacker, basic("mallory", "x"), 0, 429, false},
+		{"blocked address, malformed credentials", attacker, "Basic !!!", 0, 429, false},
+		{"blocked address, empty user", attacker, basic("", "x"), 0, 429, false},
+		{"malformed credentials elsewhere", newbox, "Basic !!!", 0, 401, false},
+		{"after the block: the new address", newbox, basic("alice", "apw"), 2 * time.Hour, 200, false},
+		{"after the block: the attacker's address", attacker, basic("bob", "bpw"), 0, 200, false},
+		{"v6 failure 1", v6a, basic("u1", "x"), 0, 401, false},
+		{"v6 failure 2", v6b, basic("u2", "x"), 0, 401, false},
+		{"v6 failure 3", v6a, basic("u3", "x"), 0, 401, false},
+		{"v6 failure 4", v6b, basic("u4", "x"), 0, 401, false},
+		{"v6 failure 5 blocks the /64", v6a, basic("u5", "x"), 0, 401, false},
+		{"another address in the /64", v6b, basic("bob", "bpw"), 0, 429, false},
+		{"another /64", v6other, basic("bob", "bpw"), 0, 200, false},
 	}
 	for i, st := range steps {
-		resp := f.do(t, "GET", "/v2/", st.authz)
-		if resp.StatusCode != st.status {
-			t.Fatalf("step %d: status %d, want %d", i, resp.StatusCode, st.status)
+		mu.Lock()
+		now = now.Add(st.advance)
+		mu.Unlock()
+		resp := f.doFrom("GET", "/v2/", st.addr, st.authz)
+		if resp.Code != st.status {
+			t.Fatalf("step %d (%s): status %d, want %d: %s", i, st.name, resp.Code, st.status, resp.Body)
 		}
 		if st.status == 429 {
-			if ra := resp.Header.Get("Retry-After"); ra != "3600" {
-				t.Fatalf("step %d: Retry-After %q", i, ra)
+			if ra := resp.Header().Get("Retry-After"); ra == "" || ra == "0" {
+				t.Fatalf("step %d (%s): Retry-After %q", i, st.name, ra)
 			}
-			if errCode(t, resp) != "TOOMANYREQUESTS" {
-				t.Fatalf("step %d: wrong error code", i)
+			if !strings.Contains(resp.Body.String(), "TOOMANYREQUESTS") {
+				t.Fatalf("step %d (%s): body %s", i, st.name, resp.Body)
 			}
 		}
 	}
-	// the token endpoint is throttled the same way
-	q := "?service=r.test"
-	if resp := f.do(t, "GET", TokenPath+q, basic("bob", "bpw")); resp.StatusCode != 429 {
-		t.Fatalf("token endpoint while blocked: %d", resp.StatusCode)
+	// the token endpoint goes through the same decision
+	mu.Lock()
+	now = now.Add(3 * time.Hour)
+	mu.Unlock()
+	for i := 0; i < 3; i++ {
+		if resp := f.doFrom("GET", TokenPath, "10.0.0.20:1", basic("bob", "wrong")); resp.Code != 401 {
+			t.Fatalf("token endpoint, wrong password: %d", resp.Code)
+		}
 	}
-	if !strings.Contains(f.logs.String(), "login throttled") {
-		t.Fatal("throttling is not logged")
+	if resp := f.doFrom("GET", TokenPath+"?service="+testHost, newbox, basic("bob", "bpw")); resp.Code != 429 {
+		t.Fatalf("token endpoint, blocked user from a new address: %d", resp.Code)
 	}
-	if st := f.s.Stats(); st.LoginFailures != 6 || st.Throttled != 4 || st.BcryptChecks != 7 {
-		t.Fatalf("stats %+v, want 6 failures, 4 throttled, 7 bcrypt checks", st)
+	if resp := f.doFrom("GET", TokenPath+"?service="+testHost, attacker, basic("bob", "bpw")); resp.Code != 200 {
+		// the attacker's address logged in as bob before (step 16)
+		t.Fatalf("token endpoint, blocked user from an address it used before: %d", resp.Code)
+	}
+	if resp := f.doFrom("POST", TokenPath, newbox, ""); resp.Code == 200 {
+		t.Fatal("empty POST form accepted")
+	}
+	logs := f.logs.String()
+	if !strings.Contains(logs, "login throttled") || !strings.Contains(logs, `"unknown_user":true`) {
+		t.Fatalf("throttling or unknown users not logged:\n%s", logs)
+	}
+	for _, typed := range []string{"mallory", "u1", "guess1", "apw"} {
+		if strings.Contains(logs, `"`+typed+`"`) {
+			t.Fatalf("the log shows %q, text a client typed:\n%s", typed, logs)
+		}
+	}
+}
+
+func TestAddrKey(t *testing.T) {
+	for _, tc := range []struct{ in, want string }{
+		{"192.0.2.1:5000", "192.0.2.1"},
+		{"192.0.2.1", "192.0.2.1"},
+		{"[::ffff:192.0.2.1]:80", "192.0.2.1"},
+		{"[2001:db8:1:2:3:4:5:6]:443", "2001:db8:1:2::/64"},
+		{"2001:db8:1:2::9", "2001:db8:1:2::/64"},
+		{"[fe80::1%eth0]:1", "fe80::/64"},
+		{"not an address", "not an address"},
+	} {
+		if got := AddrKey(tc.in); got != tc.want {
+			t.Errorf("AddrKey(%q) = %q, want %q", tc.in, got, tc.want)
+		}
 	}
 }
 

@@ -69,6 +69,7 @@ type Service struct {
 
 	reloadMu sync.Mutex
 	stamp    fileStamp
+	keyStamp os.FileInfo // of the token key file last read
 	sum      [sha256.Size]byte
 }
 
@@ -102,7 +103,7 @@ func New(ctx context.Context, cfg Config, log zerolog.Logger) (*Service, error) 
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
-	key, err := loadKey(cfg.KeyFile)
+	keys, err := loadKeys(cfg.KeyFile)
 	if err != nil {
 		return nil, err
 	}
@@ -112,19 +113,24 @@ func New(ctx context.Context, cfg Config, log zerolog.Logger) (*Service, error) 
 		now: cfg.Now,
 		v:   newVerifier(cfg.CacheSize, cfg.CacheTTL),
 		thr: newThrottle(cfg.Throttle, cfg.Now),
-		sig: &signer{key: key, issuer: cfg.Realm},
+		sig: newSigner(cfg.Realm, keys...),
 
 		tokens: expirable.NewLRU[string, *Claims](4096, nil, cfg.TokenTTL),
+	}
+	if cfg.KeyFile != "" {
+		if st, err := os.Stat(cfg.KeyFile); err == nil {
+			s.keyStamp = st
+		}
 	}
 	if cfg.Htpasswd != "" {
 		if err := s.reload(true); err != nil {
 			return nil, err
 		}
-		if cfg.Watch > 0 {
-			wctx, cancel := context.WithCancel(ctx)
-			s.stop = cancel
-			go s.watch(wctx)
-		}
+	}
+	if cfg.Watch > 0 && (cfg.Htpasswd != "" || cfg.KeyFile != "") {
+		wctx, cancel := context.WithCancel(ctx)
+		s.stop = cancel
+		go s.watch(wctx)
 	}
 	return s, nil
 }
@@ -138,14 +144,45 @@ func (s *Service) Close() {
 }
 
 // Reload rereads the htpasswd file (SIGHUP) and empties the credential
-// cache. If the new file is missing or broken, the old users stay and the
-// error says why (it is logged too).
+// cache, and rereads the token key file (a new first key signs from now
+// on). If a new file is missing or broken, the old users or keys stay and
+// the error says why (it is logged too).
 func (s *Service) Reload() error {
+	kerr := s.reloadKeys()
 	if s.cfg.Htpasswd == "" {
+		return kerr
+	}
+	return errors.Join(s.reload(true), kerr)
+}
+
+// reloadKeys rereads the token key file: its first key signs, all of its
+// keys verify, and keys that left it keep verifying for one token
+// lifetime, so tokens in use stay good until they expire.
+func (s *Service) reloadKeys() error {
+	if s.cfg.KeyFile == "" {
 		return nil
 	}
-	return s.reload(true)
+	s.reloadMu.Lock()
+	defer s.reloadMu.Unlock()
+	if st, err := os.Stat(s.cfg.KeyFile); err == nil {
+		s.keyStamp = st
+	}
+	keys, err := readKeys(s.cfg.KeyFile)
+	if err != nil {
+		s.log.Error().Err(err).Msg("token key not reloaded; keeping the previous keys")
+		return err
+	}
+	old := s.sig.ring.Load()
+	ring := buildRing(keys, old, s.now(), s.cfg.TokenTTL+time.Minute)
+	s.sig.ring.Store(ring)
+	if ring.current.id != old.current.id {
+		s.log.Info().Str("kid", ring.current.id).Str("previous_kid", old.current.id).Int("verifying_keys", len(ring.byHeader)).Msg("token key rotated")
+	}
+	return nil
 }
+
+// TokenKeyID is the kid of the key that signs new tokens.
+func (s *Service) TokenKeyID() string { return s.sig.ring.Load().current.id }
 
 // verifyToken checks a Bearer token for the site with the given audience.
 func (s *Service) verifyToken(tok, audience string) (*Claims, error) {
@@ -237,36 +274,47 @@ func (s *Service) reload(force bool) error {
 	return nil
 }
 
-// watch polls the file: polling survives editors that replace the file,
-// bind mounts and network file systems, and costs one stat per interval.
+// watch polls the htpasswd and token key files: polling survives editors
+// that replace the file, bind mounts and network file systems, and costs
+// one stat per file and interval. A file is reread once it has stopped
+// changing for one interval, so a file being written is not read half-way.
 func (s *Service) watch(ctx context.Context) {
 	t := time.NewTicker(s.cfg.Watch)
 	defer t.Stop()
-	var pending os.FileInfo // a change seen on the previous tick
+	var pending, keyPending os.FileInfo // a change seen on the previous tick
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case <-t.C:
 		}
-		st, err := os.Stat(s.cfg.Htpasswd)
-		if err != nil {
-			continue // a missing file is reported when it is read; editors swap files
-		}
 		s.reloadMu.Lock()
-		old := s.stamp
+		old, oldKey := s.stamp.info, s.keyStamp
 		s.reloadMu.Unlock()
-		if old.info != nil && sameStamp(st, old.info) {
-			pending = nil
-			continue
+		if s.cfg.Htpasswd != "" && changed(s.cfg.Htpasswd, old, &pending) {
+			_ = s.reload(false) // logged inside
 		}
-		// Reload once the file has stopped changing for one interval, so a
-		// file being written is not read half-way.
-		if pending == nil || !sameStamp(st, pending) {
-			pending = st
-			continue
+		if s.cfg.KeyFile != "" && changed(s.cfg.KeyFile, oldKey, &keyPending) {
+			_ = s.reloadKeys() // logged inside
 		}
-		pending = nil
-		_ = s.reload(false) // logged inside
 	}
+}
+
+// changed reports whether the file at path differs from last (what was
+// read) and has looked the same on two ticks in a row (pending).
+func changed(path string, last os.FileInfo, pending *os.FileInfo) bool {
+	st, err := os.Stat(path)
+	if err != nil {
+		return false // a missing file is reported when it is read; editors swap files
+	}
+	if last != nil && sameStamp(st, last) {
+		*pending = nil
+		return false
+	}
+	if *pending == nil || !sameStamp(st, *pending) {
+		*pending = st
+		return false
+	}
+	*pending = nil
+	return true
 }

@@ -1,6 +1,8 @@
 package auth
 
 import (
+	"net/netip"
+	"slices"
 	"sync"
 	"time"
 
@@ -10,8 +12,17 @@ import (
 // Throttle says how failed logins are slowed down. A key (a client address
 // or a user name) may fail Free times; every further failure blocks it for
 // Backoff, doubling up to MaxBackoff. A key that has not failed for Forget
-// is forgotten. Successful logins never wait; a success clears the user's
-// count (not the address's).
+// is forgotten. IPv6 clients are keyed by their /64 (one host usually owns
+// a whole /64 and can pick any address in it).
+//
+// The throttle decides before any credential check, cached or not: a
+// blocked address gets 429 whatever it sends, and a blocked user name
+// gets 429 for every login, the right password included, so a block is no
+// oracle. The one exception (OWASP's "device cookie" idea, keyed by
+// address): an address from which the user logged in successfully before
+// still gets through while only the user name is blocked, so an attacker
+// cannot lock a CI robot out from its usual machines. Each user remembers
+// its last KnownAddrs such addresses for KnownFor.
 type Throttle struct {
 	UserFree   int           // failures per user name before blocking; default 10
 	AddrFree   int           // failures per client address before blocking; default 30
@@ -19,6 +30,8 @@ type Throttle struct {
 	MaxBackoff time.Duration // longest block; default 5m
 	Forget     time.Duration // default 15m
 	Entries    int           // keys remembered at most (LRU); default 65536
+	KnownAddrs int           // addresses remembered per user after a good login; default 8
+	KnownFor   time.Duration // how long a user remembers them; default 720h
 }
 
 func (t Throttle) withDefaults() Throttle {
@@ -40,6 +53,12 @@ func (t Throttle) withDefaults() Throttle {
 	if t.Entries <= 0 {
 		t.Entries = 65536
 	}
+	if t.KnownAddrs <= 0 {
+		t.KnownAddrs = 8
+	}
+	if t.KnownFor <= 0 {
+		t.KnownFor = 720 * time.Hour
+	}
 	return t
 }
 
@@ -49,6 +68,9 @@ type throttle struct {
 
 	mu  sync.Mutex
 	lru *expirable.LRU[string, *strikes]
+	// known maps a user name to the address keys it logged in from, most
+	// recent last; bounded by Entries users and KnownAddrs each.
+	known *expirable.LRU[string, []string]
 }
 
 type strikes struct {
@@ -58,25 +80,59 @@ type strikes struct {
 
 func newThrottle(cfg Throttle, now func() time.Time) *throttle {
 	cfg = cfg.withDefaults()
-	return &throttle{cfg: cfg, now: now, lru: expirable.NewLRU[string, *strikes](cfg.Entries, nil, cfg.Forget)}
+	return &throttle{
+		cfg:   cfg,
+		now:   now,
+		lru:   expirable.NewLRU[string, *strikes](cfg.Entries, nil, cfg.Forget),
+		known: expirable.NewLRU[string, []string](cfg.Entries, nil, cfg.KnownFor),
+	}
 }
 
-// blocked returns how long the address or the user must still wait, or 0.
-func (t *throttle) blocked(addr, user string) time.Duration {
+// AddrKey is the throttle's key for a client address ("ip" or
+// "ip:port"): an IPv4 address as it is, an IPv6 address as its /64. A
+// string that is no address is used as it is.
+func AddrKey(addr string) string {
+	ap, err := netip.ParseAddrPort(addr)
+	var ip netip.Addr
+	if err == nil {
+		ip = ap.Addr()
+	} else if ip, err = netip.ParseAddr(addr); err != nil {
+		return addr
+	}
+	ip = ip.Unmap().WithZone("")
+	if ip.Is4() {
+		return ip.String()
+	}
+	p, _ := ip.Prefix(64)
+	return p.String()
+}
+
+func addrEntry(a string) string { return "a\x00" + a }
+func userEntry(u string) string { return "u\x00" + u }
+
+// blocked returns how long a login for user from the address key a must
+// still wait, or 0 when it may be checked now.
+func (t *throttle) blocked(a, user string) time.Duration {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	now := t.now()
 	var wait time.Duration
-	for _, k := range []string{"a\x00" + addr, "u\x00" + user} {
-		if s, ok := t.lru.Peek(k); ok && s.until.After(now) {
-			wait = max(wait, s.until.Sub(now))
-		}
+	if s, ok := t.lru.Peek(addrEntry(a)); ok && s.until.After(now) {
+		wait = s.until.Sub(now)
+	}
+	if s, ok := t.lru.Peek(userEntry(user)); ok && s.until.After(now) && !t.knownLocked(a, user) {
+		wait = max(wait, s.until.Sub(now))
 	}
 	return wait
 }
 
+func (t *throttle) knownLocked(a, user string) bool {
+	addrs, ok := t.known.Peek(user)
+	return ok && slices.Contains(addrs, a)
+}
+
 // fail records a failed login and returns the block it caused, if any.
-func (t *throttle) fail(addr, user string) time.Duration {
+func (t *throttle) fail(a, user string) time.Duration {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	now := t.now()
@@ -84,7 +140,7 @@ func (t *throttle) fail(addr, user string) time.Duration {
 	for _, k := range []struct {
 		key  string
 		free int
-	}{{"a\x00" + addr, t.cfg.AddrFree}, {"u\x00" + user, t.cfg.UserFree}} {
+	}{{addrEntry(a), t.cfg.AddrFree}, {userEntry(user), t.cfg.UserFree}} {
 		s, ok := t.lru.Get(k.key)
 		if !ok {
 			s = &strikes{}
@@ -104,9 +160,23 @@ func (t *throttle) fail(addr, user string) time.Duration {
 	return wait
 }
 
-// succeed clears the user's failures.
-func (t *throttle) succeed(user string) {
+// succeed remembers a as an address user logs in from and clears the
+// user's failures, unless the user name is blocked right now (a success
+// from a known address must not lift the block for everyone else).
+func (t *throttle) succeed(a, user string) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	t.lru.Remove("u\x00" + user)
+	addrs, _ := t.known.Peek(user)
+	if i := slices.Index(addrs, a); i >= 0 {
+		addrs = slices.Delete(slices.Clone(addrs), i, i+1)
+	}
+	addrs = append(slices.Clone(addrs), a)
+	if over := len(addrs) - t.cfg.KnownAddrs; over > 0 {
+		addrs = addrs[over:]
+	}
+	t.known.Add(user, addrs)
+	if s, ok := t.lru.Peek(userEntry(user)); ok && s.until.After(t.now()) {
+		return
+	}
+	t.lru.Remove(userEntry(user))
 }

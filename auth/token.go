@@ -4,14 +4,11 @@ import (
 	"bytes"
 	"crypto/hmac"
 	"crypto/rand"
-	"crypto/sha256"
 	"encoding/base64"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
-	"os"
-	"path/filepath"
 	"slices"
 	"strings"
 	"time"
@@ -26,9 +23,6 @@ import (
 
 // MaxTokenLen bounds the Bearer tokens wharf looks at.
 const MaxTokenLen = 16 << 10
-
-// jwtHeader is the one header wharf writes, base64url-encoded.
-var jwtHeader = base64.RawURLEncoding.EncodeToString([]byte(`{"alg":"HS256","typ":"JWT"}`))
 
 // Access is one entry of a token's access claim: what the bearer may do to
 // one resource ("repository" foo/bar: pull, push).
@@ -61,85 +55,41 @@ func (c *Claims) grants(repo string, act backend.Action) bool {
 	return false
 }
 
-type signer struct {
-	key    []byte
-	issuer string
-}
-
-// loadKey reads the token signing key from path, creating it (0600, with
-// its folder) when missing. An empty path gives a key for this process
-// only: tokens then die with it, which costs clients one new token.
-func loadKey(path string) ([]byte, error) {
-	key := make([]byte, 32)
-	if path == "" {
-		_, _ = rand.Read(key)
-		return key, nil
-	}
-	b, err := os.ReadFile(path)
-	if err == nil {
-		k, derr := hex.DecodeString(strings.TrimSpace(string(b)))
-		if derr != nil || len(k) < 32 {
-			return nil, fmt.Errorf("token key %s: want at least 64 hex digits; delete the file to get a new key", path)
-		}
-		return k, nil
-	}
-	if !errors.Is(err, os.ErrNotExist) {
-		return nil, fmt.Errorf("read token key: %w", err)
-	}
-	_, _ = rand.Read(key)
-	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
-		return nil, fmt.Errorf("token key folder: %w", err)
-	}
-	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
-	if errors.Is(err, os.ErrExist) {
-		return loadKey(path) // someone else made it meanwhile
-	}
-	if err != nil {
-		return nil, fmt.Errorf("create token key: %w", err)
-	}
-	if _, err := f.WriteString(hex.EncodeToString(key) + "\n"); err != nil {
-		f.Close()
-		return nil, fmt.Errorf("write token key: %w", err)
-	}
-	if err := f.Close(); err != nil {
-		return nil, fmt.Errorf("write token key: %w", err)
-	}
-	return key, nil
-}
-
-func (s *signer) mac(msg string) []byte {
-	m := hmac.New(sha256.New, s.key)
-	m.Write([]byte(msg))
-	return m.Sum(nil)
-}
-
-// sign returns the compact JWT for c.
+// sign returns the compact JWT for c, signed with the current key and
+// naming it in the header's kid.
 func (s *signer) sign(c *Claims) (string, error) {
 	payload, err := json.Marshal(c)
 	if err != nil {
 		return "", fmt.Errorf("token claims: %w", err)
 	}
-	msg := jwtHeader + "." + base64.RawURLEncoding.EncodeToString(payload)
-	return msg + "." + base64.RawURLEncoding.EncodeToString(s.mac(msg)), nil
+	k := s.ring.Load().current
+	msg := k.header + "." + base64.RawURLEncoding.EncodeToString(payload)
+	return msg + "." + base64.RawURLEncoding.EncodeToString(k.mac(msg)), nil
 }
 
 // Reasons a token is refused (never shown with the token itself).
 var (
 	errTokenMalformed = errors.New("malformed token")
+	errTokenKey       = errors.New("token signed with an unknown or retired key")
 	errTokenSignature = errors.New("token signature does not match")
 	errTokenExpired   = errors.New("token expired")
 	errTokenAudience  = errors.New("token issued for another service")
 )
 
-// verify checks tok's signature, time window and audience and returns its
-// claims.
+// verify checks tok's signature (with the key its header names: the
+// current one or a retired one whose tokens may still be valid), time
+// window and audience, and returns its claims.
 func (s *signer) verify(tok, audience string, now time.Time) (*Claims, error) {
 	if len(tok) > MaxTokenLen {
 		return nil, errTokenMalformed
 	}
 	head, rest, ok := strings.Cut(tok, ".")
-	if !ok || head != jwtHeader {
+	if !ok {
 		return nil, errTokenMalformed
+	}
+	k := s.ring.Load().byHeader[head]
+	if k == nil {
+		return nil, errTokenKey
 	}
 	payload, sig, ok := strings.Cut(rest, ".")
 	if !ok || strings.IndexByte(sig, '.') >= 0 {
@@ -149,7 +99,7 @@ func (s *signer) verify(tok, audience string, now time.Time) (*Claims, error) {
 	if err != nil {
 		return nil, errTokenMalformed
 	}
-	if !hmac.Equal(got, s.mac(tok[:len(head)+1+len(payload)])) {
+	if !hmac.Equal(got, k.mac(tok[:len(head)+1+len(payload)])) {
 		return nil, errTokenSignature
 	}
 	raw, err := base64.RawURLEncoding.DecodeString(payload)

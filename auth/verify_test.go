@@ -118,7 +118,7 @@ func TestThrottle(t *testing.T) {
 		{op: "fail", addr: "1.1.1.1", user: "carol"},                             // addr: 5th fail, still free
 		{op: "fail", addr: "1.1.1.1", user: "dave", wantBlock: time.Second},      // addr: 6th
 		{op: "check", addr: "1.1.1.1", user: "erin", wantBlock: time.Second},     // per address, any user
-		{op: "ok", user: "alice"},                                                // success clears the user
+		{op: "ok", addr: "5.5.5.5", user: "alice"},                               // success clears the user
 		{op: "fail", addr: "4.4.4.4", user: "alice", advance: 2 * time.Second},   // counting starts again
 	}
 	for i, st := range steps {
@@ -130,7 +130,7 @@ func TestThrottle(t *testing.T) {
 		case "check":
 			got = th.blocked(st.addr, st.user)
 		case "ok":
-			th.succeed(st.user)
+			th.succeed(st.addr, st.user)
 			continue
 		}
 		if got != st.wantBlock {

@@ -45,6 +45,7 @@ type Config struct {
 	Groups   map[string][]string `toml:"groups"`
 	Sites    []Site              `toml:"site"`
 	Policies []policy.Rule       `toml:"policy"`
+	Cluster  Cluster             `toml:"cluster"`
 
 	// File is the path the config was loaded from ("" for the built-in
 	// development config); relative paths are resolved against its folder.
@@ -184,6 +185,7 @@ func (c *Config) Validate() error {
 	v.section("log", c.Log.Validate(v.env))
 	v.section("acme", c.ACME.Validate(v.env))
 	v.section("auth", c.Auth.Validate(v.env))
+	v.section("cluster", c.Cluster.Validate(v.env))
 	c.validateACME(v)
 	c.validatePolicy(v)
 	c.validateSites(v)

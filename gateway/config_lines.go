@@ -190,7 +190,7 @@ func (c *Config) hasACMESite() bool {
 // for ":0" are known there).
 func (c *Config) acmeConfig(httpAddr, httpsAddr string) acme.Config {
 	ac := acme.Config{
-		DataDir:          c.Path(c.DataDir),
+		DataDir:          c.sharedDir(),
 		CA:               c.ACME.CA,
 		Email:            c.ACME.Email,
 		CARoot:           c.Path(c.ACME.CARoot),

@@ -27,10 +27,6 @@ type Listen struct {
 	// MaxConns bounds open client connections per listener; further
 	// connections wait in the kernel's accept queue.
 	MaxConns int `toml:"max_conns"`
-	// StockTLS leaves every TLS connection to crypto/tls as it is, without
-	// wharf's batched record writes (internal/tlsout): a fallback should a
-	// client ever disagree with them; slower.
-	StockTLS bool `toml:"stock_tls"`
 }
 
 // Defaults of the [listen] table.

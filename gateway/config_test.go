@@ -2,7 +2,6 @@ package gateway
 
 import (
 	"errors"
-	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -158,25 +157,5 @@ func TestCacheMaxAge(t *testing.T) {
 	c.Sites[0].Cache.MaxAge = Duration(-time.Hour)
 	if err := c.Validate(); err == nil || !strings.Contains(err.Error(), "gw.toml:9: negative max_age") {
 		t.Fatalf("Validate with a negative max_age: %v", err)
-	}
-}
-
-// [listen] stock_tls parses; it is off unless asked for.
-func TestStockTLSKey(t *testing.T) {
-	base := "[listen]\nhttp = \":80\"\n%s[[site]]\nhost = \"a.example\"\nbackend = \"registry\"\ntls = \"off\"\n"
-	for _, tc := range []struct {
-		line string
-		want bool
-	}{{"", false}, {"stock_tls = true\n", true}, {"stock_tls = false\n", false}} {
-		c, err := ParseConfig("gw.toml", []byte(fmt.Sprintf(base, tc.line)))
-		if err != nil {
-			t.Fatalf("%q: %v", tc.line, err)
-		}
-		if c.Listen.StockTLS != tc.want {
-			t.Errorf("%q: StockTLS = %v", tc.line, c.Listen.StockTLS)
-		}
-	}
-	if _, err := ParseConfig("gw.toml", []byte(fmt.Sprintf(base, "stock_tls = \"yes\"\n"))); err == nil || !strings.Contains(err.Error(), "gw.toml:3: ") || !strings.Contains(err.Error(), "stock_tls") {
-		t.Errorf("stock_tls = \"yes\": want an error naming line 3 and the key, got %v", err)
 	}
 }

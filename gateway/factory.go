@@ -34,9 +34,21 @@ type SitePlan struct {
 	Root string
 	// Auth is the auth middleware's view of the site (policy not set).
 	Auth auth.Site
+	// Env resolves the paths of the site's secret files.
+	Env conf.Env
 	// CacheMetrics receives a cache site's series (the serving
 	// gateway's); nil = not counted.
 	CacheMetrics *cache.Metrics
+}
+
+// Location names where the site's data lives: its root directory, or
+// s3://bucket/prefix for a registry on S3; "" for a proxy site. Two sites
+// with one location share their data.
+func (p *SitePlan) Location() string {
+	if p.Site.Backend == KindRegistry && !p.Site.Registry.Local() {
+		return "s3://" + p.Site.Registry.S3.Bucket + "/" + p.Site.Registry.S3.Prefix
+	}
+	return p.Root
 }
 
 // Plan builds the plan of every site of a validated config, in file
@@ -44,10 +56,12 @@ type SitePlan struct {
 func (c *Config) Plan() []SitePlan {
 	ps := make([]SitePlan, len(c.Sites))
 	for i, s := range c.Sites {
-		p := SitePlan{Site: s, Auth: auth.Site{Host: s.Host, Anonymous: s.Anonymous, Scheme: s.AuthScheme}}
+		p := SitePlan{Site: s, Auth: auth.Site{Host: s.Host, Anonymous: s.Anonymous, Scheme: s.AuthScheme}, Env: c.Env()}
 		switch s.Backend {
 		case KindRegistry:
-			p.Root = c.DataPath(s.Registry.Root)
+			if s.Registry.Local() {
+				p.Root = c.DataPath(s.Registry.Root)
+			}
 		case KindCache:
 			p.Root = c.DataPath(s.Cache.Root)
 		}
@@ -68,7 +82,11 @@ func (p *SitePlan) Open(ctx context.Context, env conf.Env, log zerolog.Logger) (
 	log = log.With().Str("site", s.Host).Logger()
 	switch s.Backend {
 	case KindRegistry:
-		r, err := registry.New(ctx, registry.Options{Root: p.Root, Delete: s.Registry.Delete, Logger: log})
+		st, err := s.Registry.OpenStore(ctx, env, p.Root, log)
+		if err != nil {
+			return nil, fmt.Errorf("open registry storage: %w", err)
+		}
+		r, err := registry.New(ctx, registry.Options{Store: st, Delete: s.Registry.Delete, Logger: log})
 		if err != nil {
 			return nil, fmt.Errorf("open registry: %w", err)
 		}
@@ -112,7 +130,10 @@ func (p *SitePlan) Open(ctx context.Context, env conf.Env, log zerolog.Logger) (
 // OpenStore opens the site's storage as its backend does (`wharf gc`).
 // A proxy site has none.
 func (p *SitePlan) OpenStore() (storage.Store, error) {
-	if p.Root == "" {
+	switch {
+	case p.Site.Backend == KindRegistry:
+		return p.Site.Registry.OpenStore(context.Background(), p.Env, p.Root, zerolog.Nop())
+	case p.Root == "":
 		return nil, fmt.Errorf("site %s: backend %q keeps no data", p.Site.Host, p.Site.Backend)
 	}
 	return localfs.New(localfs.Options{Root: p.Root})

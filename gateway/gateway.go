@@ -144,13 +144,14 @@ func (g *Gateway) build(ctx context.Context, cfg *Config, old *siteTable) (*site
 }
 
 // authConfig maps [auth] to the auth service's settings; the token key is
-// kept under data_dir so tokens survive a restart.
+// kept under data_dir (or [cluster] shared_dir) so tokens survive a
+// restart and every instance accepts every other's tokens.
 func authConfig(cfg *Config) auth.Config {
 	return auth.Config{
 		Htpasswd: cfg.Path(cfg.Auth.Htpasswd),
 		Realm:    cfg.Auth.Realm,
 		TokenTTL: cfg.Auth.TokenTTL.Std(),
-		KeyFile:  cfg.DataPath("auth/token.key"),
+		KeyFile:  cfg.sharedPath("auth/token.key"),
 	}
 }
 

@@ -2,7 +2,6 @@ package gateway
 
 import (
 	"context"
-	"crypto/tls"
 	"errors"
 	"fmt"
 	"log"
@@ -16,7 +15,7 @@ import (
 
 	"github.com/wharf-dev/wharf/acme"
 	"github.com/wharf-dev/wharf/backend"
-	"github.com/wharf-dev/wharf/internal/tlsout"
+	"github.com/wharf-dev/wharf/internal/transport"
 )
 
 // HTTP/2 flow control: Go's server defaults (1 MiB per connection and per
@@ -121,9 +120,11 @@ func (g *Gateway) Serve(ctx context.Context, httpLn, httpsLn, adminLn net.Listen
 
 	errorLog := log.New(debugWriter{&g.log}, "", 0)
 	lc := cfg.Listen
+	// What every connection goes through: internal/transport.
+	tc := transport.Config{ProgressTimeout: lc.ProgressTimeout.Std(), MaxConns: lc.MaxConns}
 	newServer := func(h http.Handler) *http.Server {
 		return &http.Server{
-			Handler:           withProgress(lc.ProgressTimeout.Std(), h),
+			Handler:           transport.Handler(tc, h),
 			ReadHeaderTimeout: lc.ReadHeaderTimeout.Std(),
 			IdleTimeout:       lc.IdleTimeout.Std(),
 			MaxHeaderBytes:    lc.MaxHeaderBytes,
@@ -147,7 +148,7 @@ func (g *Gateway) Serve(ctx context.Context, httpLn, httpsLn, adminLn net.Listen
 			h = g.certs.HTTPChallengeHandler(h)
 		}
 		srv := newServer(h)
-		serve("http", srv, progressListener(httpLn, lc.ProgressTimeout.Std(), lc.MaxConns))
+		serve("http", srv, transport.Listener(httpLn, tc, nil))
 		g.log.Info().Str("addr", httpLn.Addr().String()).Strs("hosts", cfg.SortedHosts()).Msg("serving http")
 	}
 	if httpsLn != nil {
@@ -160,16 +161,12 @@ func (g *Gateway) Serve(ctx context.Context, httpLn, httpsLn, adminLn net.Listen
 		}
 		// Plain HTTP sent here is answered by net/http itself with
 		// "400 Client sent an HTTP request to an HTTPS server".
-		raw := coalesceListener{progressListener(httpsLn, lc.ProgressTimeout.Std(), lc.MaxConns)}
-		tlsLn := tlsout.NewListener(raw, tlsout.Config{
-			// A config of its own: net/http edits srv.TLSConfig when
-			// serving starts, while handshakes may already be running.
-			TLS:              g.certs.TLSConfig(),
-			HandshakeTimeout: lc.ReadHeaderTimeout.Std(),
-			Plain:            lc.StockTLS,
-			Log:              func(err error) { g.log.Debug().Err(err).Msg("tls handshake failed") },
-		})
-		srv.ConnContext = withConnTLS
+		// Every connection is a *tls.Conn, so net/http runs the
+		// handshake (bounded by ReadHeaderTimeout), sets r.TLS and hands
+		// "h2" connections to HTTP/2. A config of its own: net/http edits
+		// srv.TLSConfig when serving starts, while handshakes may already
+		// be running.
+		tlsLn := transport.Listener(httpsLn, tc, g.certs.TLSConfig())
 		serve("https", srv, tlsLn)
 		g.log.Info().Str("addr", httpsLn.Addr().String()).Msg("serving https")
 		g.certs.Start()
@@ -239,40 +236,12 @@ func (g *Gateway) serveHTTPPort(w http.ResponseWriter, r *http.Request) {
 // site the TLS handshake was for (SNI); a request for another host on this
 // connection gets 421 so the client retries on a connection of its own.
 func (g *Gateway) serveHTTPSPort(w http.ResponseWriter, r *http.Request) {
-	if r.TLS == nil {
-		// A connection whose sending half tlsout seals looks like plain
-		// HTTP to net/http; its handshake state comes from the context.
-		if st, ok := r.Context().Value(connTLSKey{}).(*tls.ConnectionState); ok {
-			r = r.WithContext(r.Context()) // a shallow copy
-			r.TLS = st
-		}
-	}
 	if r.TLS != nil && r.TLS.ServerName != "" && r.Host != "" && hostName(r.Host) != acme.NormalizeHost(r.TLS.ServerName) {
 		msg := fmt.Sprintf("host %q does not match the TLS server name %q", hostName(r.Host), r.TLS.ServerName)
 		backend.WriteError(w, r, backend.Errorf(http.StatusMisdirectedRequest, backend.CodeUnsupported, "%s", msg))
 		return
 	}
 	g.ServeHTTP(w, r)
-}
-
-// connTLSKey carries the handshake state of a tlsout.Conn in the
-// connection's context.
-type connTLSKey struct{}
-
-// withConnTLS is the https server's ConnContext.
-func withConnTLS(ctx context.Context, c net.Conn) context.Context {
-	if tc, ok := c.(*tlsout.Conn); ok {
-		st := tc.ConnectionState()
-		ctx = context.WithValue(ctx, connTLSKey{}, &st)
-	}
-	return ctx
-}
-
-// sealedConn reports whether the request came over a tlsout.Conn, which
-// takes files through ReadFrom.
-func sealedConn(ctx context.Context) bool {
-	_, ok := ctx.Value(connTLSKey{}).(*tls.ConnectionState)
-	return ok
 }
 
 func isV2(p string) bool { return p == "/v2" || strings.HasPrefix(p, "/v2/") }

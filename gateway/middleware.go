@@ -10,13 +10,13 @@ import (
 	"net"
 	"net/http"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/rs/zerolog"
 
 	"github.com/wharf-dev/wharf/auth"
 	"github.com/wharf-dev/wharf/backend"
+	"github.com/wharf-dev/wharf/internal/transport"
 )
 
 // Middleware wraps a handler; site handlers are built as a chain of these.
@@ -112,7 +112,7 @@ func accessLog(log *zerolog.Logger, m *metrics, siteName string) Middleware {
 	return func(next http.Handler) http.Handler {
 		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			start := time.Now()
-			rec := &recorder{ResponseWriter: w, tls: r.TLS != nil && !sealedConn(r.Context())}
+			rec := &recorder{ResponseWriter: w, tls: r.TLS != nil}
 			var in *countingBody
 			if r.Body != nil && r.Body != http.NoBody {
 				in = &countingBody{ReadCloser: r.Body}
@@ -195,9 +195,9 @@ func (r *recorder) ReadFrom(src io.Reader) (int64, error) {
 	case r.tls:
 		// No sendfile through TLS: net/http would copy in 32 KiB steps
 		// (a file read per step); large steps cut the system calls.
-		bp := tlsCopyPool.Get().(*[]byte)
+		bp := transport.GetBuffer()
 		n, err = io.CopyBuffer(struct{ io.Writer }{r.ResponseWriter}, struct{ io.Reader }{src}, *bp)
-		tlsCopyPool.Put(bp)
+		transport.PutBuffer(bp)
 	case ok:
 		n, err = rf.ReadFrom(src)
 	default:
@@ -206,9 +206,6 @@ func (r *recorder) ReadFrom(src io.Reader) (int64, error) {
 	r.bytes += n
 	return n, err
 }
-
-// tlsCopyPool holds the buffers for answers copied into a TLS connection.
-var tlsCopyPool = sync.Pool{New: func() any { b := make([]byte, 256<<10); return &b }}
 
 // Flush passes through so streamed answers leave at once.
 func (r *recorder) Flush() {
@@ -241,7 +238,7 @@ func (b *countingBody) Read(p []byte) (int, error) {
 	return n, err
 }
 
-// WriteTo keeps the body's own large-buffer copy (progressBody.WriteTo).
+// WriteTo keeps the body's own large-buffer copy (transport's progressBody.WriteTo).
 func (b *countingBody) WriteTo(w io.Writer) (int64, error) {
 	if wt, ok := b.ReadCloser.(io.WriterTo); ok {
 		n, err := wt.WriteTo(w)

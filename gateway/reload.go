@@ -55,10 +55,10 @@ func (g *Gateway) Reload(ctx context.Context, cfg *Config) error {
 		}
 		g.auth = svc
 	} else if g.auth != nil {
-		// SIGHUP also rereads the htpasswd file; a broken file keeps the
-		// users it had, and the rest of the reload goes on.
+		// SIGHUP also rereads the htpasswd and token key files; a broken
+		// file keeps what was loaded, and the rest of the reload goes on.
 		if err := g.auth.Reload(); err != nil {
-			g.log.Error().Err(err).Msg("reload: htpasswd not reloaded, keeping the users it had")
+			g.log.Error().Err(err).Msg("reload: htpasswd or token key not reloaded, keeping what was loaded")
 		}
 	}
 	prev := g.sites.Load()

@@ -509,10 +509,12 @@ func (u *UI) login(w http.ResponseWriter, r *http.Request, v viewer) {
 	http.Redirect(w, r, safeNext(r.PostForm.Get("next")), http.StatusSeeOther)
 }
 
-// checkLogin is the UI's one use of the auth package's login path (the
-// verified-credential cache, the throttle, bcrypt), kept in one place.
+// checkLogin is the UI's one use of the auth package's login path
+// (auth.Service.Login: throttle first, then the credential cache or
+// bcrypt), kept in one place.
 func (u *UI) checkLogin(r *http.Request, user string, pw []byte) (bool, time.Duration) {
-	return u.cfg.Auth.Login(r, user, pw)
+	res := u.cfg.Auth.Login(r.Context(), r.RemoteAddr, user, pw)
+	return res.OK, res.RetryAfter
 }
 
 func (u *UI) logout(w http.ResponseWriter, r *http.Request, v viewer) {

@@ -34,12 +34,12 @@ const (
 	KindCache    = "cache"
 )
 
-// Authenticator checks logins; *auth.Service is one. Login must apply the
-// same throttle as the API's logins.
+// Authenticator checks logins; *auth.Service is one. Login is the path
+// every password takes (throttle first, then the password), so the form is
+// throttled exactly like the API.
 type Authenticator interface {
-	// Login reports whether pw is user's password, or how long the
-	// client must wait before trying again (throttled).
-	Login(r *http.Request, user string, pw []byte) (ok bool, retryAfter time.Duration)
+	// Login decides one attempt of user from the client at addr.
+	Login(ctx context.Context, addr, user string, password []byte) auth.LoginResult
 	// HasUser reports whether user still exists (a session of a removed
 	// user is void).
 	HasUser(user string) bool

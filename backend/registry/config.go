@@ -1,28 +1,97 @@
 package registry
 
 import (
+	"context"
+	"fmt"
 	"path/filepath"
 
+	"github.com/rs/zerolog"
+
+	"github.com/wharf-dev/wharf/backend/storage"
+	"github.com/wharf-dev/wharf/backend/storage/localfs"
+	"github.com/wharf-dev/wharf/backend/storage/s3store"
 	"github.com/wharf-dev/wharf/internal/conf"
+)
+
+// Storage kinds of [site.registry] storage.
+const (
+	StorageFilesystem = "filesystem"
+	StorageS3         = "s3"
 )
 
 // Config is the [site.registry] table of a gateway.toml site with
 // backend = "registry". It is the only place this section's keys,
 // defaults and rules live; New takes what it describes as valid.
 type Config struct {
+	// Storage is where the data lives: "filesystem" (default, below
+	// Root) or "s3" (the [site.registry.s3] bucket).
+	Storage string `toml:"storage"`
 	// Root is the storage root, relative to data_dir unless absolute;
-	// default "registry/<host>".
+	// default "registry/<host>". Unused with storage = "s3".
 	Root string `toml:"root"`
 	// Delete allows DELETE of manifests, tags and blobs.
 	Delete bool `toml:"delete"`
+	// S3 is the bucket of storage = "s3".
+	S3 *s3store.Config `toml:"s3"`
 }
 
 // SetDefaults fills in what the user left out for the site named host.
 func (c *Config) SetDefaults(host string) {
+	if c.Storage == "" {
+		c.Storage = StorageFilesystem
+	}
 	if c.Root == "" {
 		c.Root = filepath.Join("registry", host)
 	}
+	if c.Storage == StorageS3 {
+		if c.S3 == nil {
+			c.S3 = &s3store.Config{}
+		}
+		c.S3.SetDefaults(host)
+	}
 }
 
+// Local reports whether the data lives on the local file system (below
+// Root).
+func (c *Config) Local() bool { return c.Storage != StorageS3 }
+
 // Validate reports every problem of the section (keys relative to it).
-func (c *Config) Validate(env conf.Env) conf.Problems { return nil }
+func (c *Config) Validate(env conf.Env) conf.Problems {
+	var ps conf.Problems
+	switch c.Storage {
+	case StorageFilesystem, "":
+		if c.S3 != nil {
+			ps.Add("s3", "[site.registry.s3] is set but storage is %q: add storage = \"s3\"", c.Storage)
+		}
+	case StorageS3:
+		if c.S3 == nil {
+			ps.Add("s3", "storage = \"s3\" needs a [site.registry.s3] table")
+			break
+		}
+		ps.Merge("s3", c.S3.Validate(env))
+	default:
+		ps.Add("storage", "invalid storage %q: want %s", c.Storage, conf.OneOf(StorageFilesystem, StorageS3))
+	}
+	return ps
+}
+
+// OpenStore opens the storage the section describes: the local file
+// system below root (already resolved against data_dir) or the S3
+// bucket, which start-up contacts (a wrong bucket or key fails here,
+// saying which).
+func (c *Config) OpenStore(ctx context.Context, env conf.Env, root string, log zerolog.Logger) (storage.Store, error) {
+	if c.Local() {
+		return localfs.New(localfs.Options{Root: root, Logger: log})
+	}
+	o := s3store.Options{Config: *c.S3, Logger: log}
+	if c.S3.AccessKeyFile != "" {
+		var err error
+		if o.AccessKey, err = conf.ReadSecretFile(env, c.S3.AccessKeyFile); err != nil {
+			return nil, fmt.Errorf("s3: access_key_file: %w", err)
+		}
+		if o.SecretKey, err = conf.ReadSecretFile(env, c.S3.SecretKeyFile); err != nil {
+			return nil, fmt.Errorf("s3: secret_key_file: %w", err)
+		}
+	}
+	return s3store.New(ctx, o)
+}

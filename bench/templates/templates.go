@@ -54,6 +54,7 @@ type WharfSite struct {
 	TLS       string // off | manual
 	Cert, Key string // tls = "manual"
 	Upstream  string // backend = "proxy" or "cache"
+	S3        *S3    // backend = "registry" on S3; nil = local root
 }
 
 // DockerRegistry is the data of docker-registry.yml.tmpl (registry 2.8,
@@ -76,6 +77,16 @@ type Registry3Proxy struct {
 // own TLS and htpasswd).
 type Registry3 struct {
 	Root, Addr, Cert, Key, Htpasswd string
+}
+
+// Registry3S3 is the data of registry3-s3.yml.tmpl.
+type Registry3S3 struct {
+	Addr, Endpoint, Bucket, AccessKey, SecretKey string
+}
+
+// S3 is a WharfSite's bucket (storage = "s3").
+type S3 struct {
+	Endpoint, Bucket, AccessKeyFile, SecretKeyFile string
 }
 
 // Nginx is the data of nginx-static.conf.tmpl and nginx-registry.conf.tmpl.

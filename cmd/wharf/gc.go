@@ -77,10 +77,11 @@ func cmdGC(args []string, stdout, stderr io.Writer) int {
 	sites := 0
 	for i := range plans {
 		p := &plans[i]
-		if p.Root == "" || seen[p.Root] {
+		loc := p.Location()
+		if loc == "" || seen[loc] {
 			continue
 		}
-		seen[p.Root] = true
+		seen[loc] = true
 		switch p.Site.Backend {
 		case gateway.KindRegistry:
 			sites++
@@ -108,8 +109,8 @@ func cmdGC(args []string, stdout, stderr io.Writer) int {
 
 // gcRegistrySite collects one registry root and prints what went.
 func gcRegistrySite(ctx context.Context, p *gateway.SitePlan, verb string, o gc.Options, stdout, stderr io.Writer) int {
-	host, root := p.Site.Host, p.Root
-	if _, err := os.Stat(root); errors.Is(err, os.ErrNotExist) {
+	host, root := p.Site.Host, p.Location()
+	if _, err := os.Stat(root); p.Root != "" && errors.Is(err, os.ErrNotExist) {
 		fmt.Fprintf(stdout, "site %s (%s): no data yet\n", host, root)
 		return 0
 	}
@@ -134,8 +135,8 @@ func gcRegistrySite(ctx context.Context, p *gateway.SitePlan, verb string, o gc.
 // evictCacheSite evicts what one cache root has not used for o.MaxAge
 // and prints what went.
 func evictCacheSite(ctx context.Context, p *gateway.SitePlan, verb string, o cache.EvictOptions, stdout, stderr io.Writer) int {
-	host, root := p.Site.Host, p.Root
-	if _, err := os.Stat(root); errors.Is(err, os.ErrNotExist) {
+	host, root := p.Site.Host, p.Location()
+	if _, err := os.Stat(root); p.Root != "" && errors.Is(err, os.ErrNotExist) {
 		fmt.Fprintf(stdout, "site %s (%s): no data yet\n", host, root)
 		return 0
 	}

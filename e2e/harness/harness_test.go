@@ -121,7 +121,8 @@ func TestTargets(t *testing.T) {
 		{"wharf", []string{"wharf"}},
 		{"docker-registry", []string{"docker-registry"}},
 		{"docker-registry, wharf", []string{"docker-registry", "wharf"}},
-		{"all", []string{"wharf", "wharf-proxy", "docker-registry"}},
+		{"wharf-s3", []string{"wharf-s3"}},
+		{"all", []string{"wharf", "wharf-proxy", "docker-registry", "wharf-s3"}},
 	}
 	for _, tc := range tests {
 		t.Run(tc.env, func(t *testing.T) {

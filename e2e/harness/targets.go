@@ -2,6 +2,7 @@ package harness
 
 import (
 	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 )
@@ -125,6 +126,65 @@ var WharfProxyTarget = Target{
 	Broken: DockerRegistryTarget.Broken,
 }
 
+// S3Config is RegistryConfig with the registry site on S3: the bucket
+// .Vars.bucket of the versitygw at .Vars.endpoint.
+const S3Config = `data_dir = "{{.DataDir}}"
+
+[listen]
+http  = "{{.HTTP}}"
+https = ""
+admin = ""
+
+[[site]]
+host    = "127.0.0.1"
+backend = "registry"
+tls     = "off"
+[site.registry]
+storage = "s3"
+delete  = true
+[site.registry.s3]
+bucket          = "{{.Vars.bucket}}"
+endpoint        = "{{.Vars.endpoint}}"
+path_style      = true
+access_key_file = "{{.Vars.accessFile}}"
+secret_key_file = "{{.Vars.secretFile}}"
+`
+
+// s3Registry is wharf with its registry site on versitygw.
+type s3Registry struct {
+	*Wharf
+	S3 *VersityGW
+}
+
+func (r s3Registry) Name() string { return "wharf-s3" }
+
+// StartWharfS3 starts versitygw with a bucket and wharf serving S3Config
+// on it.
+func StartWharfS3(t testing.TB) (*Wharf, *VersityGW) {
+	t.Helper()
+	gw := StartVersityGW(t, "wharf")
+	dir := t.TempDir()
+	vars := map[string]any{"bucket": "wharf", "endpoint": gw.Endpoint,
+		"accessFile": filepath.Join(dir, "access"), "secretFile": filepath.Join(dir, "secret")}
+	for f, v := range map[string]string{"access": gw.AccessKey, "secret": gw.SecretKey} {
+		if err := os.WriteFile(filepath.Join(dir, f), []byte(v+"\n"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return StartWharf(t, S3Config, WithVars(vars)), gw
+}
+
+// WharfS3Target is wharf's registry on S3 (issue #15): the same push/pull
+// suite against a real S3 server. Not in the default targets (it adds
+// the suite's time again); WHARF_E2E_TARGETS=wharf-s3 or all.
+var WharfS3Target = Target{
+	Name: "wharf-s3",
+	Start: func(t testing.TB) Registry {
+		w, gw := StartWharfS3(t)
+		return s3Registry{Wharf: w, S3: gw}
+	},
+}
+
 // Targets returns the registries named in WHARF_E2E_TARGETS, a comma list
 // of "wharf", "wharf-proxy" (wharf's proxy site in front of
 // docker-registry) and "docker-registry", or "all". The default is
@@ -145,11 +205,13 @@ func Targets(t testing.TB) []Target {
 			out = append(out, WharfProxyTarget)
 		case "docker-registry":
 			out = append(out, DockerRegistryTarget)
+		case "wharf-s3":
+			out = append(out, WharfS3Target)
 		case "all":
-			out = append(out, WharfTarget, WharfProxyTarget, DockerRegistryTarget)
+			out = append(out, WharfTarget, WharfProxyTarget, DockerRegistryTarget, WharfS3Target)
 		case "":
 		default:
-			t.Fatalf("WHARF_E2E_TARGETS: unknown target %q (want wharf, wharf-proxy, docker-registry or all)", n)
+			t.Fatalf("WHARF_E2E_TARGETS: unknown target %q (want wharf, wharf-proxy, docker-registry, wharf-s3 or all)", n)
 		}
 	}
 	return out

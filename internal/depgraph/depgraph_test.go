@@ -18,7 +18,7 @@ var forbidden = []struct {
 	pkg    string
 	denied []string
 }{
-	{"backend", []string{"gateway", "cmd", "auth", "acme", "policy", "internal/tlsout"}},
+	{"backend", []string{"gateway", "cmd", "auth", "acme", "policy", "internal/transport"}},
 	{"policy", []string{"gateway", "cmd", "auth", "acme"}},
 	{"auth", []string{"gateway", "cmd", "acme"}},
 	{"acme", []string{"gateway", "cmd", "auth", "policy", "backend"}},

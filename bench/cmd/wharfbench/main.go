@@ -62,6 +62,7 @@ type config struct {
 	duration          time.Duration
 	conns, pulls      int
 	wharf, registry3  string
+	versitygw         string
 	dockerRegistry    string
 	nginx, htpasswdBn string
 	cache, out, tmp   string
@@ -90,7 +91,7 @@ type bench struct {
 func runCmd(ctx context.Context, args []string) error {
 	var c config
 	fs := flag.NewFlagSet("run", flag.ContinueOnError)
-	fs.StringVar(&c.sections, "sections", "A,B,C,M", "sections to run: A (plain HTTP, #2), B (TLS transfers, #3), C (auth request rate, #4), M (mirror, #11)")
+	fs.StringVar(&c.sections, "sections", "A,B,C,M", "sections to run: A (plain HTTP, #2), B (TLS transfers, #3), C (auth request rate, #4), M (mirror, #11), D (S3 storage, #15; not in the default)")
 	fs.IntVar(&c.runs, "runs", 3, "runs per figure; tables show medians")
 	fs.Int64Var(&c.blobMiB, "blob-mib", 1024, "blob size in MiB (at most 1024)")
 	fs.DurationVar(&c.duration, "duration", 5*time.Second, "duration of each request-rate measurement")
@@ -98,6 +99,7 @@ func runCmd(ctx context.Context, args []string) error {
 	fs.IntVar(&c.pulls, "pulls", 8, "parallel pulls")
 	fs.StringVar(&c.wharf, "wharf", "", "wharf binary (empty: wharf scenarios report not available)")
 	fs.StringVar(&c.registry3, "registry3", "", "registry:3 binary (distribution v3.1.2)")
+	fs.StringVar(&c.versitygw, "versitygw", "", "versitygw binary, the S3 server of section D")
 	fs.StringVar(&c.dockerRegistry, "docker-registry", "/usr/bin/docker-registry", "Debian's registry 2.8 binary")
 	fs.StringVar(&c.nginx, "nginx", "/usr/sbin/nginx", "nginx binary")
 	fs.StringVar(&c.htpasswdBn, "htpasswd", "htpasswd", "apache2-utils htpasswd (for the bcrypt file)")
@@ -127,8 +129,8 @@ func runCmd(ctx context.Context, args []string) error {
 	sections := map[string]bool{}
 	for _, s := range strings.Split(strings.ToUpper(c.sections), ",") {
 		s = strings.TrimSpace(s)
-		if s != "A" && s != "B" && s != "C" && s != "M" {
-			return fmt.Errorf("-sections: unknown section %q (want A, B, C, M)", s)
+		if s != "A" && s != "B" && s != "C" && s != "M" && s != "D" {
+			return fmt.Errorf("-sections: unknown section %q (want A, B, C, M, D)", s)
 		}
 		sections[s] = true
 	}
@@ -171,7 +173,7 @@ func runCmd(ctx context.Context, args []string) error {
 	}
 	b.env = &servers.Env{
 		TempRoot: tmp, WharfBin: c.wharf, DockerRegistryBin: c.dockerRegistry,
-		Registry3Bin: c.registry3, NginxBin: c.nginx,
+		Registry3Bin: c.registry3, NginxBin: c.nginx, VersityGWBin: c.versitygw,
 		Poll: newPollClient(pollOpts),
 	}
 
@@ -190,7 +192,7 @@ func runCmd(ctx context.Context, args []string) error {
 		fmt.Fprintf(b.out, "warning: the machine is not quiet (1-minute load %.2f): figures will be noisy; ratios within this run still compare like with like\n", f)
 	}
 	var secs []*Section
-	for _, id := range []string{"A", "B", "C", "M"} {
+	for _, id := range []string{"A", "B", "C", "M", "D"} {
 		if !sections[id] {
 			continue
 		}
@@ -204,6 +206,8 @@ func runCmd(ctx context.Context, args []string) error {
 			s = b.sectionC(ctx)
 		case "M":
 			s = b.sectionM(ctx)
+		case "D":
+			s = b.sectionD(ctx)
 		}
 		if ctx.Err() != nil {
 			return fmt.Errorf("interrupted: %w", ctx.Err())

@@ -108,6 +108,7 @@ type Env struct {
 	DockerRegistryBin string // registry 2.8 binary
 	Registry3Bin      string // registry:3 binary ("" = not built)
 	NginxBin          string // nginx binary
+	VersityGWBin      string // versitygw binary ("" = not installed; section D)
 	Poll              *http.Client
 }
 
@@ -280,6 +281,7 @@ type WharfSpec struct {
 	Host      string // site host name
 	Cert, Key string
 	Htpasswd  string // "" = no [auth]
+	S3        *S3    // registry site on this S3 server; nil = local root
 }
 
 // Wharf starts wharf with one site (and docker-registry behind it for the
@@ -295,6 +297,9 @@ func (e *Env) Wharf(ctx context.Context, spec WharfSpec) (s *Stack, base string,
 		return nil, "", err
 	}
 	site := templates.WharfSite{Host: spec.Host, Backend: spec.Backend, TLS: "off"}
+	if spec.S3 != nil {
+		site.S3 = &templates.S3{Endpoint: spec.S3.Endpoint, Bucket: spec.S3.Bucket, AccessKeyFile: spec.S3.AccessKeyFile, SecretKeyFile: spec.S3.SecretKeyFile}
+	}
 	if spec.TLS {
 		site.TLS, site.Cert, site.Key = "manual", spec.Cert, spec.Key
 	}

@@ -1,4 +1,4 @@
-package gateway
+package transport
 
 import (
 	"bytes"
@@ -16,7 +16,7 @@ type countConn struct {
 
 func (c *countConn) Write(p []byte) (int, error) { c.writes++; return c.Conn.Write(p) }
 
-func TestCoalesceConn(t *testing.T) {
+func TestGatherRecords(t *testing.T) {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -38,8 +38,9 @@ func TestCoalesceConn(t *testing.T) {
 	}
 	cc := &countConn{Conn: raw}
 	// No timer flushes while writes are counted (the race detector can
-	// make a loop of writes slower than coalesceDelay).
-	c := &coalesceConn{Conn: cc, delay: time.Hour}
+	// make a loop of writes slower than gatherDelay).
+	c := newConn(cc, 0, true)
+	c.g.delay = time.Hour
 
 	full := func(b byte) []byte { return bytes.Repeat([]byte{b}, fullRecord+16) }
 	var want []byte
@@ -61,7 +62,7 @@ func TestCoalesceConn(t *testing.T) {
 	// HTTP/2 DATA frames of 16 KiB: a full record and a 9-byte tail each;
 	// the tails do not end the gathering, the short record at the end does
 	before := cc.writes
-	frames := coalesceMax / (fullRecord + 16 + 31)
+	frames := gatherMax / (fullRecord + 16 + 31)
 	for i := 0; i < frames; i++ {
 		write(full('f'))
 		write(bytes.Repeat([]byte{'t'}, 31))
@@ -79,22 +80,22 @@ func TestCoalesceConn(t *testing.T) {
 		t.Fatalf("%d socket writes for full, tail, tail; want 1", n)
 	}
 	// more full records than fit: written when the buffer is full
-	for i := 0; i < 2*coalesceMax/fullRecord; i++ {
+	for i := 0; i < 2*gatherMax/fullRecord; i++ {
 		write(full('x'))
 	}
 	if cc.writes < 2 {
 		t.Fatalf("buffer never flushed when full (%d writes)", cc.writes)
 	}
 	// a trailing full record is sent by the timer without another write
-	c.mu.Lock()
-	c.delay = time.Millisecond
-	c.mu.Unlock()
+	c.g.mu.Lock()
+	c.g.delay = time.Millisecond
+	c.g.mu.Unlock()
 	before = cc.writes
 	write(full('z'))
 	for i := 0; ; i++ {
-		c.mu.Lock()
-		pending := c.buf != nil
-		c.mu.Unlock()
+		c.g.mu.Lock()
+		pending := c.g.buf != nil
+		c.g.mu.Unlock()
 		if !pending {
 			break
 		}

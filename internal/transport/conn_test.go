@@ -1,4 +1,4 @@
-package gateway
+package transport
 
 import (
 	"bytes"
@@ -15,12 +15,12 @@ import (
 // The listener must hand net/http a connection whose ReadFrom reaches the
 // TCP connection (the sendfile path), with or without a connection limit,
 // and a limited number of connections at once.
-func TestProgressListenerKeepsSendfileAndLimits(t *testing.T) {
+func TestListenerKeepsSendfileAndLimits(t *testing.T) {
 	raw, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	ln := progressListener(raw, time.Minute, 1)
+	ln := Listener(raw, Config{ProgressTimeout: time.Minute, MaxConns: 1}, nil)
 	defer ln.Close()
 	accepted := make(chan net.Conn, 2)
 	go func() {
@@ -35,12 +35,12 @@ func TestProgressListenerKeepsSendfileAndLimits(t *testing.T) {
 	c1, _ := net.Dial("tcp", raw.Addr().String())
 	defer c1.Close()
 	s1 := <-accepted
-	pc, ok := s1.(*progressConn)
+	pc, ok := s1.(*Conn)
 	if !ok {
-		t.Fatalf("accepted %T, want *progressConn", s1)
+		t.Fatalf("accepted %T, want *Conn", s1)
 	}
 	if _, ok := pc.Conn.(*net.TCPConn); !ok {
-		t.Fatalf("progressConn wraps %T, want *net.TCPConn (sendfile)", pc.Conn)
+		t.Fatalf("Conn wraps %T, want *net.TCPConn (sendfile)", pc.Conn)
 	}
 	c2, _ := net.Dial("tcp", raw.Addr().String())
 	defer c2.Close()
@@ -61,7 +61,7 @@ func TestProgressListenerKeepsSendfileAndLimits(t *testing.T) {
 
 // ReadFrom with a LimitedReader around a file (what io.CopyN hands it)
 // sends exactly the limit and keeps the caller's count right.
-func TestProgressConnReadFromLimited(t *testing.T) {
+func TestConnReadFromLimited(t *testing.T) {
 	data := bytes.Repeat([]byte("0123456789abcdef"), (sendfileChunk*2+100)/16)
 	path := filepath.Join(t.TempDir(), "blob")
 	if err := os.WriteFile(path, data, 0o644); err != nil {
@@ -86,7 +86,7 @@ func TestProgressConnReadFromLimited(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	pc := newProgressConn(sc, time.Minute)
+	pc := newConn(sc, time.Minute, false)
 	f, _ := os.Open(path)
 	defer f.Close()
 	want := int64(sendfileChunk + 12345)
@@ -175,8 +175,8 @@ func TestProgressBodyWriteTo(t *testing.T) {
 
 // Reads through the read-ahead buffer return the peer's bytes in order
 // whatever the mix of small and large reads, and EOF after the last one.
-func TestProgressConnReadAhead(t *testing.T) {
-	data := make([]byte, 3*readAheadSize+12345)
+func TestConnReadAhead(t *testing.T) {
+	data := make([]byte, 3*BufferSize+12345)
 	for i := range data {
 		data[i] = byte(i * 7)
 	}
@@ -197,10 +197,10 @@ func TestProgressConnReadAhead(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	pc := newProgressConn(sc, time.Minute)
+	pc := newConn(sc, time.Minute, false)
 	defer pc.Close()
 	var got []byte
-	sizes := []int{1, 4096, 5, readAheadSize, 32 << 10, 3}
+	sizes := []int{1, 4096, 5, BufferSize, 32 << 10, 3}
 	for i := 0; ; i++ {
 		buf := make([]byte, sizes[i%len(sizes)])
 		n, err := pc.Read(buf)

@@ -1,0 +1,103 @@
+package s3store
+
+import (
+	"fmt"
+	"net/url"
+	"regexp"
+	"strings"
+
+	"github.com/wharf-dev/wharf/internal/conf"
+)
+
+// Config is the [site.registry.s3] table: where in which bucket a site's
+// data lives and how to reach it. It is the only place these keys,
+// defaults and rules live.
+type Config struct {
+	// Bucket must exist; wharf never creates buckets.
+	Bucket string `toml:"bucket"`
+	// Prefix is the key prefix of everything the site stores; default
+	// the site's host, so several sites can share one bucket.
+	Prefix string `toml:"prefix"`
+	// Region is the bucket's region; default "us-east-1".
+	Region string `toml:"region"`
+	// Endpoint is the S3 server's URL (http:// or https://); default AWS.
+	Endpoint string `toml:"endpoint"`
+	// PathStyle addresses the bucket as endpoint/bucket instead of
+	// bucket.endpoint (MinIO, versitygw, Ceph RGW, Garage want it);
+	// an endpoint given as an IP address always uses it.
+	PathStyle bool `toml:"path_style"`
+	// AccessKeyFile and SecretKeyFile hold static credentials; without
+	// them the AWS environment (AWS_ACCESS_KEY_ID, ...), the shared
+	// credentials file and instance roles are used.
+	AccessKeyFile string `toml:"access_key_file"`
+	SecretKeyFile string `toml:"secret_key_file"`
+	// SSE asks for server-side encryption of every object: "" (the
+	// bucket's default) or "AES256" (SSE-S3).
+	SSE string `toml:"sse"`
+}
+
+// SetDefaults fills in what the user left out for the site named host.
+func (c *Config) SetDefaults(host string) {
+	if c.Prefix == "" {
+		c.Prefix = host
+	}
+	if c.Region == "" {
+		c.Region = "us-east-1"
+	}
+	if c.Endpoint == "" {
+		c.Endpoint = "https://s3." + c.Region + ".amazonaws.com"
+	}
+}
+
+// bucketName follows the S3 rules (3-63 lower-case letters, digits, dots
+// and hyphens; starts and ends with a letter or digit).
+var bucketName = regexp.MustCompile(`^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$`)
+
+// Validate reports every problem of the section (keys relative to it).
+// It reads the key files but does not contact the server: `wharf check`
+// stays offline; start-up (New) says whether the bucket and the
+// credentials work.
+func (c *Config) Validate(env conf.Env) conf.Problems {
+	var ps conf.Problems
+	switch {
+	case c.Bucket == "":
+		ps.Add("bucket", "storage = \"s3\" needs [site.registry.s3] bucket")
+	case !bucketName.MatchString(c.Bucket):
+		ps.Add("bucket", "invalid bucket name %q (3-63 lower-case letters, digits, '.' and '-')", c.Bucket)
+	}
+	if strings.HasPrefix(c.Prefix, "/") || strings.Contains(c.Prefix, "//") || strings.Contains(c.Prefix, "..") {
+		ps.Add("prefix", "invalid prefix %q: no leading '/', no empty or '..' components", c.Prefix)
+	}
+	if c.Endpoint != "" {
+		if _, _, err := parseEndpoint(c.Endpoint); err != nil {
+			ps.Add("endpoint", "%v", err)
+		}
+	}
+	if (c.AccessKeyFile == "") != (c.SecretKeyFile == "") {
+		ps.Add("access_key_file", "set both access_key_file and secret_key_file, or neither (then the AWS environment is used)")
+	}
+	for key, f := range map[string]string{"access_key_file": c.AccessKeyFile, "secret_key_file": c.SecretKeyFile} {
+		if f == "" {
+			continue
+		}
+		if _, err := conf.ReadSecretFile(env, f); err != nil {
+			ps.Add(key, "%v", err)
+		}
+	}
+	switch c.SSE {
+	case "", "AES256":
+	default:
+		ps.Add("sse", "invalid sse %q: want \"\" or \"AES256\"", c.SSE)
+	}
+	return ps
+}
+
+// parseEndpoint splits an endpoint URL into host[:port] and whether it
+// uses TLS.
+func parseEndpoint(s string) (host string, secure bool, err error) {
+	u, err := url.Parse(s)
+	if err != nil || u.Host == "" || (u.Scheme != "http" && u.Scheme != "https") || (u.Path != "" && u.Path != "/") {
+		return "", false, fmt.Errorf("invalid endpoint %q: want http(s)://host[:port]", s)
+	}
+	return u.Host, u.Scheme == "https", nil
+}

@@ -1,0 +1,70 @@
+package gateway
+
+import (
+	"strings"
+	"testing"
+)
+
+// TestRegistryS3Config: [site.registry] storage = "s3" with its table is
+// parsed, defaulted and checked offline; problems name the key's line.
+func TestRegistryS3Config(t *testing.T) {
+	const head = "[listen]\nhttp = \":80\"\n[[site]]\nhost = \"r.example\"\nbackend = \"registry\"\ntls = \"off\"\n[site.registry]\n"
+	tests := []struct {
+		name, body string
+		err        string // substring of the error, with file:line; "" = valid
+	}{
+		{"s3", "storage = \"s3\"\n[site.registry.s3]\nbucket = \"wharf\"\nendpoint = \"http://127.0.0.1:7070\"\npath_style = true\n", ""},
+		{"no bucket", "storage = \"s3\"\n[site.registry.s3]\nregion = \"eu-west-1\"\n", "gw.toml:9: storage = \"s3\" needs [site.registry.s3] bucket"},
+		{"no table", "storage = \"s3\"\n", "needs [site.registry.s3] bucket"},
+		{"bad storage", "storage = \"gcs\"\n", "gw.toml:8: invalid storage \"gcs\""},
+		{"table without storage", "[site.registry.s3]\nbucket = \"wharf\"\n", "add storage = \"s3\""},
+		{"bad endpoint", "storage = \"s3\"\n[site.registry.s3]\nbucket = \"wharf\"\nendpoint = \"s3.example\"\n", "gw.toml:11: invalid endpoint"},
+		{"key file missing", "storage = \"s3\"\n[site.registry.s3]\nbucket = \"wharf\"\naccess_key_file = \"/nonexistent/a\"\nsecret_key_file = \"/nonexistent/s\"\n", "gw.toml:11:"},
+		{"misspelt", "storage = \"s3\"\n[site.registry.s3]\nbucket = \"wharf\"\npathstyle = true\n", "unknown key \"site.registry.s3.pathstyle\""},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			c, err := ParseConfig("gw.toml", []byte(head+tt.body))
+			if tt.err != "" {
+				if err == nil || !strings.Contains(err.Error(), tt.err) {
+					t.Fatalf("error %v, want one containing %q", err, tt.err)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			s3 := c.Sites[0].Registry.S3
+			if s3.Prefix != "r.example" || s3.Region != "us-east-1" {
+				t.Fatalf("defaults not applied: %+v", s3)
+			}
+			p := c.Plan()[0]
+			if p.Root != "" || p.Location() != "s3://wharf/r.example" {
+				t.Fatalf("plan: root %q location %q", p.Root, p.Location())
+			}
+		})
+	}
+}
+
+// TestClusterSharedDir: the token key and ACME storage move to
+// [cluster] shared_dir when it is set.
+func TestClusterSharedDir(t *testing.T) {
+	const site = "[listen]\nhttp = \":80\"\n[[site]]\nhost = \"r.example\"\nbackend = \"registry\"\ntls = \"off\"\n"
+	c, err := ParseConfig("/etc/wharf/gw.toml", []byte("data_dir = \"/var/lib/wharf\"\n"+site))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := authConfig(c).KeyFile; got != "/var/lib/wharf/auth/token.key" {
+		t.Fatalf("token key without shared_dir: %s", got)
+	}
+	c, err = ParseConfig("/etc/wharf/gw.toml", []byte("data_dir = \"/var/lib/wharf\"\n[cluster]\nshared_dir = \"/mnt/shared\"\n"+site))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := authConfig(c).KeyFile; got != "/mnt/shared/auth/token.key" {
+		t.Fatalf("token key with shared_dir: %s", got)
+	}
+	if got := c.acmeConfig(":80", ":443").DataDir; got != "/mnt/shared" {
+		t.Fatalf("acme data dir with shared_dir: %s", got)
+	}
+}
