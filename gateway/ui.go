@@ -21,7 +21,8 @@ func (s Site) UIEnabled() bool {
 }
 
 // uiKeyFile is where the key that signs the web UI's session cookies lives,
-// next to the token key.
+// next to the token key (below [cluster] shared_dir when set, so every
+// instance behind a balancer accepts the others' sessions).
 const uiKeyFile = "auth/ui-session.key"
 
 // withUI puts the web UI in front of api for a site that has it: the one
@@ -50,7 +51,7 @@ func (g *Gateway) withUI(cfg *Config, sc Site, be http.Handler, pol *policy.Poli
 		return api, nil
 	}
 	if g.auth != nil {
-		key, err := ui.LoadKey(cfg.DataPath(uiKeyFile))
+		key, err := ui.LoadKey(cfg.sharedPath(uiKeyFile))
 		if err != nil {
 			return nil, fmt.Errorf("web ui: %w", err)
 		}
