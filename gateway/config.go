@@ -19,8 +19,11 @@ import (
 	"github.com/wharf-dev/wharf/backend/cache"
 	"github.com/wharf-dev/wharf/backend/proxy"
 	"github.com/wharf-dev/wharf/backend/registry"
+	"github.com/wharf-dev/wharf/backend/registry/retention"
+	"github.com/wharf-dev/wharf/cleanup"
 	"github.com/wharf-dev/wharf/internal/conf"
 	"github.com/wharf-dev/wharf/policy"
+	"github.com/wharf-dev/wharf/webhook"
 )
 
 // Config is gateway.toml, the whole user-facing contract (see DESIGN.md).
@@ -36,6 +39,9 @@ import (
 //	  [site.registry]     registry.Config
 //	  [site.cache]        cache.Config
 //	  [site.proxy]        proxy.Config
+//	[gc]                  cleanup.Config
+//	[[retention]]         retention.Rule
+//	[[webhook]]           webhook.Config
 type Config struct {
 	DataDir  string              `toml:"data_dir"`
 	Listen   Listen              `toml:"listen"`
@@ -46,6 +52,11 @@ type Config struct {
 	Sites    []Site              `toml:"site"`
 	Policies []policy.Rule       `toml:"policy"`
 	Cluster  Cluster             `toml:"cluster"`
+	// [gc], [[retention]] and [[webhook]] (gateway/cleanup.go checks
+	// what spans sections).
+	GC        cleanup.Config   `toml:"gc"`
+	Retention []retention.Rule `toml:"retention"`
+	Webhooks  []webhook.Config `toml:"webhook"`
 
 	// File is the path the config was loaded from ("" for the built-in
 	// development config); relative paths are resolved against its folder.
@@ -166,6 +177,9 @@ func (c *Config) setDefaults() {
 	for i := range c.Sites {
 		c.Sites[i].SetDefaults()
 	}
+	for i := range c.Webhooks {
+		c.Webhooks[i].SetDefaults()
+	}
 }
 
 // Env is what the sections' Validate need to resolve paths.
@@ -190,6 +204,7 @@ func (c *Config) Validate() error {
 	c.validatePolicy(v)
 	c.validateSites(v)
 	c.validateRoots(v)
+	c.validateCleanup(v)
 	if len(v.probs) > 0 {
 		return &ConfigError{v.probs}
 	}

@@ -10,6 +10,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/rs/zerolog"
 
@@ -17,6 +18,8 @@ import (
 	"github.com/wharf-dev/wharf/auth"
 	"github.com/wharf-dev/wharf/backend"
 	"github.com/wharf-dev/wharf/backend/cache"
+	"github.com/wharf-dev/wharf/cleanup"
+	"github.com/wharf-dev/wharf/webhook"
 )
 
 // Gateway routes requests by Host to the backend of each configured site.
@@ -28,9 +31,17 @@ type Gateway struct {
 	mu    sync.Mutex // serialises Reload
 	cfg   *Config
 
-	metrics      *metrics
-	cacheMetrics *cache.Metrics // series of every cache site
-	ready        atomic.Bool    // listeners are up; /readyz answers 200
+	metrics        *metrics
+	cacheMetrics   *cache.Metrics // series of every cache site
+	cleanupMetrics *cleanup.Metrics
+	webhookMetrics *webhook.Metrics
+
+	// hooks sends [[webhook]] events (nil without endpoints); replaced on
+	// reload when the endpoints change.
+	hooks  atomic.Pointer[webhook.Notifier]
+	source webhook.Source   // this instance, in events
+	now    func() time.Time // event time stamps
+	ready  atomic.Bool      // listeners are up; /readyz answers 200
 
 	certs     *acme.Manager // TLS certificates; nil without [listen] https (set under mu)
 	running   bool          // Serve has set up its listeners (under mu)
@@ -71,6 +82,9 @@ type site struct {
 func New(ctx context.Context, cfg *Config, log zerolog.Logger) (*Gateway, error) {
 	g := &Gateway{log: log, cfg: cfg, metrics: newMetrics()}
 	g.cacheMetrics = cache.NewMetrics(g.metrics.reg)
+	g.cleanupMetrics = cleanup.NewMetrics(g.metrics.reg)
+	g.webhookMetrics = webhook.NewMetrics(g.metrics.reg)
+	g.source, g.now = instanceSource(), time.Now
 	g.life = ctx
 	g.metrics.reg.MustRegister(newAuthCollector(g))
 	svc, err := g.newAuth(cfg)
@@ -78,8 +92,14 @@ func New(ctx context.Context, cfg *Config, log zerolog.Logger) (*Gateway, error)
 		return nil, err
 	}
 	g.auth = svc
+	hooks, err := g.newNotifier(cfg)
+	if err != nil {
+		return nil, fmt.Errorf("webhook: %w", err)
+	}
+	g.hooks.Store(hooks)
 	t, err := g.build(ctx, cfg, nil)
 	if err != nil {
+		hooks.Close()
 		return nil, err
 	}
 	g.sites.Store(t)
@@ -133,6 +153,7 @@ func (g *Gateway) build(ctx context.Context, cfg *Config, old *siteTable) (*site
 			accessLog(&g.log, g.metrics, sc.Host),
 			withAPIVersion,
 			withRouteFor(s.backend),
+			g.withEvents(sc.Host),
 		)}
 		if sc.Host == "*" {
 			t.wildcard = e

@@ -174,12 +174,18 @@ func (g *Gateway) Serve(ctx context.Context, httpLn, httpsLn, adminLn net.Listen
 	if adminLn != nil {
 		admin := &http.Server{Handler: g.AdminHandler(), ReadHeaderTimeout: 10 * time.Second, ErrorLog: errorLog}
 		serve("admin", admin, adminLn)
-		g.log.Info().Str("addr", adminLn.Addr().String()).Msg("serving admin: /metrics /healthz /readyz")
+		g.log.Info().Str("addr", adminLn.Addr().String()).Msg("serving admin: /metrics /healthz /readyz /gc/report")
 	}
 	g.mu.Lock()
 	g.running = true
 	g.mu.Unlock()
 	g.ready.Store(true)
+	gcCtx, stopGC := context.WithCancel(ctx)
+	if sched := g.startCleanup(gcCtx, cfg); sched != nil {
+		// a run in progress stops between steps
+		defer func() { stopGC(); sched.Wait() }()
+	}
+	defer stopGC()
 
 	var runErr error
 	select {
@@ -204,6 +210,7 @@ func (g *Gateway) Serve(ctx context.Context, httpLn, httpsLn, adminLn net.Listen
 		runErr = fmt.Errorf("shutdown: %w", err)
 	}
 	g.sites.Load().close()
+	g.hooks.Load().Close()
 	return runErr
 }
 

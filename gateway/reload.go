@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"reflect"
 	"time"
+
+	"github.com/wharf-dev/wharf/webhook"
 )
 
 // ReloadFile loads the config at path and applies it with Reload; a file
@@ -39,6 +41,9 @@ func (g *Gateway) Reload(ctx context.Context, cfg *Config) error {
 	if cfg.Log != old.Log {
 		g.log.Warn().Msg("reload: [log] changes take effect after a restart")
 	}
+	if !reflect.DeepEqual(cfg.GC, old.GC) {
+		g.log.Warn().Msg("reload: [gc] changes take effect after a restart ([[retention]] changes apply at the next run)")
+	}
 	if cfg.DataDir != old.DataDir {
 		return fmt.Errorf("reload: data_dir changed from %q to %q: restart wharf for that", old.DataDir, cfg.DataDir)
 	}
@@ -61,18 +66,33 @@ func (g *Gateway) Reload(ctx context.Context, cfg *Config) error {
 			g.log.Error().Err(err).Msg("reload: htpasswd or token key not reloaded, keeping what was loaded")
 		}
 	}
+	newHooks := !reflect.DeepEqual(cfg.Webhooks, old.Webhooks)
+	var hooks *webhook.Notifier
+	if newHooks {
+		var err error
+		if hooks, err = g.newNotifier(cfg); err != nil {
+			g.auth = prevAuth
+			return fmt.Errorf("reload: webhook: %w", err)
+		}
+	}
 	prev := g.sites.Load()
 	t, err := g.build(ctx, cfg, prev)
 	if err != nil {
 		g.auth = prevAuth
+		hooks.Close()
 		return fmt.Errorf("reload: %w", err)
 	}
 	if g.certs != nil {
 		if err := g.certs.Update(cfg.acmeConfig("", "").Sites); err != nil {
 			closeNew(t, prev)
 			g.auth = prevAuth
+			hooks.Close()
 			return fmt.Errorf("reload: %w", err)
 		}
+	}
+	if newHooks {
+		// events still queued for the old endpoints are counted as dropped
+		go g.hooks.Swap(hooks).Close()
 	}
 	g.sites.Store(t)
 	g.cfg = cfg

@@ -14,10 +14,11 @@ import (
 
 	"github.com/wharf-dev/wharf/backend/cache"
 	"github.com/wharf-dev/wharf/backend/registry/gc"
+	"github.com/wharf-dev/wharf/cleanup"
 	"github.com/wharf-dev/wharf/gateway"
 )
 
-// cmdGC runs `wharf gc`: mark and sweep on every registry site's root
+// cmdGC runs `wharf gc`: the [[retention]] rules and then mark and sweep on every registry site's root
 // (see backend/registry/gc), and eviction of what cache sites with a
 // max_age have not used for that long (see backend/cache/evict.go); both
 // are safe while `wharf serve` serves the same data.
@@ -45,6 +46,14 @@ func cmdGC(args []string, stdout, stderr io.Writer) int {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
+	if !dryRun { // one clean-up at a time per data directory ([gc] every too)
+		unlock, err := cleanup.Lock(cfg.Path(cfg.DataDir))
+		if err != nil {
+			fmt.Fprintf(stderr, "wharf gc: %v\n", err)
+			return 1
+		}
+		defer unlock()
+	}
 	if grace < time.Minute {
 		fmt.Fprintf(stderr, "wharf gc: warning: -grace %s: a push in progress (blobs uploaded, manifest not yet) may lose its blobs and fail\n", grace)
 	}
@@ -85,6 +94,9 @@ func cmdGC(args []string, stdout, stderr io.Writer) int {
 		switch p.Site.Backend {
 		case gateway.KindRegistry:
 			sites++
+			if code := retainSite(ctx, cfg, p, dryRun, stdout, stderr); code != 0 {
+				return code
+			}
 			if code := gcRegistrySite(ctx, p, verb, gc.Options{DeleteUntagged: untagged, DryRun: dryRun, Grace: grace}, stdout, stderr); code != 0 {
 				return code
 			}

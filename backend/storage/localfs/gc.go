@@ -111,7 +111,13 @@ func (s *Store) removeIfOlder(p string, cutoff time.Time) (bool, error) {
 		return false, mapErr(fmt.Errorf("conditional delete: %w", err))
 	}
 	defer os.Remove(dir)
-	moved := filepath.Join(dir, "f")
+	return s.removeIfOlderVia(filepath.Join(dir, "f"), p, cutoff)
+}
+
+// removeIfOlderVia is removeIfOlder through the given name in a fresh
+// folder under tmp/ (several removals may share one folder, one at a
+// time).
+func (s *Store) removeIfOlderVia(moved, p string, cutoff time.Time) (bool, error) {
 	if err := os.Rename(p, moved); err != nil {
 		return false, mapErr(err)
 	}
