@@ -65,23 +65,45 @@ func cmdGC(args []string, stdout, stderr io.Writer) int {
 		verb = "would remove"
 	}
 	// Stores are opened through the gateway's site factory, as `wharf
-	// serve` opens them. Config validation refuses a cache root that is
-	// also a registry root; a root shared by cache sites is evicted with
-	// the longest max_age among them (none if one of them has none).
-	plans := cfg.Plan()
-	cacheAge := map[string]time.Duration{}
-	cacheSize := map[string]int64{} // smallest max_size of a shared root
+	// serve` opens them.
+	sites, code := collectSites(ctx, cfg, verb, gc.Options{DeleteUntagged: untagged, DryRun: dryRun, Grace: grace}, stdout, stderr)
+	if code != 0 {
+		return code
+	}
+	if sites == 0 {
+		fmt.Fprintf(stderr, "wharf gc: %s has no site with backend = \"registry\" and no cache site with max_age or max_size; nothing to collect\n", path)
+		return 1
+	}
+	return 0
+}
+
+// cacheLimits gives each cache root its eviction limits. Config validation
+// refuses a cache root that is also a registry root; a root shared by cache
+// sites is evicted with the longest max_age among them (none if one of them
+// has none) and the smallest max_size.
+func cacheLimits(plans []gateway.SitePlan) (maxAge map[string]time.Duration, maxSize map[string]int64) {
+	maxAge, maxSize = map[string]time.Duration{}, map[string]int64{}
 	for _, p := range plans {
-		if p.Site.Backend == gateway.KindCache {
-			age, seen := cacheAge[p.Root]
-			if a := p.Site.Cache.MaxAge.Std(); !seen || age > 0 && (a == 0 || a > age) {
-				cacheAge[p.Root] = a
-			}
-			if m := int64(p.Site.Cache.MaxSize); m > 0 && (cacheSize[p.Root] == 0 || m < cacheSize[p.Root]) {
-				cacheSize[p.Root] = m
-			}
+		if p.Site.Backend != gateway.KindCache {
+			continue
+		}
+		age, seen := maxAge[p.Root]
+		if a := p.Site.Cache.MaxAge.Std(); !seen || age > 0 && (a == 0 || a > age) {
+			maxAge[p.Root] = a
+		}
+		if m := int64(p.Site.Cache.MaxSize); m > 0 && (maxSize[p.Root] == 0 || m < maxSize[p.Root]) {
+			maxSize[p.Root] = m
 		}
 	}
+	return maxAge, maxSize
+}
+
+// collectSites runs retention and gc on every registry root and eviction on
+// every cache root with limits, once per storage location. It returns how
+// many sites it worked on, and a non-zero exit code when one failed.
+func collectSites(ctx context.Context, cfg *gateway.Config, verb string, o gc.Options, stdout, stderr io.Writer) (int, int) {
+	plans := cfg.Plan()
+	cacheAge, cacheSize := cacheLimits(plans)
 	seen := map[string]bool{}
 	sites := 0
 	for i := range plans {
@@ -94,11 +116,11 @@ func cmdGC(args []string, stdout, stderr io.Writer) int {
 		switch p.Site.Backend {
 		case gateway.KindRegistry:
 			sites++
-			if code := retainSite(ctx, cfg, p, dryRun, stdout, stderr); code != 0 {
-				return code
+			if code := retainSite(ctx, cfg, p, o.DryRun, stdout, stderr); code != 0 {
+				return sites, code
 			}
-			if code := gcRegistrySite(ctx, p, verb, gc.Options{DeleteUntagged: untagged, DryRun: dryRun, Grace: grace}, stdout, stderr); code != 0 {
-				return code
+			if code := gcRegistrySite(ctx, p, verb, o, stdout, stderr); code != 0 {
+				return sites, code
 			}
 		case gateway.KindCache:
 			maxAge, maxSize := cacheAge[p.Root], cacheSize[p.Root]
@@ -107,16 +129,12 @@ func cmdGC(args []string, stdout, stderr io.Writer) int {
 				continue
 			}
 			sites++
-			if code := evictCacheSite(ctx, p, verb, cache.EvictOptions{MaxAge: maxAge, MaxSize: maxSize, DryRun: dryRun}, stdout, stderr); code != 0 {
-				return code
+			if code := evictCacheSite(ctx, p, verb, cache.EvictOptions{MaxAge: maxAge, MaxSize: maxSize, DryRun: o.DryRun}, stdout, stderr); code != 0 {
+				return sites, code
 			}
 		}
 	}
-	if sites == 0 {
-		fmt.Fprintf(stderr, "wharf gc: %s has no site with backend = \"registry\" and no cache site with max_age or max_size; nothing to collect\n", path)
-		return 1
-	}
-	return 0
+	return sites, 0
 }
 
 // gcRegistrySite collects one registry root and prints what went.
