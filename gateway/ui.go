@@ -1,14 +1,17 @@
 package gateway
 
 import (
+	"context"
 	"fmt"
 	"net/http"
 
 	"github.com/wharf-dev/wharf/auth"
+	"github.com/wharf-dev/wharf/backend"
 	"github.com/wharf-dev/wharf/backend/cache"
 	"github.com/wharf-dev/wharf/backend/registry"
 	"github.com/wharf-dev/wharf/policy"
 	"github.com/wharf-dev/wharf/ui"
+	"github.com/wharf-dev/wharf/webhook"
 )
 
 // UIEnabled reports whether the site serves the web UI: registry and cache
@@ -42,7 +45,7 @@ func (g *Gateway) withUI(cfg *Config, sc Site, be http.Handler, pol *policy.Poli
 	case *registry.Registry:
 		uc.Kind, uc.Store = ui.KindRegistry, b.Store()
 		if b.DeleteEnabled() {
-			uc.Delete = b.Delete
+			uc.Delete = g.uiDelete(sc.Host, b.Delete)
 		}
 	case *cache.Cache:
 		uc.Kind, uc.Store = ui.KindCache, b.Store()
@@ -62,4 +65,40 @@ func (g *Gateway) withUI(cfg *Config, sc Site, be http.Handler, pol *policy.Poli
 		return nil, err
 	}
 	return ui.Split(u, api), nil
+}
+
+// uiDelete wraps a registry's Delete for the web UI, so that a tag or
+// manifest deleted in the browser sends the same webhook event as an API
+// DELETE (withEvents sees only /v2/ requests). The actor is the UI's
+// logged-in user, which the UI puts in the request's Identity.
+func (g *Gateway) uiDelete(host string, del func(ctx context.Context, repo, ref string) error) func(context.Context, string, string) error {
+	return func(ctx context.Context, repo, ref string) error {
+		if err := del(ctx, repo, ref); err != nil {
+			return err
+		}
+		n := g.hooks.Load()
+		if !n.Wants(host, webhook.ActionDelete, repo) {
+			return nil
+		}
+		t := webhook.Target{Repository: repo}
+		if backend.IsDigestShaped(ref) {
+			t.Digest = ref
+		} else {
+			t.Tag = ref
+		}
+		user := ""
+		if id := auth.IdentityFrom(ctx); id != nil {
+			user = id.User
+		}
+		n.Emit(host, webhook.Event{
+			ID:        webhook.NewID(),
+			Timestamp: g.now().UTC(),
+			Action:    webhook.ActionDelete,
+			Target:    t,
+			Request:   webhook.Request{ID: RequestID(ctx), Host: host, Method: http.MethodPost, UserAgent: "wharf web ui"},
+			Actor:     webhook.Actor{Name: user},
+			Source:    g.source,
+		})
+		return nil
+	}
 }
