@@ -46,6 +46,9 @@ type Site struct {
 	// AuthScheme chooses the challenge: "token" (default; Bearer from
 	// wharf's own token service) or "basic".
 	AuthScheme auth.Scheme `toml:"auth"`
+	// UI turns the web UI at https://<host>/ on or off; unset = on for
+	// registry and cache sites (see UIEnabled in ui.go).
+	UI *bool `toml:"ui"`
 
 	Registry *registry.Config `toml:"registry"`
 	Cache    *cache.Config    `toml:"cache"`
@@ -112,6 +115,9 @@ func (s *Site) Validate(env conf.Env, c *Config) conf.Problems {
 	case KindProxy:
 		other("registry", s.Registry != nil)
 		other("cache", s.Cache != nil)
+		if s.UI != nil && *s.UI {
+			ps.Add("ui", "ui = true: a proxy site has no web UI (its registry serves every path)")
+		}
 		ps.Merge("proxy", s.Proxy.Validate(env))
 	default:
 		ps.Add("backend", "site has no backend: want %s", conf.OneOf(Kinds...))

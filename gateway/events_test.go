@@ -1,7 +1,9 @@
 package gateway
 
 import (
+	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -204,6 +206,80 @@ actions = ["pull"]
 	case got := <-hits["old"]:
 		t.Errorf("old endpoint still got %q after the reload", got)
 	default:
+	}
+}
+
+// TestUIDeleteEvent: a delete made in the web UI sends the same delete
+// event as an API DELETE, naming the UI's user; a failed delete sends none.
+func TestUIDeleteEvent(t *testing.T) {
+	dir := t.TempDir()
+	got := make(chan []byte, 10)
+	hook := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		b, _ := io.ReadAll(r.Body)
+		got <- b
+	}))
+	defer hook.Close()
+	os.WriteFile(filepath.Join(dir, "secret"), []byte("s3cret\n"), 0o600)
+	c, err := ParseConfig(filepath.Join(dir, "gw.toml"), []byte(fmt.Sprintf(`data_dir = "data"
+[listen]
+http = ":80"
+[[site]]
+host = "r.example"
+backend = "registry"
+tls = "off"
+[site.registry]
+delete = true
+[[webhook]]
+url = "%s/hook"
+secret_file = "secret"
+actions = ["delete"]
+`, hook.URL)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	g, err := New(t.Context(), c, testlog.New(t, zerolog.WarnLevel))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer g.hooks.Load().Close()
+
+	failing := g.uiDelete("r.example", func(context.Context, string, string) error { return errors.New("no such tag") })
+	if err := failing(t.Context(), "team/app", "v1"); err == nil {
+		t.Fatal("the wrapped delete's error was lost")
+	}
+	ok := g.uiDelete("r.example", func(context.Context, string, string) error { return nil })
+	ctx, id := auth.NewIdentity(t.Context())
+	id.User = "alice"
+	d := digest.FromString("x").String()
+	for _, ref := range []string{"v1", d} {
+		if err := ok(ctx, "team/app", ref); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var events []webhook.Event
+	for len(events) < 2 {
+		select {
+		case b := <-got:
+			var env webhook.Envelope
+			if err := json.Unmarshal(b, &env); err != nil {
+				t.Fatal(err)
+			}
+			events = append(events, env.Events...)
+		case <-time.After(30 * time.Second):
+			t.Fatalf("only %d events arrived: %+v", len(events), events)
+		}
+	}
+	want := []webhook.Target{{Repository: "team/app", Tag: "v1"}, {Repository: "team/app", Digest: d}}
+	for i, w := range want {
+		e := events[i]
+		if e.Action != webhook.ActionDelete || e.Target.Repository != w.Repository || e.Target.Tag != w.Tag || e.Target.Digest != w.Digest || e.Actor.Name != "alice" {
+			t.Errorf("event %d: %s %+v by %q, want delete %+v by alice", i, e.Action, e.Target, e.Actor.Name, w)
+		}
+	}
+	select {
+	case b := <-got:
+		t.Errorf("unexpected event (from the failed delete?) %s", b)
+	case <-time.After(200 * time.Millisecond):
 	}
 }
 

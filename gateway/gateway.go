@@ -142,6 +142,12 @@ func (g *Gateway) build(ctx context.Context, cfg *Config, old *siteTable) (*site
 			as.Policy = pol
 			h = g.auth.Handler(as, h)
 		}
+		if h, err = g.withUI(cfg, sc, s.backend, pol, h); err != nil {
+			for _, m := range made {
+				m.close()
+			}
+			return nil, fmt.Errorf("site %s: %w", sc.Host, err)
+		}
 		e := &entry{site: s, handler: chain(h,
 			withRequestID,
 			accessLog(&g.log, g.metrics, sc.Host),

@@ -264,6 +264,10 @@ func (c *Cache) upstreamFor(repo string) (*upstream, string, error) {
 	return c.def, c.def.repo(repo), nil
 }
 
+// Store is the cache's storage, for readers inside the process (the web
+// UI shows what is cached straight from it).
+func (c *Cache) Store() storage.Store { return c.store }
+
 // Close stops the store's background work and drops idle upstream
 // connections.
 func (c *Cache) Close() error {

@@ -303,56 +303,65 @@ func (r *Registry) checkReferences(ctx context.Context, repo string, m *backend.
 }
 
 func (r *Registry) deleteManifest(w http.ResponseWriter, req *http.Request, rt *backend.Route) error {
+	if err := r.Delete(req.Context(), rt.Repo, rt.Reference); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Length", "0")
+	w.WriteHeader(http.StatusAccepted)
+	return nil
+}
+
+// Delete removes a tag, or a manifest by digest together with the tags
+// that point at it and its referrer record: what DELETE
+// /v2/<repo>/manifests/<ref> does, for callers inside the process (the web
+// UI) that must behave exactly like the API. Errors are *backend.Error for
+// what the client got wrong (deletion disabled, unknown tag or manifest).
+func (r *Registry) Delete(ctx context.Context, repo, ref string) error {
 	if err := r.deleteAllowed(); err != nil {
 		return err
 	}
-	ctx := req.Context()
-	if rt.Tag != "" {
-		if err := r.store.DeleteRecord(ctx, rt.Repo, tagKey(rt.Tag)); err != nil {
+	if !backend.IsDigestShaped(ref) {
+		if err := r.store.DeleteRecord(ctx, repo, tagKey(ref)); err != nil {
 			if errors.Is(err, storage.ErrNotFound) {
-				return manifestUnknown(rt.Reference)
+				return manifestUnknown(ref)
 			}
 			return err
 		}
-		w.Header().Set("Content-Length", "0")
-		w.WriteHeader(http.StatusAccepted)
 		return nil
 	}
-	if rt.BadDigest != nil {
-		return rt.BadDigest
+	d, e := backend.ParseDigest(ref)
+	if e != nil {
+		return e
 	}
-	d := rt.Digest
-	m, err := r.loadManifest(ctx, rt.Repo, d)
+	m, err := r.loadManifest(ctx, repo, d)
 	if err != nil {
 		return err
 	}
 	// tags pointing at it go first, so no tag is left dangling
-	tags, err := r.store.ListRecords(ctx, rt.Repo, "tags")
+	tags, err := r.store.ListRecords(ctx, repo, "tags")
 	if err != nil {
 		return err
 	}
 	for _, t := range tags {
-		raw, err := r.store.GetRecord(ctx, rt.Repo, tagKey(t))
+		raw, err := r.store.GetRecord(ctx, repo, tagKey(t))
 		if err == nil && strings.TrimSpace(string(raw)) == string(d) {
-			if err := r.store.DeleteRecord(ctx, rt.Repo, tagKey(t)); err != nil && !errors.Is(err, storage.ErrNotFound) {
+			if err := r.store.DeleteRecord(ctx, repo, tagKey(t)); err != nil && !errors.Is(err, storage.ErrNotFound) {
 				return err
 			}
 		}
 	}
 	var parsed backend.Manifest
 	if json.Unmarshal(m.data, &parsed) == nil && parsed.Subject != nil && parsed.Subject.Digest.Validate() == nil {
-		if err := r.store.DeleteRecord(ctx, rt.Repo, referrerKey(parsed.Subject.Digest, d)); err != nil && !errors.Is(err, storage.ErrNotFound) {
+		if err := r.store.DeleteRecord(ctx, repo, referrerKey(parsed.Subject.Digest, d)); err != nil && !errors.Is(err, storage.ErrNotFound) {
 			return err
 		}
 	}
-	if err := r.store.DeleteRecord(ctx, rt.Repo, manifestKey(d)); err != nil {
+	if err := r.store.DeleteRecord(ctx, repo, manifestKey(d)); err != nil {
 		if errors.Is(err, storage.ErrNotFound) {
-			return manifestUnknown(rt.Reference)
+			return manifestUnknown(ref)
 		}
 		return err
 	}
-	w.Header().Set("Content-Length", "0")
-	w.WriteHeader(http.StatusAccepted)
 	return nil
 }
 

@@ -56,6 +56,13 @@ func New(ctx context.Context, o Options) (*Registry, error) {
 	return &Registry{store: st, delete: o.Delete, log: o.Logger, cache: newCache()}, nil
 }
 
+// Store is the registry's storage, for readers inside the process (the
+// web UI lists repositories, tags and manifests straight from it).
+func (r *Registry) Store() storage.Store { return r.store }
+
+// DeleteEnabled reports whether the registry accepts deletes (delete = true).
+func (r *Registry) DeleteEnabled() bool { return r.delete }
+
 // Close stops the storage's background work.
 func (r *Registry) Close() error { return r.store.Close() }
 
