@@ -136,79 +136,129 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	rt := backend.RouteFrom(ctx)
 	if rt == nil {
 		var perr *backend.Error
-		rt, perr = backend.ParseRoute(r.Method, p, r.URL.Query().Get)
+		rt, perr = backend.ParseRequest(r)
 		if perr != nil {
 			backend.WriteError(w, r, perr)
 			return
 		}
-		ctx = backend.WithRoute(ctx, rt)
 	}
-	host := h.service(r)
-	c, ok := h.authenticate(w, r, host)
-	if !ok {
-		return
-	}
-	if c.user != "" {
+	d, refused := h.decide(r, rt)
+	if d.User != "" { // logged in, also when then refused by the policy
 		h.warnPlain(r)
 		if id := IdentityFrom(ctx); id != nil {
-			id.User = c.user
+			id.User = d.User
 		}
 	}
+	if refused != nil {
+		backend.WriteError(w, r, refused)
+		return
+	}
+	h.next.ServeHTTP(w, r.WithContext(d.handDown(ctx, rt)))
+}
 
+// Decision is what the auth middleware decided about one /v2/ request (a
+// request it refuses gets an error besides). It is computed in one place
+// (decide) from the parsed route and the request's credentials; nothing
+// else reads credentials or the policy.
+type Decision struct {
+	// User is the logged-in user; "" = anonymous.
+	User string
+	// Granted are the actions the caller may do on the route's
+	// repository (the token's for Bearer, the policy's for Basic and
+	// anonymous callers); nil for ping and catalog.
+	Granted []backend.Action
+	// MayMount: the caller may pull from the route's mount source
+	// (Route.MountFrom), so a cross-repository mount may read it.
+	MayMount bool
+	// Catalog keeps the repositories the caller may pull, for
+	// /v2/_catalog; nil for other routes.
+	Catalog func(repo string) bool
+}
+
+// handDown is the context the backend gets: the route (MountFrom cleared
+// when the caller may not read the mount source) and the catalog filter.
+func (d Decision) handDown(ctx context.Context, rt *backend.Route) context.Context {
+	if rt.MountFrom != "" && !d.MayMount {
+		cp := *rt
+		cp.MountFrom = ""
+		rt = &cp
+	}
+	ctx = backend.WithRoute(ctx, rt)
+	if d.Catalog != nil {
+		ctx = backend.WithRepoFilter(ctx, d.Catalog)
+	}
+	return ctx
+}
+
+// decide authenticates r and applies the policy to rt. It writes nothing:
+// a request that may not pass gets the error to answer with (401 with the
+// site's challenge, 403, 404 or 429, headers included); the Decision's
+// User is set then too once the caller has logged in.
+func (h *handler) decide(r *http.Request, rt *backend.Route) (Decision, *backend.Error) {
+	host := h.service(r)
+	c, refused := h.authenticate(r, host)
+	if refused != nil {
+		return Decision{}, refused
+	}
+	d := Decision{User: c.user}
 	switch rt.Kind {
 	case backend.KindPing:
 		if c.none {
-			h.challenge(w, r, "", "", "authentication required")
-			return
+			return d, h.challenge(r, "", "", "authentication required")
 		}
 	case backend.KindCatalog:
 		if c.none && !h.anonPull {
-			h.challenge(w, r, "registry:catalog:*", "", "authentication required")
-			return
+			return d, h.challenge(r, "registry:catalog:*", "", "authentication required")
 		}
-		user := c.user
-		ctx = backend.WithRepoFilter(ctx, func(repo string) bool { return h.can(host, repo, user, backend.ActionPull) })
+		d.Catalog = func(repo string) bool { return h.can(host, repo, c.user, backend.ActionPull) }
 	default:
-		act := rt.Action
-		var granted bool
-		if c.claims != nil {
-			granted = c.claims.grants(rt.Repo, act)
-		} else {
-			granted = h.can(host, rt.Repo, c.user, act)
-		}
-		if !granted {
-			scope := "repository:" + rt.Repo + ":" + scopeActions(act)
-			switch {
-			case c.user == "":
-				h.challenge(w, r, scope, errorParam(c), "authentication required")
-			case c.claims != nil && h.can(host, rt.Repo, c.user, act):
-				// the policy allows it; the token was asked for less
-				h.challenge(w, r, scope, "insufficient_scope", "token does not cover this request")
-			case r.Method == http.MethodHead && rt.Kind == backend.KindBlob:
-				// A HEAD answer has no body to carry DENIED, and
-				// containers/image (podman, skopeo) stops a push at a
-				// bodiless 403 with "403 (Forbidden)". Saying the blob is
-				// not there reveals nothing to a caller who may not pull,
-				// and the upload that follows gets a 403 DENIED that every
-				// client shows as "denied".
-				backend.WriteError(w, r, backend.Errorf(http.StatusNotFound, backend.CodeBlobUnknown, "blob unknown"))
-			default:
-				backend.WriteError(w, r, backend.Errorf(http.StatusForbidden, backend.CodeDenied,
-					"requested access to the resource is denied"))
-			}
-			return
+		d.Granted = h.granted(host, rt.Repo, c)
+		if !slices.Contains(d.Granted, rt.Action) {
+			return d, h.denied(r, rt, host, c)
 		}
 		if rt.MountFrom != "" {
-			may := c.claims != nil && c.claims.grants(rt.MountFrom, backend.ActionPull) ||
+			d.MayMount = c.claims != nil && c.claims.grants(rt.MountFrom, backend.ActionPull) ||
 				h.can(host, rt.MountFrom, c.user, backend.ActionPull)
-			if !may {
-				cp := *rt
-				cp.MountFrom = ""
-				ctx = backend.WithRoute(ctx, &cp)
-			}
 		}
 	}
-	h.next.ServeHTTP(w, r.WithContext(ctx))
+	return d, nil
+}
+
+// granted is what caller c may do to repo: what its token grants, or
+// what the policy allows a Basic or anonymous caller.
+func (h *handler) granted(host, repo string, c caller) []backend.Action {
+	if c.claims == nil {
+		return h.allowed(host, repo, c.user)
+	}
+	var out []backend.Action
+	for _, a := range []backend.Action{backend.ActionPull, backend.ActionPush, backend.ActionDelete} {
+		if c.claims.grants(repo, a) {
+			out = append(out, a)
+		}
+	}
+	return out
+}
+
+// denied is the answer to a request for an action the caller lacks.
+func (h *handler) denied(r *http.Request, rt *backend.Route, host string, c caller) *backend.Error {
+	act := rt.Action
+	scope := "repository:" + rt.Repo + ":" + scopeActions(act)
+	switch {
+	case c.user == "":
+		return h.challenge(r, scope, errorParam(c), "authentication required")
+	case c.claims != nil && h.can(host, rt.Repo, c.user, act):
+		// the policy allows it; the token was asked for less
+		return h.challenge(r, scope, "insufficient_scope", "token does not cover this request")
+	case r.Method == http.MethodHead && rt.Kind == backend.KindBlob:
+		// A HEAD answer has no body to carry DENIED, and
+		// containers/image (podman, skopeo) stops a push at a
+		// bodiless 403 with "403 (Forbidden)". Saying the blob is
+		// not there reveals nothing to a caller who may not pull,
+		// and the upload that follows gets a 403 DENIED that every
+		// client shows as "denied".
+		return backend.Errorf(http.StatusNotFound, backend.CodeBlobUnknown, "blob unknown")
+	}
+	return backend.Errorf(http.StatusForbidden, backend.CodeDenied, "requested access to the resource is denied")
 }
 
 func errorParam(c caller) string {
@@ -229,38 +279,37 @@ func scopeActions(act backend.Action) string {
 	return "pull"
 }
 
-// authenticate reads the Authorization header. It writes the response
-// itself (401, 429) and returns false when the request must stop here.
-func (h *handler) authenticate(w http.ResponseWriter, r *http.Request, host string) (caller, bool) {
+// authenticate reads the Authorization header. A request that must stop
+// here gets the error to answer with (401 with the site's challenge, 429).
+func (h *handler) authenticate(r *http.Request, host string) (caller, *backend.Error) {
 	hdr := r.Header.Get("Authorization")
 	if hdr == "" {
-		return caller{none: true}, true
+		return caller{none: true}, nil
 	}
 	scheme, rest, _ := strings.Cut(hdr, " ")
 	rest = strings.TrimSpace(rest)
 	switch {
 	case len(hdr) > MaxAuthHeader:
-		h.challenge(w, r, "", "invalid_request", "authorization header too long")
-		return caller{}, false
+		return caller{}, h.challenge(r, "", "invalid_request", "authorization header too long")
 	case strings.EqualFold(scheme, "Bearer"):
 		claims, err := h.s.verifyToken(rest, host)
 		if err != nil {
 			h.s.log.Debug().Str("addr", clientAddr(r)).Str("reason", err.Error()).Msg("bearer token refused")
-			h.challenge(w, r, "", "invalid_token", err.Error())
-			return caller{}, false
+			return caller{}, h.challenge(r, "", "invalid_token", err.Error())
 		}
 		if claims.Subject != "" && !h.s.v.hasUser(claims.Subject) {
 			// removed from the htpasswd file since the token was issued
-			h.challenge(w, r, "", "invalid_token", "unknown user")
-			return caller{}, false
+			return caller{}, h.challenge(r, "", "invalid_token", "unknown user")
 		}
-		return caller{user: claims.Subject, claims: claims}, true
+		return caller{user: claims.Subject, claims: claims}, nil
 	case strings.EqualFold(scheme, "Basic"):
-		user, ok := h.s.checkBasic(w, r, rest, func(msg string) { h.challenge(w, r, "", "", msg) })
-		return caller{user: user}, ok
+		user, refused := h.s.checkBasic(r, rest)
+		if refused != nil && refused.Status == http.StatusUnauthorized {
+			return caller{}, h.challenge(r, "", "", refused.Message)
+		}
+		return caller{user: user}, refused
 	}
-	h.challenge(w, r, "", "invalid_request", "unsupported authorization scheme")
-	return caller{}, false
+	return caller{}, h.challenge(r, "", "invalid_request", "unsupported authorization scheme")
 }
 
 // ParseBasic decodes the value of a Basic Authorization header (without
@@ -286,37 +335,41 @@ func ParseBasic(v string) (user string, pw []byte, err error) {
 	return u, []byte(p), nil
 }
 
-// checkBasic verifies Basic credentials with throttling. On failure it
-// writes 429 itself or calls unauthorized, and returns false.
-func (s *Service) checkBasic(w http.ResponseWriter, r *http.Request, v string, unauthorized func(msg string)) (string, bool) {
+// checkBasic verifies Basic credentials with throttling. A refused login
+// is a 401 UNAUTHORIZED (without challenge header: the caller adds its
+// own) or a 429 with Retry-After.
+func (s *Service) checkBasic(r *http.Request, v string) (string, *backend.Error) {
 	user, pw, err := ParseBasic(v)
 	if err != nil {
 		if res, blocked := s.addrBlocked(r.RemoteAddr); blocked {
-			tooMany(w, r, res) // a blocked address gets 429 whatever it sends
-			return "", false
+			return "", tooMany(res) // a blocked address gets 429 whatever it sends
 		}
-		unauthorized(err.Error())
-		return "", false
+		return "", unauthorized(err.Error())
 	}
-	return s.checkPassword(w, r, user, pw, unauthorized)
+	return s.checkPassword(r, user, pw)
 }
 
-func (s *Service) checkPassword(w http.ResponseWriter, r *http.Request, user string, pw []byte, unauthorized func(msg string)) (string, bool) {
+// unauthorized is a refused login, before the caller's challenge.
+func unauthorized(msg string) *backend.Error {
+	return backend.Errorf(http.StatusUnauthorized, backend.CodeUnauthorized, "%s", msg)
+}
+
+func (s *Service) checkPassword(r *http.Request, user string, pw []byte) (string, *backend.Error) {
 	res := s.Login(r.Context(), r.RemoteAddr, user, pw)
 	switch {
 	case res.RetryAfter > 0:
-		tooMany(w, r, res)
-		return "", false
+		return "", tooMany(res)
 	case !res.OK:
-		unauthorized(res.Message)
-		return "", false
+		return "", unauthorized(res.Message)
 	}
-	return user, true
+	return user, nil
 }
 
-func tooMany(w http.ResponseWriter, r *http.Request, res LoginResult) {
-	w.Header().Set("Retry-After", strconv.Itoa(retrySeconds(res.RetryAfter)))
-	backend.WriteError(w, r, backend.Errorf(http.StatusTooManyRequests, backend.CodeTooManyRequests, "%s", res.Message))
+// tooMany is the answer to a throttled login.
+func tooMany(res LoginResult) *backend.Error {
+	e := backend.Errorf(http.StatusTooManyRequests, backend.CodeTooManyRequests, "%s", res.Message)
+	e.Header = http.Header{"Retry-After": {strconv.Itoa(retrySeconds(res.RetryAfter))}}
+	return e
 }
 
 // clientAddr is the client's IP address (the gateway terminates TLS, so
@@ -329,22 +382,25 @@ func clientAddr(r *http.Request) string {
 	return host
 }
 
-// challenge writes a 401 with the site's challenge. scope and errParam are
+// challenge is a 401 with the site's challenge. scope and errParam are
 // optional parts of a Bearer challenge.
-func (h *handler) challenge(w http.ResponseWriter, r *http.Request, scope, errParam, msg string) {
+func (h *handler) challenge(r *http.Request, scope, errParam, msg string) *backend.Error {
+	var v string
 	if h.site.Scheme == SchemeBasic {
-		w.Header().Set("WWW-Authenticate", fmt.Sprintf("Basic realm=%q, charset=\"UTF-8\"", h.s.cfg.Realm))
+		v = fmt.Sprintf("Basic realm=%q, charset=\"UTF-8\"", h.s.cfg.Realm)
 	} else {
-		v := fmt.Sprintf("Bearer realm=%q,service=%q", h.realmURL(r), h.service(r))
+		v = fmt.Sprintf("Bearer realm=%q,service=%q", h.realmURL(r), h.service(r))
 		if scope != "" {
 			v += fmt.Sprintf(",scope=%q", scope)
 		}
 		if errParam != "" {
 			v += fmt.Sprintf(",error=%q", errParam)
 		}
-		w.Header().Set("WWW-Authenticate", v)
 	}
-	backend.WriteError(w, r, backend.Errorf(http.StatusUnauthorized, backend.CodeUnauthorized, "%s", msg))
+	e := unauthorized(msg)
+	e.Header = http.Header{}
+	e.Header.Set("WWW-Authenticate", v)
+	return e
 }
 
 // realmURL is the token endpoint as the client sees this site.
@@ -383,10 +439,12 @@ type tokenResponse struct {
 // grant_type=password.
 func (h *handler) serveToken(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set("Cache-Control", "no-store")
-	w.Header().Set("Docker-Distribution-Api-Version", "registry/2.0")
-	unauthorized := func(msg string) {
-		w.Header().Set("WWW-Authenticate", fmt.Sprintf("Basic realm=%q, charset=\"UTF-8\"", h.s.cfg.Realm))
-		backend.WriteError(w, r, backend.Errorf(http.StatusUnauthorized, backend.CodeUnauthorized, "%s", msg))
+	backend.SetAPIVersion(w.Header())
+	refuse := func(e *backend.Error) {
+		if e.Status == http.StatusUnauthorized {
+			w.Header().Set("WWW-Authenticate", fmt.Sprintf("Basic realm=%q, charset=\"UTF-8\"", h.s.cfg.Realm))
+		}
+		backend.WriteError(w, r, e)
 	}
 	var (
 		user    string
@@ -400,11 +458,12 @@ func (h *handler) serveToken(w http.ResponseWriter, r *http.Request) {
 		if hdr := r.Header.Get("Authorization"); hdr != "" {
 			scheme, rest, _ := strings.Cut(hdr, " ")
 			if !strings.EqualFold(scheme, "Basic") {
-				unauthorized("the token endpoint takes Basic credentials or none")
+				refuse(unauthorized("the token endpoint takes Basic credentials or none"))
 				return
 			}
-			var ok bool
-			if user, ok = h.s.checkBasic(w, r, rest, unauthorized); !ok {
+			var e *backend.Error
+			if user, e = h.s.checkBasic(r, rest); e != nil {
+				refuse(e)
 				return
 			}
 		}
@@ -422,10 +481,13 @@ func (h *handler) serveToken(w http.ResponseWriter, r *http.Request) {
 				oauthError(w, http.StatusBadRequest, "invalid_request", "username missing")
 				return
 			}
-			var ok bool
-			if user, ok = h.s.checkPassword(w, r, u, []byte(r.PostForm.Get("password")), func(msg string) {
-				oauthError(w, http.StatusUnauthorized, "invalid_grant", msg)
-			}); !ok {
+			var e *backend.Error
+			if user, e = h.s.checkPassword(r, u, []byte(r.PostForm.Get("password"))); e != nil {
+				if e.Status == http.StatusUnauthorized {
+					oauthError(w, http.StatusUnauthorized, "invalid_grant", e.Message)
+				} else {
+					backend.WriteError(w, r, e)
+				}
 				return
 			}
 		case "refresh_token":

@@ -27,6 +27,15 @@ const (
 	CodeUnknown             = "UNKNOWN"
 )
 
+// APIVersion is the Docker-Distribution-Api-Version of every /v2/ answer.
+const APIVersion = "registry/2.0"
+
+// SetAPIVersion marks an answer as the distribution API's. It is the one
+// place that header is written (the gateway for every /v2/ answer, the
+// backends for their own answers when used without it, WriteError for
+// every error).
+func SetAPIVersion(h http.Header) { h.Set("Docker-Distribution-Api-Version", APIVersion) }
+
 // Error is a distribution-spec error: an HTTP status and one entry of the
 // {"errors":[...]} body. It implements error so backends can return it.
 type Error struct {
@@ -34,6 +43,10 @@ type Error struct {
 	Code    string `json:"code"`
 	Message string `json:"message"`
 	Detail  any    `json:"detail,omitempty"`
+	// Header holds headers that belong to the answer (WWW-Authenticate of
+	// a 401, Retry-After of a 429), so that a part that decides on a
+	// request can return its refusal and one place writes it.
+	Header http.Header `json:"-"`
 }
 
 func (e *Error) Error() string { return fmt.Sprintf("%s: %s", e.Code, e.Message) }
@@ -48,7 +61,10 @@ func Errorf(status int, code, format string, args ...any) *Error {
 // error can never leave without it.
 func WriteError(w http.ResponseWriter, r *http.Request, e *Error) {
 	h := w.Header()
-	h.Set("Docker-Distribution-Api-Version", "registry/2.0")
+	for k, v := range e.Header {
+		h[k] = v
+	}
+	SetAPIVersion(h)
 	h.Set("Content-Type", "application/json")
 	body, _ := json.Marshal(struct {
 		Errors []*Error `json:"errors"`

@@ -75,6 +75,40 @@ func FuzzParseRoute(f *testing.F) {
 				t.Fatalf("%q: reference %q", path, rt.Reference)
 			}
 		}
+		checkTyped(t, rt)
+	})
+}
+
+// checkTyped: the typed forms of a route agree with its Reference.
+func checkTyped(t *testing.T, rt *Route) {
+	set := 0
+	for _, ok := range []bool{rt.Tag != "", rt.Digest != "", rt.BadDigest != nil, rt.UploadID != ""} {
+		if ok {
+			set++
+		}
+	}
+	want := map[Kind]int{KindManifest: 1, KindBlob: 1, KindReferrers: 1, KindUpload: 1}[rt.Kind]
+	if set != want {
+		t.Fatalf("%s route %+v: %d typed references set, want %d", rt.Kind, rt, set, want)
+	}
+	for _, v := range []string{rt.Tag, string(rt.Digest), rt.UploadID} {
+		if v != "" && v != rt.Reference {
+			t.Fatalf("typed reference %q differs from %q", v, rt.Reference)
+		}
+	}
+	if rt.MountDigest != "" && rt.MountDigest.Validate() != nil {
+		t.Fatalf("invalid mount digest %q accepted", rt.MountDigest)
+	}
+}
+
+func FuzzParseAccept(f *testing.F) {
+	f.Add("application/vnd.oci.image.manifest.v1+json; q=0.9, */*")
+	f.Fuzz(func(t *testing.T, v string) {
+		for _, mt := range ParseAccept([]string{v, v}) {
+			if mt == "" || strings.ContainsAny(mt, ",; ") || strings.ToLower(mt) != mt {
+				t.Fatalf("%q: media type %q", v, mt)
+			}
+		}
 	})
 }
 

@@ -5,8 +5,11 @@ package backend
 
 import (
 	"context"
+	"mime"
 	"net/http"
 	"strings"
+
+	"github.com/opencontainers/go-digest"
 )
 
 // Kind says which endpoint of the distribution API a request is for.
@@ -44,18 +47,39 @@ const (
 	ActionDelete Action = "delete"
 )
 
-// Route is a /v2/ request parsed once: the gateway's middleware, the policy
-// and the backend all read the same value.
+// Route is a /v2/ request parsed once: the gateway parses it (ParseRequest),
+// the auth middleware decides on it, and the backend serves it, all from
+// the same value and without parsing the path, the query or the Accept
+// headers again.
 type Route struct {
 	Kind      Kind
 	Repo      string // repository name; empty for ping and catalog
-	Reference string // tag or digest (manifest), digest (blob, referrers), upload id
+	Reference string // the path's last element as sent: tag or digest (manifest), digest (blob, referrers), upload id
 	Action    Action
-	// MountFrom is the source repository of a cross-repository mount
-	// (POST .../blobs/uploads/?mount=<digest>&from=<repo>). The policy clears
-	// it when the caller may not pull from there, so the backend falls back
-	// to a normal upload.
-	MountFrom string
+
+	// Typed forms of Reference, by Kind.
+	Tag      string        // manifest by tag
+	Digest   digest.Digest // blob, referrers, manifest by digest (valid sha256 or sha512)
+	UploadID string        // upload
+	// BadDigest is set for a manifest reference shaped like a digest
+	// ("alg:hex") that is not a valid one; the registry and cache answer it
+	// with this error, the proxy passes the reference on as it came.
+	BadDigest *Error
+
+	// Cross-repository mount (POST .../blobs/uploads/?mount=<digest>&from=<repo>).
+	// MountDigest is the valid digest of mount= ("" without one, or when
+	// it is invalid: a normal upload then). MountFrom is the source
+	// repository when from= names a valid one; the auth middleware clears
+	// it when the caller may not pull from there, so the backend falls
+	// back to a normal upload. MountFromGiven says from= was sent at all.
+	MountDigest    digest.Digest
+	MountFrom      string
+	MountFromGiven bool
+
+	// Accept lists the media types of the request's Accept headers, in
+	// order, without parameters (set by ParseRequest for manifests).
+	Accept []string
+
 	// Namespace is the registry a mirror request named with containerd's
 	// ?ns=<registry> ("docker.io", "ghcr.io"), set by a RouteResolver that
 	// qualified Repo with it; "" otherwise. ClientRepo is then the name in
@@ -118,27 +142,107 @@ func ParseRoute(method, path string, query func(string) string) (*Route, *Error)
 		return nil, err
 	}
 	rt.Repo = name
-	switch rt.Kind {
-	case KindManifest:
-		if !IsDigestShaped(rt.Reference) && !ValidTag(rt.Reference) {
-			return nil, Errorf(http.StatusBadRequest, CodeManifestInvalid, "invalid tag or digest %q", clip(rt.Reference))
-		}
-	case KindBlob, KindReferrers:
-		if _, err := ParseDigest(rt.Reference); err != nil {
-			return nil, err
-		}
-	case KindUpload:
-		if rt.Reference == "" {
-			return nil, Errorf(http.StatusNotFound, CodeBlobUploadUnknown, "empty upload id")
-		}
+	if err := rt.parseReference(); err != nil {
+		return nil, err
 	}
 	rt.Action = actionFor(method, rt.Kind)
-	if rt.Kind == KindUploadStart && query != nil && query("mount") != "" {
-		if from := query("from"); from != "" && ValidateName(from) == nil {
-			rt.MountFrom = from
-		}
+	if rt.Kind == KindUploadStart && query != nil {
+		rt.parseMount(query)
 	}
 	return rt, nil
+}
+
+// parseMount reads mount= and from= of an upload start.
+func (rt *Route) parseMount(query func(string) string) {
+	ms := query("mount")
+	if ms == "" {
+		return
+	}
+	if d, err := ParseDigest(ms); err == nil {
+		rt.MountDigest = d
+	}
+	from := query("from")
+	rt.MountFromGiven = from != ""
+	if from != "" && ValidateName(from) == nil {
+		rt.MountFrom = from
+	}
+}
+
+// ParseRequest is ParseRoute for an HTTP request, with the Accept list
+// of a manifest request.
+func ParseRequest(r *http.Request) (*Route, *Error) {
+	q := r.URL.Query()
+	rt, err := ParseRoute(r.Method, r.URL.Path, q.Get)
+	if err != nil {
+		return nil, err
+	}
+	if rt.Kind == KindManifest {
+		rt.Accept = ParseAccept(r.Header.Values("Accept"))
+	}
+	return rt, nil
+}
+
+// ParseAccept lists the media types of Accept header values (several
+// headers, each a comma-separated list), without parameters; unparseable
+// entries are left out.
+func ParseAccept(vals []string) []string {
+	var out []string
+	for _, v := range vals {
+		for _, part := range strings.Split(v, ",") {
+			t, _, err := mime.ParseMediaType(strings.TrimSpace(part))
+			if err != nil || t == "" {
+				continue
+			}
+			out = append(out, t)
+		}
+	}
+	return out
+}
+
+// Accepts reports whether the client takes media type mt: no (parseable)
+// Accept entry, or a wildcard or application/json among them, accepts
+// anything.
+func (rt *Route) Accepts(mt string) bool {
+	if len(rt.Accept) == 0 {
+		return true
+	}
+	if t, _, err := mime.ParseMediaType(mt); err == nil {
+		mt = t
+	}
+	for _, t := range rt.Accept {
+		if t == mt || t == "*/*" || t == "application/*" || t == "application/json" {
+			return true
+		}
+	}
+	return false
+}
+
+// parseReference checks Reference for the route's kind and fills in its
+// typed form.
+func (rt *Route) parseReference() *Error {
+	switch rt.Kind {
+	case KindManifest:
+		switch {
+		case IsDigestShaped(rt.Reference):
+			rt.Digest, rt.BadDigest = ParseDigest(rt.Reference)
+		case ValidTag(rt.Reference):
+			rt.Tag = rt.Reference
+		default:
+			return Errorf(http.StatusBadRequest, CodeManifestInvalid, "invalid tag or digest %q", clip(rt.Reference))
+		}
+	case KindBlob, KindReferrers:
+		d, err := ParseDigest(rt.Reference)
+		if err != nil {
+			return err
+		}
+		rt.Digest = d
+	case KindUpload:
+		if rt.Reference == "" {
+			return Errorf(http.StatusNotFound, CodeBlobUploadUnknown, "empty upload id")
+		}
+		rt.UploadID = rt.Reference
+	}
+	return nil
 }
 
 func actionFor(method string, k Kind) Action {

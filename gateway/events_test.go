@@ -107,49 +107,11 @@ repos = ["team-a/*"]
 	do("DELETE", "/v2/team-a/app/manifests/v1", "", "")
 	do("DELETE", "/v2/team-a/app/manifests/"+md.String(), "", "")
 
-	var events []webhook.Event
-	for len(events) < 4 {
-		select {
-		case b := <-got:
-			var env webhook.Envelope
-			if err := json.Unmarshal(b, &env); err != nil {
-				t.Fatal(err)
-			}
-			events = append(events, env.Events...)
-		case <-time.After(30 * time.Second):
-			t.Fatalf("only %d events arrived: %+v", len(events), events)
-		}
-	}
+	events := collectEvents(t, got, 4)
 	if !sigOK {
 		t.Errorf("an envelope had a bad signature or content type")
 	}
-	want := []struct{ action, tag, digest string }{
-		{"push", "v1", md.String()},
-		{"pull", "v1", md.String()},
-		{"delete", "v1", ""},
-		{"delete", "", md.String()},
-	}
-	if len(events) != len(want) {
-		t.Fatalf("events %+v", events)
-	}
-	for i, w := range want {
-		e := events[i]
-		if e.Action != w.action || e.Target.Tag != w.tag || e.Target.Digest != w.digest || e.Target.Repository != "team-a/app" {
-			t.Errorf("event %d: %s %+v, want %+v", i, e.Action, e.Target, w)
-		}
-		if e.Actor.Name != "alice" {
-			t.Errorf("event %d: actor %q, want alice", i, e.Actor.Name)
-		}
-		if e.Request.Host != "r.example" || e.Request.UserAgent != "events-test" || e.Request.ID == "" || e.Source.InstanceID == "" || e.ID == "" {
-			t.Errorf("event %d: request/source %+v %+v", i, e.Request, e.Source)
-		}
-	}
-	if p := events[0].Target; p.MediaType != mt || p.Size != int64(len(m)) || p.Length != p.Size || p.URL != "http://r.example/v2/team-a/app/manifests/"+md.String() {
-		t.Errorf("push target %+v", p)
-	}
-	if p := events[1].Target; p.MediaType != mt || p.Size != int64(len(m)) {
-		t.Errorf("pull target %+v", p)
-	}
+	checkEvents(t, events, m, md, mt)
 	select {
 	case b := <-got:
 		t.Errorf("unexpected event %s", b)
@@ -318,5 +280,56 @@ actions = ["delete"]
 	case b := <-got:
 		t.Errorf("unexpected event (from the failed delete?) %s", b)
 	case <-time.After(200 * time.Millisecond):
+	}
+}
+
+// collectEvents reads envelopes from got until n events have arrived.
+func collectEvents(t *testing.T, got chan []byte, n int) []webhook.Event {
+	t.Helper()
+	var events []webhook.Event
+	for len(events) < n {
+		select {
+		case b := <-got:
+			var env webhook.Envelope
+			if err := json.Unmarshal(b, &env); err != nil {
+				t.Fatal(err)
+			}
+			events = append(events, env.Events...)
+		case <-time.After(30 * time.Second):
+			t.Fatalf("only %d events arrived: %+v", len(events), events)
+		}
+	}
+	return events
+}
+
+// checkEvents: TestEvents' four events, in order, with their targets.
+func checkEvents(t *testing.T, events []webhook.Event, m string, md digest.Digest, mt string) {
+	t.Helper()
+	want := []struct{ action, tag, digest string }{
+		{"push", "v1", md.String()},
+		{"pull", "v1", md.String()},
+		{"delete", "v1", ""},
+		{"delete", "", md.String()},
+	}
+	if len(events) != len(want) {
+		t.Fatalf("events %+v", events)
+	}
+	for i, w := range want {
+		e := events[i]
+		if e.Action != w.action || e.Target.Tag != w.tag || e.Target.Digest != w.digest || e.Target.Repository != "team-a/app" {
+			t.Errorf("event %d: %s %+v, want %+v", i, e.Action, e.Target, w)
+		}
+		if e.Actor.Name != "alice" {
+			t.Errorf("event %d: actor %q, want alice", i, e.Actor.Name)
+		}
+		if e.Request.Host != "r.example" || e.Request.UserAgent != "events-test" || e.Request.ID == "" || e.Source.InstanceID == "" || e.ID == "" {
+			t.Errorf("event %d: request/source %+v %+v", i, e.Request, e.Source)
+		}
+	}
+	if p := events[0].Target; p.MediaType != mt || p.Size != int64(len(m)) || p.Length != p.Size || p.URL != "http://r.example/v2/team-a/app/manifests/"+md.String() {
+		t.Errorf("push target %+v", p)
+	}
+	if p := events[1].Target; p.MediaType != mt || p.Size != int64(len(m)) {
+		t.Errorf("pull target %+v", p)
 	}
 }

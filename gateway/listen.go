@@ -233,7 +233,7 @@ func (g *Gateway) serveHTTPPort(w http.ResponseWriter, r *http.Request) {
 	}
 	h := w.Header()
 	if isV2(r.URL.Path) {
-		h.Set("Docker-Distribution-Api-Version", "registry/2.0")
+		backend.SetAPIVersion(h)
 	}
 	h.Set("Location", target)
 	w.WriteHeader(http.StatusPermanentRedirect)

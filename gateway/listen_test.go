@@ -194,175 +194,207 @@ tls     = "off"
 upstream = "%[2]s"
 `
 
+// TestListeners drives both listeners of a gateway with a manual-TLS and a
+// tls = "off" proxy site: routing, SNI, redirects and header limits.
 func TestListeners(t *testing.T) {
 	up := newUpstream(t)
 	tg := startGateway(t, up.URL, baseTOML)
-
 	for _, h2 := range []bool{false, true} {
-		c := tg.client(h2)
-		// Host with port and in upper case routes; HTTP/2 is negotiated.
-		req, _ := http.NewRequest(http.MethodGet, tg.httpsURL("registry.test", "/v2/"), nil)
-		req.Host = "Registry.TEST:443"
-		resp, err := c.Do(req)
+		t.Run(fmt.Sprintf("routes h2=%v", h2), func(t *testing.T) { listenRoutes(t, tg, h2) })
+	}
+	for _, tc := range []struct {
+		name string
+		run  func(*testing.T, *testGateway)
+	}{
+		{"unknown SNI refused", listenUnknownSNI},
+		{"host not matching SNI gets 421", listenHostNotSNI},
+		{"plain HTTP to the https port", listenPlainHTTPOnTLS},
+		{"http redirects with 308 and a PUT stays a PUT", listenRedirect},
+		{"http serves tls=off sites and refuses unknown hosts", listenHTTPSites},
+		{"absurdly long headers get 431", listenLongHeaders},
+	} {
+		t.Run(tc.name, func(t *testing.T) { tc.run(t, tg) })
+	}
+}
+
+// listenRoutes: a Host with port and in upper case routes, HTTP/2 is
+// negotiated when asked for, and the API version header is on upstream
+// errors and 401s.
+func listenRoutes(t *testing.T, tg *testGateway, h2 bool) {
+	c := tg.client(h2)
+	req, _ := http.NewRequest(http.MethodGet, tg.httpsURL("registry.test", "/v2/"), nil)
+	req.Host = "Registry.TEST:443"
+	resp, err := c.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK || string(body) != "GET /v2/ 0" {
+		t.Fatalf("h2=%v: %d %q", h2, resp.StatusCode, body)
+	}
+	if want := map[bool]int{false: 1, true: 2}[h2]; resp.ProtoMajor != want {
+		t.Fatalf("h2=%v: got %s", h2, resp.Proto)
+	}
+	if resp.TLS.Version < tls.VersionTLS12 {
+		t.Fatalf("TLS version %x", resp.TLS.Version)
+	}
+	// Docker-Distribution-Api-Version on upstream errors and 401s.
+	for _, p := range []string{"/v2/auth/tags/list", "/v2/err/tags/list", "/v2/x/manifests/missing"} {
+		resp, err := c.Get(tg.httpsURL("registry.test", p))
 		if err != nil {
 			t.Fatal(err)
 		}
-		body, _ := io.ReadAll(resp.Body)
 		resp.Body.Close()
-		if resp.StatusCode != http.StatusOK || string(body) != "GET /v2/ 0" {
-			t.Fatalf("h2=%v: %d %q", h2, resp.StatusCode, body)
+		if resp.Header.Get("Docker-Distribution-Api-Version") != "registry/2.0" {
+			t.Errorf("%s (%d): no API version header", p, resp.StatusCode)
 		}
-		if want := map[bool]int{false: 1, true: 2}[h2]; resp.ProtoMajor != want {
-			t.Fatalf("h2=%v: got %s", h2, resp.Proto)
+		if want := map[string]int{"/v2/auth/tags/list": 401, "/v2/err/tags/list": 500}[p]; want != 0 && resp.StatusCode != want {
+			t.Errorf("%s: status %d, want the upstream's %d", p, resp.StatusCode, want)
 		}
-		if resp.TLS.Version < tls.VersionTLS12 {
-			t.Fatalf("TLS version %x", resp.TLS.Version)
+	}
+}
+
+// listenUnknownSNI: unknown SNI refused.
+func listenUnknownSNI(t *testing.T, tg *testGateway) {
+	for _, sni := range []string{"stranger.test", "plain.test"} {
+		conn, err := tls.Dial("tcp", tg.httpsAddr, &tls.Config{ServerName: sni, InsecureSkipVerify: true})
+		if err == nil {
+			conn.Close()
+			t.Fatalf("%s: handshake succeeded", sni)
 		}
-		// Docker-Distribution-Api-Version on upstream errors and 401s.
-		for _, p := range []string{"/v2/auth/tags/list", "/v2/err/tags/list", "/v2/x/manifests/missing"} {
-			resp, err := c.Get(tg.httpsURL("registry.test", p))
-			if err != nil {
-				t.Fatal(err)
-			}
-			resp.Body.Close()
-			if resp.Header.Get("Docker-Distribution-Api-Version") != "registry/2.0" {
-				t.Errorf("%s (%d): no API version header", p, resp.StatusCode)
-			}
-			if want := map[string]int{"/v2/auth/tags/list": 401, "/v2/err/tags/list": 500}[p]; want != 0 && resp.StatusCode != want {
-				t.Errorf("%s: status %d, want the upstream's %d", p, resp.StatusCode, want)
-			}
+		if !strings.Contains(err.Error(), "remote error: tls") {
+			t.Fatalf("%s: want a TLS alert, got %v", sni, err)
+		}
+	}
+	// no SNI at all (an IP address as server name sends none)
+	conn, err := tls.Dial("tcp", tg.httpsAddr, &tls.Config{InsecureSkipVerify: true})
+	if err == nil {
+		conn.Close()
+		t.Fatal("handshake without SNI succeeded")
+	}
+
+}
+
+// listenHostNotSNI: host not matching SNI gets 421.
+func listenHostNotSNI(t *testing.T, tg *testGateway) {
+	req, _ := http.NewRequest(http.MethodGet, tg.httpsURL("registry.test", "/v2/"), nil)
+	req.Host = "plain.test"
+	resp, err := tg.client(false).Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusMisdirectedRequest {
+		t.Fatalf("status %d, want 421", resp.StatusCode)
+	}
+
+}
+
+// listenPlainHTTPOnTLS: plain HTTP to the https port.
+func listenPlainHTTPOnTLS(t *testing.T, tg *testGateway) {
+	conn, err := net.Dial("tcp", tg.httpsAddr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	fmt.Fprintf(conn, "GET /v2/ HTTP/1.1\r\nHost: registry.test\r\n\r\n")
+	b, _ := io.ReadAll(conn)
+	if !strings.HasPrefix(string(b), "HTTP/1.0 400") || !strings.Contains(string(b), "HTTPS server") {
+		t.Fatalf("answer %q", b)
+	}
+
+}
+
+// listenRedirect: http redirects with 308 and a PUT stays a PUT.
+func listenRedirect(t *testing.T, tg *testGateway) {
+	c := tg.client(false)
+	data := bytes.Repeat([]byte("x"), 1000)
+	req, _ := http.NewRequest(http.MethodPut, tg.httpURL("Registry.test", "/v2/a/blobs/uploads/1?digest=sha256:00&x=%2F"), bytes.NewReader(data))
+	var locs []string
+	c.CheckRedirect = func(r *http.Request, via []*http.Request) error {
+		locs = append(locs, r.URL.String())
+		return nil
+	}
+	resp, err := c.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if want := tg.httpsURL("registry.test", "/v2/a/blobs/uploads/1?digest=sha256:00&x=%2F"); len(locs) != 1 || locs[0] != want {
+		t.Fatalf("redirects %v, want [%s]", locs, want)
+	}
+	if string(body) != "PUT /v2/a/blobs/uploads/1 1000" {
+		t.Fatalf("after redirect: %q", body)
+	}
+	// the redirect itself
+	c.CheckRedirect = func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }
+	resp, err = c.Get(tg.httpURL("registry.test", "/v2/"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusPermanentRedirect || resp.Header.Get("Docker-Distribution-Api-Version") != "registry/2.0" {
+		t.Fatalf("redirect: %d, API header %q", resp.StatusCode, resp.Header.Get("Docker-Distribution-Api-Version"))
+	}
+
+}
+
+// listenHTTPSites: http serves tls=off sites and refuses unknown hosts.
+func listenHTTPSites(t *testing.T, tg *testGateway) {
+	c := tg.client(false)
+	resp, err := c.Get(tg.httpURL("plain.test", "/v2/"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if string(body) != "GET /v2/ 0" {
+		t.Fatalf("tls=off site: %d %q", resp.StatusCode, body)
+	}
+	resp, err = c.Get(tg.httpURL("stranger.test", "/v2/"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusNotFound || resp.Header.Get("Docker-Distribution-Api-Version") != "registry/2.0" {
+		t.Fatalf("unknown host: %d", resp.StatusCode)
+	}
+	// HTTP/1.0 without Host
+	conn, err := net.Dial("tcp", tg.httpAddr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	fmt.Fprintf(conn, "GET /v2/ HTTP/1.0\r\n\r\n")
+	st, _ := bufio.NewReader(conn).ReadString('\n')
+	if !strings.Contains(st, " 400 ") {
+		t.Fatalf("missing Host: %q", st)
+	}
+
+}
+
+// listenLongHeaders: absurdly long headers get 431.
+func listenLongHeaders(t *testing.T, tg *testGateway) {
+	for _, h2 := range []bool{false, true} {
+		req, _ := http.NewRequest(http.MethodGet, tg.httpsURL("registry.test", "/v2/"), nil)
+		req.Header.Set("X-Junk", strings.Repeat("a", 64<<10))
+		resp, err := tg.client(h2).Do(req)
+		if h2 && err != nil {
+			// HTTP/2: the client itself refuses to send headers over
+			// the server's advertised limit.
+			continue
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusRequestHeaderFieldsTooLarge {
+			t.Fatalf("h2=%v: status %d, want 431", h2, resp.StatusCode)
 		}
 	}
 
-	t.Run("unknown SNI refused", func(t *testing.T) {
-		for _, sni := range []string{"stranger.test", "plain.test"} {
-			conn, err := tls.Dial("tcp", tg.httpsAddr, &tls.Config{ServerName: sni, InsecureSkipVerify: true})
-			if err == nil {
-				conn.Close()
-				t.Fatalf("%s: handshake succeeded", sni)
-			}
-			if !strings.Contains(err.Error(), "remote error: tls") {
-				t.Fatalf("%s: want a TLS alert, got %v", sni, err)
-			}
-		}
-		// no SNI at all (an IP address as server name sends none)
-		conn, err := tls.Dial("tcp", tg.httpsAddr, &tls.Config{InsecureSkipVerify: true})
-		if err == nil {
-			conn.Close()
-			t.Fatal("handshake without SNI succeeded")
-		}
-	})
-
-	t.Run("host not matching SNI gets 421", func(t *testing.T) {
-		req, _ := http.NewRequest(http.MethodGet, tg.httpsURL("registry.test", "/v2/"), nil)
-		req.Host = "plain.test"
-		resp, err := tg.client(false).Do(req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		resp.Body.Close()
-		if resp.StatusCode != http.StatusMisdirectedRequest {
-			t.Fatalf("status %d, want 421", resp.StatusCode)
-		}
-	})
-
-	t.Run("plain HTTP to the https port", func(t *testing.T) {
-		conn, err := net.Dial("tcp", tg.httpsAddr)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer conn.Close()
-		fmt.Fprintf(conn, "GET /v2/ HTTP/1.1\r\nHost: registry.test\r\n\r\n")
-		b, _ := io.ReadAll(conn)
-		if !strings.HasPrefix(string(b), "HTTP/1.0 400") || !strings.Contains(string(b), "HTTPS server") {
-			t.Fatalf("answer %q", b)
-		}
-	})
-
-	t.Run("http redirects with 308 and a PUT stays a PUT", func(t *testing.T) {
-		c := tg.client(false)
-		data := bytes.Repeat([]byte("x"), 1000)
-		req, _ := http.NewRequest(http.MethodPut, tg.httpURL("Registry.test", "/v2/a/blobs/uploads/1?digest=sha256:00&x=%2F"), bytes.NewReader(data))
-		var locs []string
-		c.CheckRedirect = func(r *http.Request, via []*http.Request) error {
-			locs = append(locs, r.URL.String())
-			return nil
-		}
-		resp, err := c.Do(req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		body, _ := io.ReadAll(resp.Body)
-		resp.Body.Close()
-		if want := tg.httpsURL("registry.test", "/v2/a/blobs/uploads/1?digest=sha256:00&x=%2F"); len(locs) != 1 || locs[0] != want {
-			t.Fatalf("redirects %v, want [%s]", locs, want)
-		}
-		if string(body) != "PUT /v2/a/blobs/uploads/1 1000" {
-			t.Fatalf("after redirect: %q", body)
-		}
-		// the redirect itself
-		c.CheckRedirect = func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }
-		resp, err = c.Get(tg.httpURL("registry.test", "/v2/"))
-		if err != nil {
-			t.Fatal(err)
-		}
-		resp.Body.Close()
-		if resp.StatusCode != http.StatusPermanentRedirect || resp.Header.Get("Docker-Distribution-Api-Version") != "registry/2.0" {
-			t.Fatalf("redirect: %d, API header %q", resp.StatusCode, resp.Header.Get("Docker-Distribution-Api-Version"))
-		}
-	})
-
-	t.Run("http serves tls=off sites and refuses unknown hosts", func(t *testing.T) {
-		c := tg.client(false)
-		resp, err := c.Get(tg.httpURL("plain.test", "/v2/"))
-		if err != nil {
-			t.Fatal(err)
-		}
-		body, _ := io.ReadAll(resp.Body)
-		resp.Body.Close()
-		if string(body) != "GET /v2/ 0" {
-			t.Fatalf("tls=off site: %d %q", resp.StatusCode, body)
-		}
-		resp, err = c.Get(tg.httpURL("stranger.test", "/v2/"))
-		if err != nil {
-			t.Fatal(err)
-		}
-		resp.Body.Close()
-		if resp.StatusCode != http.StatusNotFound || resp.Header.Get("Docker-Distribution-Api-Version") != "registry/2.0" {
-			t.Fatalf("unknown host: %d", resp.StatusCode)
-		}
-		// HTTP/1.0 without Host
-		conn, err := net.Dial("tcp", tg.httpAddr)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer conn.Close()
-		fmt.Fprintf(conn, "GET /v2/ HTTP/1.0\r\n\r\n")
-		st, _ := bufio.NewReader(conn).ReadString('\n')
-		if !strings.Contains(st, " 400 ") {
-			t.Fatalf("missing Host: %q", st)
-		}
-	})
-
-	t.Run("absurdly long headers get 431", func(t *testing.T) {
-		for _, h2 := range []bool{false, true} {
-			req, _ := http.NewRequest(http.MethodGet, tg.httpsURL("registry.test", "/v2/"), nil)
-			req.Header.Set("X-Junk", strings.Repeat("a", 64<<10))
-			resp, err := tg.client(h2).Do(req)
-			if h2 && err != nil {
-				// HTTP/2: the client itself refuses to send headers over
-				// the server's advertised limit.
-				continue
-			}
-			if err != nil {
-				t.Fatal(err)
-			}
-			resp.Body.Close()
-			if resp.StatusCode != http.StatusRequestHeaderFieldsTooLarge {
-				t.Fatalf("h2=%v: status %d, want 431", h2, resp.StatusCode)
-			}
-		}
-	})
 }
 
 // slowBody yields n bytes, one every gap.

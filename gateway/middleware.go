@@ -71,7 +71,7 @@ func saneID(id string) bool {
 func withAPIVersion(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.URL.Path == "/v2" || strings.HasPrefix(r.URL.Path, "/v2/") {
-			w.Header().Set("Docker-Distribution-Api-Version", "registry/2.0")
+			backend.SetAPIVersion(w.Header())
 		}
 		next.ServeHTTP(w, r)
 	})
@@ -95,7 +95,7 @@ func routeHandler(next http.Handler, res backend.RouteResolver) http.Handler {
 			return
 		}
 		q := r.URL.Query().Get
-		rt, err := backend.ParseRoute(r.Method, p, q)
+		rt, err := backend.ParseRequest(r)
 		if err == nil && res != nil {
 			err = res.ResolveRoute(rt, q)
 		}

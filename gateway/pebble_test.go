@@ -154,98 +154,137 @@ func TestGatewayWithPebble(t *testing.T) {
 	upstream := proxytest.StartDockerRegistry(t)
 	for _, challenge := range []string{"http-01", "tls-alpn-01"} {
 		t.Run(challenge, func(t *testing.T) {
-			dir := t.TempDir()
-			httpPort, httpsPort := acmetest.FreePort(t), acmetest.FreePort(t)
-			httpAddr, httpsAddr := fmt.Sprintf("127.0.0.1:%d", httpPort), fmt.Sprintf("127.0.0.1:%d", httpsPort)
-			p := acmetest.StartPebble(t, httpPort, httpsPort)
-			cfgText := fmt.Sprintf(pebbleTOML, dir, httpAddr, httpsAddr, p.DirURL, p.CAFile, challenge, upstream)
-			cfgFile := filepath.Join(dir, "gateway.toml")
-			if err := os.WriteFile(cfgFile, []byte(cfgText), 0o644); err != nil {
-				t.Fatal(err)
-			}
-			rootFile := filepath.Join(dir, "pebble-root.pem")
-			if err := os.WriteFile(rootFile, p.RootPEM(t), 0o644); err != nil {
-				t.Fatal(err)
-			}
-
-			pg := servePebbleGateway(t, cfgFile, httpAddr, httpsAddr)
-			pg.waitCerts("registry.test", "mirror.test")
-			for _, host := range []string{"registry.test", "mirror.test"} {
-				out, err := curl(t, rootFile, httpsAddr, host, "/v2/")
-				if err != nil || !strings.Contains(out, "200") || !strings.Contains(strings.ToLower(out), "docker-distribution-api-version: registry/2.0") {
-					t.Fatalf("curl https://%s/v2/: %v\n%s", host, err, out)
-				}
-			}
-			if got := p.Orders(); got != 2 {
-				t.Fatalf("pebble saw %d orders, want 2", got)
-			}
-			if httpUsed := strings.Contains(p.Log(), "Attempting to validate w/ HTTP"); httpUsed != (challenge == "http-01") {
-				t.Fatalf("HTTP-01 validation used = %v with challenges = [%s]", httpUsed, challenge)
-			}
-
-			// Real clients by host name (needs the /etc/hosts entries).
-			if resolvesToLoopback("registry.test") && resolvesToLoopback("mirror.test") {
-				crane := proxytest.CraneBinary(t)
-				env := []string{"SSL_CERT_FILE=" + rootFile, "HOME=" + dir}
-				ref := fmt.Sprintf("registry.test:%d/team/app:v1", httpsPort)
-				layer := proxytest.RandomLayer(t, dir, 4<<20)
-				proxytest.Run(t, env, crane, "append", "-f", layer, "-t", ref)
-				d1 := proxytest.Run(t, env, crane, "digest", ref)
-				d2 := proxytest.Run(t, env, crane, "digest", fmt.Sprintf("mirror.test:%d/team/app:v1", httpsPort))
-				if d1 != d2 || !strings.HasPrefix(d1, "sha256:") {
-					t.Fatalf("digests through the two sites: %q %q", d1, d2)
-				}
-				if _, err := exec.LookPath("skopeo"); err == nil {
-					certDir := filepath.Join(dir, "certs.d")
-					_ = os.MkdirAll(certDir, 0o755)
-					_ = os.WriteFile(filepath.Join(certDir, "ca.crt"), p.RootPEM(t), 0o644)
-					out := proxytest.Run(t, []string{"HOME=" + dir}, "skopeo", "inspect", "--cert-dir", certDir, "--format", "{{.Digest}}", "docker://"+ref)
-					if out != d1 {
-						t.Fatalf("skopeo digest %q, crane %q", out, d1)
-					}
-					// and without the root, verification fails
-					if err := exec.Command("skopeo", "inspect", "docker://"+ref).Run(); err == nil {
-						t.Fatal("skopeo accepted the certificate without Pebble's root")
-					}
-				}
-			} else {
-				t.Log("registry.test/mirror.test do not resolve to 127.0.0.1: crane/skopeo part skipped (add them to /etc/hosts)")
-			}
-
-			// Restart on the same data_dir: no new order.
-			orders := p.Orders()
-			pg.stop()
-			pg = servePebbleGateway(t, cfgFile, httpAddr, httpsAddr)
-			pg.waitCerts("registry.test", "mirror.test")
-			if out, err := curl(t, rootFile, httpsAddr, "registry.test", "/v2/"); err != nil {
-				t.Fatalf("after restart: %v\n%s", err, out)
-			}
-			if got := p.Orders(); got != orders {
-				t.Fatalf("restart placed %d new orders", got-orders)
-			}
-
-			// Reload adds a site: it gets its certificate.
-			added := cfgText + fmt.Sprintf("\n[[site]]\nhost = \"added.test\"\nbackend = \"proxy\"\n[site.proxy]\nupstream = %q\n", upstream)
-			if err := os.WriteFile(cfgFile, []byte(added), 0o644); err != nil {
-				t.Fatal(err)
-			}
-			if err := pg.g.ReloadFile(context.Background(), cfgFile); err != nil {
-				t.Fatal(err)
-			}
-			pg.waitCerts("added.test")
-			if out, err := curl(t, rootFile, httpsAddr, "added.test", "/v2/"); err != nil {
-				t.Fatalf("added site: %v\n%s", err, out)
-			}
-			if got := p.Orders(); got != orders+1 {
-				t.Fatalf("reload placed %d orders, want 1", got-orders)
-			}
-			// unknown names never get a certificate or an order
-			if out, err := curl(t, rootFile, httpsAddr, "stranger.test", "/v2/"); err == nil {
-				t.Fatalf("stranger.test served:\n%s", out)
-			}
-			if got := p.Orders(); got != orders+1 {
-				t.Fatal("an unknown SNI caused an order")
-			}
+			pc := startPebbleCase(t, challenge, upstream)
+			pc.firstCerts(t)
+			pc.realClients(t)
+			pc.restartKeepsCerts(t)
+			pc.reloadAddsSite(t)
 		})
+	}
+}
+
+// pebbleCase is one run of TestGatewayWithPebble: a Pebble answering with
+// one challenge type and a gateway using it.
+type pebbleCase struct {
+	challenge, upstream   string
+	dir, cfgFile, cfgText string
+	rootFile              string
+	httpAddr, httpsAddr   string
+	httpsPort             int
+	p                     *acmetest.Pebble
+	pg                    *pebbleGateway
+}
+
+// startPebbleCase starts Pebble and a gateway with registry.test and
+// mirror.test (tls = "acme") in front of upstream.
+func startPebbleCase(t *testing.T, challenge, upstream string) *pebbleCase {
+	pc := &pebbleCase{challenge: challenge, upstream: upstream, dir: t.TempDir()}
+	httpPort := acmetest.FreePort(t)
+	pc.httpsPort = acmetest.FreePort(t)
+	pc.httpAddr, pc.httpsAddr = fmt.Sprintf("127.0.0.1:%d", httpPort), fmt.Sprintf("127.0.0.1:%d", pc.httpsPort)
+	pc.p = acmetest.StartPebble(t, httpPort, pc.httpsPort)
+	pc.cfgText = fmt.Sprintf(pebbleTOML, pc.dir, pc.httpAddr, pc.httpsAddr, pc.p.DirURL, pc.p.CAFile, challenge, upstream)
+	pc.cfgFile = filepath.Join(pc.dir, "gateway.toml")
+	if err := os.WriteFile(pc.cfgFile, []byte(pc.cfgText), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	pc.rootFile = filepath.Join(pc.dir, "pebble-root.pem")
+	if err := os.WriteFile(pc.rootFile, pc.p.RootPEM(t), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	pc.pg = servePebbleGateway(t, pc.cfgFile, pc.httpAddr, pc.httpsAddr)
+	return pc
+}
+
+// firstCerts: both sites get a certificate curl verifies, by one order
+// each, validated with the configured challenge only.
+func (pc *pebbleCase) firstCerts(t *testing.T) {
+	pc.pg.waitCerts("registry.test", "mirror.test")
+	for _, host := range []string{"registry.test", "mirror.test"} {
+		out, err := curl(t, pc.rootFile, pc.httpsAddr, host, "/v2/")
+		if err != nil || !strings.Contains(out, "200") || !strings.Contains(strings.ToLower(out), "docker-distribution-api-version: registry/2.0") {
+			t.Fatalf("curl https://%s/v2/: %v\n%s", host, err, out)
+		}
+	}
+	if got := pc.p.Orders(); got != 2 {
+		t.Fatalf("pebble saw %d orders, want 2", got)
+	}
+	if httpUsed := strings.Contains(pc.p.Log(), "Attempting to validate w/ HTTP"); httpUsed != (pc.challenge == "http-01") {
+		t.Fatalf("HTTP-01 validation used = %v with challenges = [%s]", httpUsed, pc.challenge)
+	}
+}
+
+// realClients: crane pushes through one site and reads the digest back
+// through both, skopeo verifies the chain against Pebble's root (needs the
+// /etc/hosts entries).
+func (pc *pebbleCase) realClients(t *testing.T) {
+	if !resolvesToLoopback("registry.test") || !resolvesToLoopback("mirror.test") {
+		t.Log("registry.test/mirror.test do not resolve to 127.0.0.1: crane/skopeo part skipped (add them to /etc/hosts)")
+		return
+	}
+	dir := pc.dir
+	crane := proxytest.CraneBinary(t)
+	env := []string{"SSL_CERT_FILE=" + pc.rootFile, "HOME=" + dir}
+	ref := fmt.Sprintf("registry.test:%d/team/app:v1", pc.httpsPort)
+	layer := proxytest.RandomLayer(t, dir, 4<<20)
+	proxytest.Run(t, env, crane, "append", "-f", layer, "-t", ref)
+	d1 := proxytest.Run(t, env, crane, "digest", ref)
+	d2 := proxytest.Run(t, env, crane, "digest", fmt.Sprintf("mirror.test:%d/team/app:v1", pc.httpsPort))
+	if d1 != d2 || !strings.HasPrefix(d1, "sha256:") {
+		t.Fatalf("digests through the two sites: %q %q", d1, d2)
+	}
+	if _, err := exec.LookPath("skopeo"); err != nil {
+		return
+	}
+	certDir := filepath.Join(dir, "certs.d")
+	_ = os.MkdirAll(certDir, 0o755)
+	_ = os.WriteFile(filepath.Join(certDir, "ca.crt"), pc.p.RootPEM(t), 0o644)
+	out := proxytest.Run(t, []string{"HOME=" + dir}, "skopeo", "inspect", "--cert-dir", certDir, "--format", "{{.Digest}}", "docker://"+ref)
+	if out != d1 {
+		t.Fatalf("skopeo digest %q, crane %q", out, d1)
+	}
+	// and without the root, verification fails
+	if err := exec.Command("skopeo", "inspect", "docker://"+ref).Run(); err == nil {
+		t.Fatal("skopeo accepted the certificate without Pebble's root")
+	}
+}
+
+// restartKeepsCerts: a restart on the same data_dir places no new order.
+func (pc *pebbleCase) restartKeepsCerts(t *testing.T) {
+	orders := pc.p.Orders()
+	pc.pg.stop()
+	pc.pg = servePebbleGateway(t, pc.cfgFile, pc.httpAddr, pc.httpsAddr)
+	pc.pg.waitCerts("registry.test", "mirror.test")
+	if out, err := curl(t, pc.rootFile, pc.httpsAddr, "registry.test", "/v2/"); err != nil {
+		t.Fatalf("after restart: %v\n%s", err, out)
+	}
+	if got := pc.p.Orders(); got != orders {
+		t.Fatalf("restart placed %d new orders", got-orders)
+	}
+}
+
+// reloadAddsSite: a reload that adds a site gets its certificate with one
+// order; an unknown name never gets a certificate or an order.
+func (pc *pebbleCase) reloadAddsSite(t *testing.T) {
+	orders := pc.p.Orders()
+	added := pc.cfgText + fmt.Sprintf("\n[[site]]\nhost = \"added.test\"\nbackend = \"proxy\"\n[site.proxy]\nupstream = %q\n", pc.upstream)
+	if err := os.WriteFile(pc.cfgFile, []byte(added), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := pc.pg.g.ReloadFile(context.Background(), pc.cfgFile); err != nil {
+		t.Fatal(err)
+	}
+	pc.pg.waitCerts("added.test")
+	if out, err := curl(t, pc.rootFile, pc.httpsAddr, "added.test", "/v2/"); err != nil {
+		t.Fatalf("added site: %v\n%s", err, out)
+	}
+	if got := pc.p.Orders(); got != orders+1 {
+		t.Fatalf("reload placed %d orders, want 1", got-orders)
+	}
+	if out, err := curl(t, pc.rootFile, pc.httpsAddr, "stranger.test", "/v2/"); err == nil {
+		t.Fatalf("stranger.test served:\n%s", out)
+	}
+	if got := pc.p.Orders(); got != orders+1 {
+		t.Fatal("an unknown SNI caused an order")
 	}
 }

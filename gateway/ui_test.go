@@ -97,16 +97,7 @@ upstream = "http://127.0.0.1:9"
 		{"noui.example", "/login", 404, false},
 	} {
 		resp, body := get(tc.host, tc.path)
-		isHTML := strings.HasPrefix(resp.Header.Get("Content-Type"), "text/html")
-		if resp.StatusCode != tc.status || isHTML != tc.html {
-			t.Errorf("%s%s: %d html=%v, want %d html=%v\n%s", tc.host, tc.path, resp.StatusCode, isHTML, tc.status, tc.html, body)
-		}
-		if tc.html && resp.Header.Get("Content-Security-Policy") == "" {
-			t.Errorf("%s%s: no CSP", tc.host, tc.path)
-		}
-		if strings.HasPrefix(tc.path, "/v2/") && resp.Header.Get("Docker-Distribution-Api-Version") != "registry/2.0" {
-			t.Errorf("%s%s: no API version header", tc.host, tc.path)
-		}
+		checkUIAnswer(t, tc.host+tc.path, resp, body, tc.status, tc.html)
 	}
 	// a proxy site passes / to its upstream (here: nothing listens, 502)
 	if resp, _ := get("proxy.example", "/"); strings.HasPrefix(resp.Header.Get("Content-Type"), "text/html") {
@@ -299,4 +290,20 @@ func (s *syncBuffer) String() string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.b.String()
+}
+
+// checkUIAnswer: status and kind of an answer, a CSP on every page, the
+// API version header on /v2/.
+func checkUIAnswer(t *testing.T, where string, resp *http.Response, body string, status int, html bool) {
+	t.Helper()
+	isHTML := strings.HasPrefix(resp.Header.Get("Content-Type"), "text/html")
+	if resp.StatusCode != status || isHTML != html {
+		t.Errorf("%s: %d html=%v, want %d html=%v\n%s", where, resp.StatusCode, isHTML, status, html, body)
+	}
+	if html && resp.Header.Get("Content-Security-Policy") == "" {
+		t.Errorf("%s: no CSP", where)
+	}
+	if strings.Contains(where, "/v2/") && resp.Header.Get("Docker-Distribution-Api-Version") != "registry/2.0" {
+		t.Errorf("%s: no API version header", where)
+	}
 }

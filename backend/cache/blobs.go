@@ -23,10 +23,7 @@ func blobUnknown(d digest.Digest) error {
 // getBlob serves GET and HEAD of a blob: from the store when this
 // repository has it, else from the upstream while it is being stored.
 func (c *Cache) getBlob(w http.ResponseWriter, req *http.Request, rt *backend.Route) error {
-	d, e := backend.ParseDigest(rt.Reference)
-	if e != nil {
-		return e
-	}
+	d := rt.Digest
 	ctx := req.Context()
 	repo := rt.Repo
 	_, lerr := c.store.GetRecord(ctx, repo, blobKey(d))

@@ -281,11 +281,11 @@ func (c *Cache) Close() error {
 // ServeHTTP answers one /v2/ request. It uses the Route the gateway parsed
 // (backend.RouteFrom) or parses the request itself.
 func (c *Cache) ServeHTTP(w http.ResponseWriter, req *http.Request) {
-	w.Header().Set("Docker-Distribution-Api-Version", "registry/2.0")
+	backend.SetAPIVersion(w.Header())
 	rt := backend.RouteFrom(req.Context())
 	if rt == nil {
 		var e *backend.Error
-		rt, e = backend.ParseRoute(req.Method, req.URL.Path, req.URL.Query().Get)
+		rt, e = backend.ParseRequest(req)
 		if e != nil {
 			backend.WriteError(w, req, e)
 			return

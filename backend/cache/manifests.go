@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"mime"
 	"net/http"
 	"strconv"
 	"strings"
@@ -59,34 +58,11 @@ func manifestUnknown(ref string) error {
 	return backend.Errorf(http.StatusNotFound, backend.CodeManifestUnknown, "manifest %q unknown to the upstream", clip(ref))
 }
 
-// accepts reports whether the request's Accept headers allow media type
-// mt. No Accept header, or a wildcard, accepts anything.
-func accepts(req *http.Request, mt string) bool {
-	if t, _, err := mime.ParseMediaType(mt); err == nil {
-		mt = t
-	}
-	vals := req.Header.Values("Accept")
-	listed := false
-	for _, v := range vals {
-		for _, part := range strings.Split(v, ",") {
-			t, _, err := mime.ParseMediaType(strings.TrimSpace(part))
-			if err != nil || t == "" {
-				continue
-			}
-			listed = true
-			if t == mt || t == "*/*" || t == "application/*" || t == "application/json" {
-				return true
-			}
-		}
-	}
-	return !listed
-}
-
 // acceptsAll reports whether the client takes every manifest type, so the
 // cache's canonical answer for a tag fits it.
-func acceptsAll(req *http.Request) bool {
+func acceptsAll(rt *backend.Route) bool {
 	for _, t := range allManifestTypes {
-		if !accepts(req, t) {
+		if !rt.Accepts(t) {
 			return false
 		}
 	}
@@ -94,14 +70,13 @@ func acceptsAll(req *http.Request) bool {
 }
 
 func (c *Cache) getManifest(w http.ResponseWriter, req *http.Request, rt *backend.Route) error {
-	if backend.IsDigestShaped(rt.Reference) {
-		d, e := backend.ParseDigest(rt.Reference)
-		if e != nil {
-			return e
-		}
-		return c.manifestByDigest(w, req, rt.Repo, d)
+	switch {
+	case rt.BadDigest != nil:
+		return rt.BadDigest
+	case rt.Digest != "":
+		return c.manifestByDigest(w, req, rt.Repo, rt.Digest)
 	}
-	return c.manifestByTag(w, req, rt.Repo, rt.Reference)
+	return c.manifestByTag(w, req, rt)
 }
 
 // manifestByDigest serves a manifest pinned by digest: from the cache, or
@@ -159,8 +134,8 @@ func (c *Cache) fetchAndServe(w http.ResponseWriter, req *http.Request, repo, re
 // than the TTL, else after asking the upstream (a HEAD; content is fetched
 // only when the digest changed). When the upstream cannot answer, the last
 // known answer is served.
-func (c *Cache) manifestByTag(w http.ResponseWriter, req *http.Request, repo, tag string) error {
-	ctx := req.Context()
+func (c *Cache) manifestByTag(w http.ResponseWriter, req *http.Request, rt *backend.Route) error {
+	ctx, repo, tag := req.Context(), rt.Repo, rt.Tag
 	rec, err := c.readTag(ctx, repo, tag)
 	if err != nil {
 		return err
@@ -168,8 +143,8 @@ func (c *Cache) manifestByTag(w http.ResponseWriter, req *http.Request, repo, ta
 	if rec != nil {
 		c.usedRecord(ctx, repo, tagKey(tag))
 	}
-	if !acceptsAll(req) {
-		return c.manifestByTagRestricted(w, req, repo, tag, rec)
+	if !acceptsAll(rt) {
+		return c.manifestByTagRestricted(w, req, rt, rec)
 	}
 	now := c.now()
 	if rec != nil && now.Sub(rec.Checked) < c.ttl {
@@ -265,16 +240,16 @@ func (c *Cache) serveRecord(w http.ResponseWriter, req *http.Request, repo strin
 // manifest type (an old client that cannot read an index, say). The
 // canonical answer is used when its type fits; otherwise the client's
 // Accept goes upstream and the answer is cached by digest only.
-func (c *Cache) manifestByTagRestricted(w http.ResponseWriter, req *http.Request, repo, tag string, rec *tagRecord) error {
-	ctx := req.Context()
-	if rec != nil && c.now().Sub(rec.Checked) < c.ttl && accepts(req, rec.MediaType) {
+func (c *Cache) manifestByTagRestricted(w http.ResponseWriter, req *http.Request, rt *backend.Route, rec *tagRecord) error {
+	ctx, repo, tag := req.Context(), rt.Repo, rt.Tag
+	if rec != nil && c.now().Sub(rec.Checked) < c.ttl && rt.Accepts(rec.MediaType) {
 		return c.serveRecord(w, req, repo, rec)
 	}
 	accept := strings.Join(req.Header.Values("Accept"), ", ")
 	m, err := c.fetchManifest(ctx, repo, tag, accept, "")
 	if err != nil {
 		var ue *upstreamError
-		if errors.As(err, &ue) && rec != nil && accepts(req, rec.MediaType) {
+		if errors.As(err, &ue) && rec != nil && rt.Accepts(rec.MediaType) {
 			if m, lerr := c.loadManifest(ctx, repo, rec.Digest); lerr == nil {
 				c.log.Warn().Err(err).Str("repo", repo).Str("tag", tag).Msg("cache: upstream failed; serving the cached answer")
 				serveManifest(w, req, m)

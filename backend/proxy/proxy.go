@@ -162,7 +162,7 @@ func clientView(out *http.Request) (scheme, host string) {
 func (p *Proxy) modifyResponse(resp *http.Response) error {
 	h := resp.Header
 	if h.Get("Docker-Distribution-Api-Version") == "" {
-		h.Set("Docker-Distribution-Api-Version", "registry/2.0")
+		backend.SetAPIVersion(h)
 	}
 	if loc := h.Get("Location"); loc != "" && resp.Request != nil {
 		if fixed, ok := p.fixLocation(loc, resp.Request); ok {

@@ -44,10 +44,7 @@ func blobUnknown(d digest.Digest) error {
 // getBlob serves GET and HEAD of a blob, with a single Range if asked. The
 // body is copied from the *os.File so plain HTTP uses sendfile.
 func (r *Registry) getBlob(w http.ResponseWriter, req *http.Request, rt *backend.Route) error {
-	d, e := backend.ParseDigest(rt.Reference)
-	if e != nil {
-		return e
-	}
+	d := rt.Digest
 	ctx := req.Context()
 	if _, err := r.store.GetRecord(ctx, rt.Repo, blobKey(d)); err != nil {
 		if errors.Is(err, storage.ErrNotFound) {
@@ -77,10 +74,7 @@ func (r *Registry) deleteBlob(w http.ResponseWriter, req *http.Request, rt *back
 	if err := r.deleteAllowed(); err != nil {
 		return err
 	}
-	d, e := backend.ParseDigest(rt.Reference)
-	if e != nil {
-		return e
-	}
+	d := rt.Digest
 	if err := r.store.DeleteRecord(req.Context(), rt.Repo, blobKey(d)); err != nil {
 		if errors.Is(err, storage.ErrNotFound) {
 			return blobUnknown(d)
@@ -122,16 +116,14 @@ func blobCreated(w http.ResponseWriter, repo string, d digest.Digest) {
 func (r *Registry) startUpload(w http.ResponseWriter, req *http.Request, rt *backend.Route) error {
 	ctx := req.Context()
 	q := req.URL.Query()
-	if ms := q.Get("mount"); ms != "" {
-		if d, e := backend.ParseDigest(ms); e == nil {
-			mounted, err := r.mount(ctx, rt, d, q.Has("from"))
-			if err != nil {
-				return err
-			}
-			if mounted {
-				blobCreated(w, rt.Repo, d)
-				return nil
-			}
+	if d := rt.MountDigest; d != "" {
+		mounted, err := r.mount(ctx, rt, d)
+		if err != nil {
+			return err
+		}
+		if mounted {
+			blobCreated(w, rt.Repo, d)
+			return nil
 		}
 		// mount not possible: fall back to a normal upload session (202)
 	}
@@ -162,13 +154,13 @@ func (r *Registry) startUpload(w http.ResponseWriter, req *http.Request, rt *bac
 
 // mount links d into rt.Repo if the source repository (or, with no from=
 // at all, any repository: the blob exists in the store) has it.
-func (r *Registry) mount(ctx context.Context, rt *backend.Route, d digest.Digest, hadFrom bool) (bool, error) {
+func (r *Registry) mount(ctx context.Context, rt *backend.Route, d digest.Digest) (bool, error) {
 	switch {
 	case rt.MountFrom != "":
 		if _, ok, err := r.hasBlob(ctx, rt.MountFrom, d); err != nil || !ok {
 			return false, err
 		}
-	case hadFrom:
+	case rt.MountFromGiven:
 		return false, nil // from= given but invalid or not allowed
 	default:
 		if _, err := r.store.StatBlob(ctx, d); err != nil {
@@ -193,10 +185,10 @@ func (r *Registry) mount(ctx context.Context, rt *backend.Route, d digest.Digest
 }
 
 func (r *Registry) openUpload(ctx context.Context, rt *backend.Route) (storage.Upload, error) {
-	u, err := r.store.OpenUpload(ctx, rt.Repo, rt.Reference)
+	u, err := r.store.OpenUpload(ctx, rt.Repo, rt.UploadID)
 	if err != nil {
 		if errors.Is(err, storage.ErrNotFound) {
-			return nil, backend.Errorf(http.StatusNotFound, backend.CodeBlobUploadUnknown, "upload %q unknown", clip(rt.Reference))
+			return nil, backend.Errorf(http.StatusNotFound, backend.CodeBlobUploadUnknown, "upload %q unknown", clip(rt.UploadID))
 		}
 		return nil, fmt.Errorf("open upload: %w", err)
 	}

@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"mime"
 	"net/http"
 	"strconv"
 	"strings"
@@ -31,15 +30,16 @@ func manifestUnknown(ref string) error {
 	return backend.Errorf(http.StatusNotFound, backend.CodeManifestUnknown, "manifest %q unknown to this repository", clip(ref))
 }
 
-// resolve turns a manifest reference (tag or digest) into a digest.
-func (r *Registry) resolve(ctx context.Context, repo, ref string) (digest.Digest, error) {
-	if backend.IsDigestShaped(ref) {
-		d, e := backend.ParseDigest(ref)
-		if e != nil {
-			return "", e
-		}
-		return d, nil
+// resolve turns a manifest route's reference (tag or digest) into a
+// digest.
+func (r *Registry) resolve(ctx context.Context, rt *backend.Route) (digest.Digest, error) {
+	switch {
+	case rt.BadDigest != nil:
+		return "", rt.BadDigest
+	case rt.Digest != "":
+		return rt.Digest, nil
 	}
+	repo, ref := rt.Repo, rt.Tag
 	raw, err := r.store.GetRecord(ctx, repo, tagKey(ref))
 	if err != nil {
 		if errors.Is(err, storage.ErrNotFound) {
@@ -80,32 +80,9 @@ func (r *Registry) loadManifest(ctx context.Context, repo string, d digest.Diges
 	return &cachedManifest{digest: d, mediaType: string(mt), data: data}, nil
 }
 
-// accepts reports whether the Accept headers allow media type mt. No
-// Accept header, or a wildcard, accepts anything.
-func accepts(req *http.Request, mt string) bool {
-	vals := req.Header.Values("Accept")
-	if len(vals) == 0 {
-		return true
-	}
-	any := false
-	for _, v := range vals {
-		for _, part := range strings.Split(v, ",") {
-			t, _, err := mime.ParseMediaType(strings.TrimSpace(part))
-			if err != nil || t == "" {
-				continue
-			}
-			any = true
-			if t == mt || t == "*/*" || t == "application/*" || t == "application/json" {
-				return true
-			}
-		}
-	}
-	return !any
-}
-
 func (r *Registry) getManifest(w http.ResponseWriter, req *http.Request, rt *backend.Route) error {
 	ctx := req.Context()
-	d, err := r.resolve(ctx, rt.Repo, rt.Reference)
+	d, err := r.resolve(ctx, rt)
 	if err != nil {
 		return err
 	}
@@ -116,10 +93,10 @@ func (r *Registry) getManifest(w http.ResponseWriter, req *http.Request, rt *bac
 		}
 		return err
 	}
-	if !accepts(req, m.mediaType) {
+	if !rt.Accepts(m.mediaType) {
 		// What registry:2 does for clients that cannot read this type:
 		// an index is answered with its linux/amd64 entry if acceptable.
-		if alt := r.platformFallback(ctx, req, rt.Repo, m); alt != nil {
+		if alt := r.platformFallback(ctx, rt, m); alt != nil {
 			m = alt
 		} else {
 			return backend.Errorf(http.StatusNotFound, backend.CodeManifestUnknown, "manifest %s is %s, which the Accept header does not allow", m.digest, m.mediaType)
@@ -141,7 +118,7 @@ func (r *Registry) getManifest(w http.ResponseWriter, req *http.Request, rt *bac
 	return nil
 }
 
-func (r *Registry) platformFallback(ctx context.Context, req *http.Request, repo string, m *cachedManifest) *cachedManifest {
+func (r *Registry) platformFallback(ctx context.Context, rt *backend.Route, m *cachedManifest) *cachedManifest {
 	if !backend.IsIndex(m.mediaType) {
 		return nil
 	}
@@ -150,10 +127,10 @@ func (r *Registry) platformFallback(ctx context.Context, req *http.Request, repo
 		return nil
 	}
 	for _, c := range idx.Manifests {
-		if c.Platform == nil || c.Platform.OS != "linux" || c.Platform.Architecture != "amd64" || !accepts(req, c.MediaType) {
+		if c.Platform == nil || c.Platform.OS != "linux" || c.Platform.Architecture != "amd64" || !rt.Accepts(c.MediaType) {
 			continue
 		}
-		if alt, err := r.loadManifest(ctx, repo, c.Digest); err == nil && accepts(req, alt.mediaType) {
+		if alt, err := r.loadManifest(ctx, rt.Repo, c.Digest); err == nil && rt.Accepts(alt.mediaType) {
 			return alt
 		}
 	}
@@ -182,11 +159,10 @@ func (r *Registry) putManifest(w http.ResponseWriter, req *http.Request, rt *bac
 	}
 	var tags []string
 	d := digest.SHA256.FromBytes(body)
-	if backend.IsDigestShaped(rt.Reference) {
-		want, e := backend.ParseDigest(rt.Reference)
-		if e != nil {
-			return e
-		}
+	if rt.BadDigest != nil {
+		return rt.BadDigest
+	}
+	if want := rt.Digest; want != "" {
 		if got := want.Algorithm().FromBytes(body); got != want {
 			return backend.Errorf(http.StatusBadRequest, backend.CodeDigestInvalid, "manifest digest is %s, not %s", got, want)
 		}
@@ -250,7 +226,7 @@ func (r *Registry) putManifest(w http.ResponseWriter, req *http.Request, rt *bac
 	if m.Subject != nil {
 		h.Set("OCI-Subject", string(m.Subject.Digest))
 	}
-	if backend.IsDigestShaped(rt.Reference) {
+	if rt.Digest != "" {
 		for _, t := range tags { // tags given as ?tag= parameters
 			h.Add("OCI-Tag", t)
 		}
@@ -432,10 +408,7 @@ func (r *Registry) catalog(w http.ResponseWriter, req *http.Request) error {
 
 func (r *Registry) referrers(w http.ResponseWriter, req *http.Request, rt *backend.Route) error {
 	ctx := req.Context()
-	subject, e := backend.ParseDigest(rt.Reference)
-	if e != nil {
-		return e
-	}
+	subject := rt.Digest
 	names, err := r.store.ListRecords(ctx, rt.Repo, referrersDir(subject))
 	if err != nil {
 		return err

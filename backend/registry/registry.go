@@ -69,12 +69,11 @@ func (r *Registry) Close() error { return r.store.Close() }
 // ServeHTTP answers one /v2/ request. It uses the Route the gateway parsed
 // (backend.RouteFrom) or parses the request itself.
 func (r *Registry) ServeHTTP(w http.ResponseWriter, req *http.Request) {
-	w.Header().Set("Docker-Distribution-Api-Version", "registry/2.0")
+	backend.SetAPIVersion(w.Header())
 	rt := backend.RouteFrom(req.Context())
 	if rt == nil {
 		var e *backend.Error
-		q := req.URL.Query()
-		rt, e = backend.ParseRoute(req.Method, req.URL.Path, q.Get)
+		rt, e = backend.ParseRequest(req)
 		if e != nil {
 			backend.WriteError(w, req, e)
 			return

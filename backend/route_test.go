@@ -1,0 +1,93 @@
+package backend
+
+import (
+	"net/http/httptest"
+	"reflect"
+	"testing"
+)
+
+const (
+	dA = "sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
+	dB = "sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"
+)
+
+// TestParseRequestTyped: the typed forms of a request (tag, digest, upload
+// id, mount source, Accept list) come out of one parse, so no backend
+// parses the path, query or headers again.
+func TestParseRequestTyped(t *testing.T) {
+	for _, c := range []struct {
+		method, target string
+		accept         []string
+		want           Route
+		badDigest      bool
+	}{
+		{method: "GET", target: "/v2/a/b/manifests/v1", accept: []string{"application/vnd.oci.image.manifest.v1+json; q=0.9, application/json", "text/plain"},
+			want: Route{Kind: KindManifest, Repo: "a/b", Reference: "v1", Tag: "v1", Action: ActionPull,
+				Accept: []string{"application/vnd.oci.image.manifest.v1+json", "application/json", "text/plain"}}},
+		{method: "HEAD", target: "/v2/a/manifests/" + dA,
+			want: Route{Kind: KindManifest, Repo: "a", Reference: dA, Digest: dA, Action: ActionPull}},
+		// shaped like a digest, not a valid one: left to the backend
+		{method: "PUT", target: "/v2/a/manifests/sha256:zz", badDigest: true,
+			want: Route{Kind: KindManifest, Repo: "a", Reference: "sha256:zz", Action: ActionPush}},
+		{method: "GET", target: "/v2/a/blobs/" + dB,
+			want: Route{Kind: KindBlob, Repo: "a", Reference: dB, Digest: dB, Action: ActionPull}},
+		{method: "GET", target: "/v2/a/referrers/" + dB,
+			want: Route{Kind: KindReferrers, Repo: "a", Reference: dB, Digest: dB, Action: ActionPull}},
+		{method: "PATCH", target: "/v2/a/blobs/uploads/u-1",
+			want: Route{Kind: KindUpload, Repo: "a", Reference: "u-1", UploadID: "u-1", Action: ActionPush}},
+		{method: "POST", target: "/v2/a/blobs/uploads/?mount=" + dA + "&from=b/c",
+			want: Route{Kind: KindUploadStart, Repo: "a", Action: ActionPush, MountDigest: dA, MountFrom: "b/c", MountFromGiven: true}},
+		// an invalid from= is no source, but was given (no "any repository" mount)
+		{method: "POST", target: "/v2/a/blobs/uploads/?mount=" + dA + "&from=B..C",
+			want: Route{Kind: KindUploadStart, Repo: "a", Action: ActionPush, MountDigest: dA, MountFromGiven: true}},
+		{method: "POST", target: "/v2/a/blobs/uploads/?mount=" + dA,
+			want: Route{Kind: KindUploadStart, Repo: "a", Action: ActionPush, MountDigest: dA}},
+		// an invalid mount digest: a normal upload, the source still named
+		{method: "POST", target: "/v2/a/blobs/uploads/?mount=sha256:zz&from=b",
+			want: Route{Kind: KindUploadStart, Repo: "a", Action: ActionPush, MountFrom: "b", MountFromGiven: true}},
+		// from= without mount= means nothing
+		{method: "POST", target: "/v2/a/blobs/uploads/?from=b",
+			want: Route{Kind: KindUploadStart, Repo: "a", Action: ActionPush}},
+	} {
+		r := httptest.NewRequest(c.method, c.target, nil)
+		for _, a := range c.accept {
+			r.Header.Add("Accept", a)
+		}
+		rt, err := ParseRequest(r)
+		if err != nil {
+			t.Errorf("%s %s: %v", c.method, c.target, err)
+			continue
+		}
+		if (rt.BadDigest != nil) != c.badDigest {
+			t.Errorf("%s %s: BadDigest = %v", c.method, c.target, rt.BadDigest)
+		}
+		rt.BadDigest = nil
+		if !reflect.DeepEqual(*rt, c.want) {
+			t.Errorf("%s %s:\n got %+v\nwant %+v", c.method, c.target, *rt, c.want)
+		}
+	}
+}
+
+// TestAccepts: media-type matching against the parsed Accept list.
+func TestAccepts(t *testing.T) {
+	const oci = "application/vnd.oci.image.manifest.v1+json"
+	for _, c := range []struct {
+		accept []string
+		mt     string
+		want   bool
+	}{
+		{nil, oci, true},                         // no Accept: anything
+		{[]string{";;;"}, oci, true},             // nothing parseable: anything
+		{[]string{oci}, oci, true},               // listed
+		{[]string{oci}, oci + "; x=1", true},     // parameters of the offered type do not matter
+		{[]string{"text/plain"}, oci, false},     // not listed
+		{[]string{"text/plain, */*"}, oci, true}, // wildcard
+		{[]string{"application/*"}, oci, true},
+		{[]string{"application/json"}, oci, true}, // taken as "any JSON", as before
+	} {
+		rt := &Route{Accept: ParseAccept(c.accept)}
+		if got := rt.Accepts(c.mt); got != c.want {
+			t.Errorf("Accept %q, %s: %v, want %v", c.accept, c.mt, got, c.want)
+		}
+	}
+}
