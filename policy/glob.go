@@ -3,6 +3,8 @@ package policy
 import (
 	"fmt"
 	"strings"
+
+	"github.com/wharf-dev/wharf/internal/glob"
 )
 
 // Globs over repository and host names: '*' matches any run of characters,
@@ -10,33 +12,10 @@ import (
 // means the same), '?' matches one character. Every other character
 // matches itself. There are no character classes.
 
-// globMatch reports whether name matches pattern. It runs in
-// O(len(pattern)*len(name)) at worst, without recursion.
-func globMatch(pattern, name string) bool {
-	p, n := 0, 0
-	starP, starN := -1, 0
-	for n < len(name) {
-		switch {
-		case p < len(pattern) && pattern[p] == '*':
-			for p < len(pattern) && pattern[p] == '*' {
-				p++
-			}
-			starP, starN = p, n
-		case p < len(pattern) && (pattern[p] == '?' || pattern[p] == name[n]):
-			p++
-			n++
-		case starP >= 0:
-			starN++
-			p, n = starP, starN
-		default:
-			return false
-		}
-	}
-	for p < len(pattern) && pattern[p] == '*' {
-		p++
-	}
-	return p == len(pattern)
-}
+// globMatch reports whether name matches pattern (internal/glob, shared
+// with the retention and webhook rules so every list in gateway.toml
+// matches alike).
+func globMatch(pattern, name string) bool { return glob.Match(pattern, name) }
 
 // neverMatches explains why no valid repository name (lower-case letters,
 // digits, '.', '_', '-', '/' between components) can match glob g, or
