@@ -30,7 +30,7 @@ func (s *Store) ImportBlob(ctx context.Context, d digest.Digest, src string, lin
 		return false, 0, fmt.Errorf("import blob: %w", err)
 	}
 	tmpDir := filepath.Join(s.root, dirTmp)
-	tmp := filepath.Join(tmpDir, "import-"+newID())
+	tmp := filepath.Join(tmpDir, "import-"+storage.NewID())
 	defer func() {
 		if err != nil {
 			os.Remove(tmp)

@@ -9,8 +9,6 @@ package localfs
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -484,22 +482,6 @@ func mapErr(err error) error {
 		return fmt.Errorf("%w: %v", storage.ErrNoSpace, err)
 	}
 	return err
-}
-
-func newID() string {
-	var b [16]byte
-	if _, err := rand.Read(b[:]); err != nil {
-		panic(err) // crypto/rand never fails on Linux
-	}
-	return hex.EncodeToString(b[:])
-}
-
-func validID(id string) bool {
-	if len(id) != 32 {
-		return false
-	}
-	_, err := hex.DecodeString(id)
-	return err == nil && strings.ToLower(id) == id
 }
 
 var _ io.Closer = (*Store)(nil)

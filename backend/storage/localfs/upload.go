@@ -116,7 +116,7 @@ func (s *Store) NewUpload(ctx context.Context, repo string) (storage.Upload, err
 	if !validRepo(repo) {
 		return nil, fmt.Errorf("new upload: invalid repository %q", repo)
 	}
-	id := newID()
+	id := storage.NewID()
 	dir := s.uploadDir(id)
 	if err := os.Mkdir(dir, 0o755); err != nil {
 		return nil, mapErr(fmt.Errorf("create upload: %w", err))
@@ -142,7 +142,7 @@ func (s *Store) NewUpload(ctx context.Context, repo string) (storage.Upload, err
 // OpenUpload takes the session id of repo, loading it from disk if this
 // process has not seen it yet.
 func (s *Store) OpenUpload(ctx context.Context, repo, id string) (storage.Upload, error) {
-	if !validID(id) {
+	if !storage.ValidID(id) {
 		return nil, storage.ErrNotFound
 	}
 	se := s.session(id)
@@ -503,7 +503,7 @@ func (s *Store) expireUploads(now time.Time) {
 		if now.Sub(last) < s.ttl {
 			continue
 		}
-		if !validID(id) {
+		if !storage.ValidID(id) {
 			os.RemoveAll(filepath.Join(dir, id))
 			continue
 		}

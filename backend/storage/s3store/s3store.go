@@ -13,8 +13,6 @@ package s3store
 import (
 	"bytes"
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -240,22 +238,6 @@ func mapErr(err error) error {
 	return err
 }
 
-func newID() string {
-	var b [16]byte
-	if _, err := rand.Read(b[:]); err != nil {
-		panic(err) // crypto/rand never fails on Linux
-	}
-	return hex.EncodeToString(b[:])
-}
-
-func validID(id string) bool {
-	if len(id) != 32 {
-		return false
-	}
-	_, err := hex.DecodeString(id)
-	return err == nil
-}
-
 // --- small objects ---------------------------------------------------------
 
 func (s *Store) putSmall(ctx context.Context, key string, data []byte) error {
@@ -309,7 +291,7 @@ func (s *Store) copyObject(ctx context.Context, src, dst string, size int64) err
 // key exists: a touch that comes after a conditional delete removed key
 // gets ErrNotFound.
 func (s *Store) touch(ctx context.Context, key string) error {
-	if err := s.putSmall(ctx, s.markerKey(key), []byte(newID())); err != nil {
+	if err := s.putSmall(ctx, s.markerKey(key), []byte(storage.NewID())); err != nil {
 		return err
 	}
 	_, err := s.stat(ctx, key)
@@ -347,7 +329,7 @@ func (s *Store) deleteIfOlder(ctx context.Context, key string, cutoff time.Time)
 	if !later(obj.LastModified, marker.LastModified).Before(cutoff) {
 		return false, nil
 	}
-	aside := s.prefix + "trash/" + newID()
+	aside := s.prefix + "trash/" + storage.NewID()
 	if err := s.copyObject(ctx, key, aside, obj.Size); err != nil {
 		if errors.Is(err, storage.ErrNotFound) {
 			return false, err

@@ -474,7 +474,7 @@ func TestExpireAbandoned(t *testing.T) {
 	id := u.ID()
 	u.Close()
 	core := minio.Core{Client: s.c}
-	mpu, err := core.NewMultipartUpload(ctx, bucket, s.uploadKey(newID(), "chunk-000000"), minio.PutObjectOptions{})
+	mpu, err := core.NewMultipartUpload(ctx, bucket, s.uploadKey(storage.NewID(), "chunk-000000"), minio.PutObjectOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}

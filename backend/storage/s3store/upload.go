@@ -67,7 +67,7 @@ func (s *Store) NewUpload(ctx context.Context, repo string) (storage.Upload, err
 	if !validRepo(repo) {
 		return nil, fmt.Errorf("invalid repository %q", repo)
 	}
-	id := newID()
+	id := storage.NewID()
 	unlock, err := s.lock(ctx, id)
 	if err != nil {
 		return nil, err
@@ -82,7 +82,7 @@ func (s *Store) NewUpload(ctx context.Context, repo string) (storage.Upload, err
 
 // OpenUpload resumes session id of repo, started by any process.
 func (s *Store) OpenUpload(ctx context.Context, repo, id string) (storage.Upload, error) {
-	if !validID(id) {
+	if !storage.ValidID(id) {
 		return nil, storage.ErrNotFound
 	}
 	unlock, err := s.lock(ctx, id)
