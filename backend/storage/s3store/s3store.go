@@ -60,6 +60,8 @@ type Store struct {
 	partSize uint64
 	sse      encrypt.ServerSide
 	log      zerolog.Logger
+	// redirectExpiry is the validity of pre-signed blob URLs (presign.go).
+	redirectExpiry time.Duration
 
 	mu    sync.Mutex
 	locks map[string]chan struct{} // upload sessions held in this process
@@ -133,9 +135,10 @@ func New(ctx context.Context, o Options) (*Store, error) {
 	if p := strings.Trim(o.Prefix, "/"); p != "" {
 		s.prefix = p + "/"
 	}
-	if o.SSE == "AES256" {
-		s.sse = encrypt.NewSSE()
+	if s.sse, err = serverSide(o.Config); err != nil {
+		return nil, err
 	}
+	s.redirectExpiry = o.RedirectExpiry.Std()
 	if err := s.probe(ctx); err != nil {
 		return nil, err
 	}
