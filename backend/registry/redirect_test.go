@@ -20,7 +20,7 @@ func s3Env(t *testing.T, redirect bool) (*env, *harness.VersityGW) {
 	t.Helper()
 	gw := harness.StartVersityGW(t, "wharf")
 	st, err := s3store.New(context.Background(), s3store.Options{
-		Config: s3store.Config{Bucket: "wharf", Prefix: "registry.test", Endpoint: gw.Endpoint, PathStyle: true, Region: "us-east-1"},
+		Config:    s3store.Config{Bucket: "wharf", Prefix: "registry.test", Endpoint: gw.Endpoint, PathStyle: true, Region: "us-east-1"},
 		AccessKey: gw.AccessKey, SecretKey: gw.SecretKey, UploadTTL: time.Hour,
 	})
 	if err != nil {
