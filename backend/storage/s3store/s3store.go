@@ -62,6 +62,8 @@ type Store struct {
 	log      zerolog.Logger
 	// redirectExpiry is the validity of pre-signed blob URLs (presign.go).
 	redirectExpiry time.Duration
+	// leaseTTL replaces the gc lease's TTL (lease.go; tests).
+	leaseTTL time.Duration
 
 	mu    sync.Mutex
 	locks map[string]chan struct{} // upload sessions held in this process
