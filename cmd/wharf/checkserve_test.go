@@ -27,6 +27,8 @@ const (
 	csHead   = csData + csListen
 	csSite   = "[[site]]\nhost = \"a.example\"\nbackend = \"registry\"\ntls = \"off\"\n"
 	csAuth   = "[auth]\nhtpasswd = \"DIR/htpasswd\"\n"
+	// csS3 is a registry site on S3 (lines 4-13).
+	csS3 = csSite + "[site.registry]\nstorage = \"s3\"\n[site.registry.s3]\nbucket = \"wharf\"\nendpoint = \"http://127.0.0.1:1\"\npath_style = true\n"
 )
 
 // cacheSite and proxySite are a site of that kind with the given
@@ -124,6 +126,12 @@ var checkServeCases = []checkServeCase{
 	{"acme ca not https", csData + "[acme]\nca = \"http://ca.example/dir\"\n" + csListen + csSite, "gw.toml:3: invalid ACME directory URL"},
 	{"acme ca_root missing", csData + "[acme]\nca_root = \"DIR/nope.pem\"\n" + csListen + csSite, "gw.toml:3: cannot read ACME CA root"},
 	{"acme ca_root not pem", csData + "[acme]\nca_root = \"DIR/garbage\"\n" + csListen + csSite, "holds no PEM certificate"},
+	// S3 storage (issue #15): sse, redirect (valid S3 configs are not
+	// here: serve would contact the bucket)
+	{"s3 bad sse", csHead + csS3 + "sse = \"aes256\"\n", `gw.toml:14: invalid sse "aes256"`},
+	{"s3 kms key without kms", csHead + csS3 + "sse = \"AES256\"\nsse_kms_key_id = \"k\"\n", `gw.toml:15: sse_kms_key_id is set but sse is "AES256"`},
+	{"s3 redirect_expiry too long", csHead + csS3 + "redirect = true\nredirect_expiry = \"200h\"\n", "gw.toml:15: redirect_expiry 200h0m0s out of range"},
+	{"s3 redirect not bool", csHead + csS3 + "redirect = \"yes\"\n", "gw.toml:14: incompatible types"},
 
 	// valid: both accept, including the two configs of issue #10
 	{"ok minimal", csHead + csSite, ""},
