@@ -38,6 +38,10 @@ type lease struct {
 	// lease by it (two runs may share an owner string).
 	Token    string    `json:"token"`
 	Acquired time.Time `json:"acquired"`
+	// Renewed changes with every renewal, and so the ETag: a taker's
+	// If-Match on the version it saw expire fails if the holder renewed
+	// meanwhile (the same content would keep the same ETag).
+	Renewed time.Time `json:"renewed"`
 }
 
 // leaseState is the lease object as read: content, ETag and expiry.
@@ -115,7 +119,8 @@ func (s *Store) heldBy(st *leaseState) error {
 
 // LockGC takes the prefix's gc lease (see the top of this file).
 func (s *Store) LockGC(ctx context.Context, owner string) (context.Context, func(), error) {
-	mine := lease{Owner: owner, Token: storage.NewID(), Acquired: time.Now().UTC()}
+	now0 := time.Now().UTC()
+	mine := lease{Owner: owner, Token: storage.NewID(), Acquired: now0, Renewed: now0}
 	cur, err := s.readLease(ctx)
 	if err != nil {
 		return nil, nil, err
@@ -181,6 +186,7 @@ func (h *held) renew() {
 		case <-t.C:
 		}
 		ctx, cancel := context.WithTimeout(context.Background(), every)
+		h.mine.Renewed = time.Now().UTC()
 		err := h.s.writeLease(ctx, h.mine, h.etag)
 		var now *leaseState
 		if err == nil {

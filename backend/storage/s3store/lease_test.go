@@ -113,15 +113,45 @@ func TestGCLeaseExpiry(t *testing.T) {
 	if _, _, err := b.LockGC(ctx, "b"); !errors.Is(err, storage.ErrGCRunning) {
 		t.Fatalf("b while a holds: %v", err)
 	}
-	// Pretend a stopped renewing two hours ago: versitygw's LastModified
-	// is the file's modification time.
-	old := time.Now().Add(-2 * time.Hour)
-	if err := os.Chtimes(filepath.Join(gw.Dir, bucket, "site.test", "gc.lease"), old, old); err != nil {
-		t.Fatal(err)
+	// Renewals rewrite the lease with a new ETag, so a taker holding
+	// the version it saw before cannot overwrite a renewed lease.
+	first, err := b.readLease(ctx)
+	if err != nil || first == nil {
+		t.Fatalf("lease: %+v %v", first, err)
 	}
-	_, brel, err := b.LockGC(ctx, "b")
-	if err != nil {
-		t.Fatalf("expired lease not taken over: %v", err)
+	for {
+		now, err := b.readLease(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if now.etag != first.etag {
+			if now.Token != first.Token || !now.Renewed.After(first.Renewed) {
+				t.Fatalf("renewal changed the lease to %+v (was %+v)", now.lease, first.lease)
+			}
+			break
+		}
+		time.Sleep(100 * time.Millisecond) // a renews every second
+	}
+	if err := b.writeLease(ctx, lease{Owner: "b"}, first.etag); !errors.Is(err, errHeld) {
+		t.Fatalf("take-over with the ETag from before a renewal: %v, want 412", err)
+	}
+	// Pretend a stopped renewing two hours ago: versitygw's LastModified
+	// is the file's modification time. (a still renews every second;
+	// should a renewal land between the backdating and b's read, b is
+	// told a holds it, and the backdating is done again.)
+	var brel func()
+	for try := 0; ; try++ {
+		old := time.Now().Add(-2 * time.Hour)
+		if err := os.Chtimes(filepath.Join(gw.Dir, bucket, "site.test", "gc.lease"), old, old); err != nil {
+			t.Fatal(err)
+		}
+		_, brel, err = b.LockGC(ctx, "b")
+		if err == nil {
+			break
+		}
+		if !errors.Is(err, storage.ErrGCRunning) || try == 10 {
+			t.Fatalf("expired lease not taken over: %v", err)
+		}
 	}
 	defer brel()
 	if l, err := b.readLease(ctx); err != nil || l.Owner != "b" {
