@@ -105,8 +105,18 @@ func (s *Store) writeLease(ctx context.Context, l lease, ifMatch string) error {
 		o.SetMatchETag(ifMatch)
 	}
 	_, err = s.c.PutObject(ctx, s.bucket, s.leaseKey(), bytes.NewReader(data), int64(len(data)), o)
-	if r := minio.ToErrorResponse(err); err != nil && (r.StatusCode == http.StatusPreconditionFailed || r.Code == "PreconditionFailed") {
+	r := minio.ToErrorResponse(err)
+	switch {
+	case err == nil:
+		return nil
+	case r.StatusCode == http.StatusPreconditionFailed || r.Code == "PreconditionFailed":
 		return errHeld
+	case r.StatusCode == http.StatusNotImplemented || r.Code == "NotImplemented":
+		// A server without conditional writes: write plainly and let
+		// the read-back decide (see README.md for what that allows).
+		s.log.Warn().Str("bucket", s.bucket).Msg("s3: the server refuses conditional writes; the gc lease falls back to write and read back")
+		o := minio.PutObjectOptions{ServerSideEncryption: s.sse, DisableMultipart: true, ContentType: "application/json"}
+		_, err = s.c.PutObject(ctx, s.bucket, s.leaseKey(), bytes.NewReader(data), int64(len(data)), o)
 	}
 	return err
 }

@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
@@ -166,4 +168,48 @@ func TestGCLeaseExpiry(t *testing.T) {
 	if l, err := b.readLease(ctx); err != nil || l == nil || l.Owner != "b" {
 		t.Fatalf("b's lease after a's release: %+v %v", l, err)
 	}
+}
+
+// noConditions answers 501 Not Implemented to conditional PUTs, as S3
+// servers without conditional writes do.
+type noConditions struct{ next http.RoundTripper }
+
+func (n noConditions) RoundTrip(req *http.Request) (*http.Response, error) {
+	if req.Method == http.MethodPut && (req.Header.Get("If-None-Match") != "" || req.Header.Get("If-Match") != "") {
+		if req.Body != nil {
+			req.Body.Close()
+		}
+		body := `<?xml version="1.0" encoding="UTF-8"?><Error><Code>NotImplemented</Code><Message>A header you provided implies functionality that is not implemented</Message></Error>`
+		return &http.Response{
+			StatusCode: http.StatusNotImplemented, Status: "501 Not Implemented", Proto: "HTTP/1.1", ProtoMajor: 1, ProtoMinor: 1,
+			Header:        http.Header{"Content-Type": {"application/xml"}},
+			Body:          io.NopCloser(strings.NewReader(body)),
+			ContentLength: int64(len(body)), Request: req,
+		}, nil
+	}
+	return n.next.RoundTrip(req)
+}
+
+// TestGCLeaseWithoutConditionalWrites: on a server that refuses
+// conditional writes the lease is still taken (write, then read back),
+// and a second store asking afterwards is told who holds it.
+func TestGCLeaseWithoutConditionalWrites(t *testing.T) {
+	gw := harness.StartVersityGW(t, bucket)
+	ctx := context.Background()
+	plain := func(o *Options) { o.Transport = noConditions{http.DefaultTransport} }
+	a := newStore(t, gw, "site.test", plain)
+	b := newStore(t, gw, "site.test", plain)
+	_, rel, err := a.LockGC(ctx, "a")
+	if err != nil {
+		t.Fatalf("lease without conditional writes: %v", err)
+	}
+	if _, _, err := b.LockGC(ctx, "b"); !errors.Is(err, storage.ErrGCRunning) || !strings.Contains(err.Error(), "held by a until") {
+		t.Fatalf("second store: %v", err)
+	}
+	rel()
+	_, rel, err = b.LockGC(ctx, "b")
+	if err != nil {
+		t.Fatalf("after release: %v", err)
+	}
+	rel()
 }
