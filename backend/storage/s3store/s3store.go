@@ -235,14 +235,23 @@ func (s *Store) recordKey(repo, key string) (string, error) {
 
 func (s *Store) uploadKey(id, name string) string { return s.prefix + "uploads/" + id + "/" + name }
 
-// mapErr turns S3's "no such key" into storage.ErrNotFound.
+// mapErr turns S3's "no such key" into storage.ErrNotFound, and a
+// refusal to serve (503 SlowDown, still after minio-go's retries) or an
+// unreachable server into storage.ErrUnavailable.
 func mapErr(err error) error {
 	if err == nil {
 		return nil
 	}
-	switch minio.ToErrorResponse(err).Code {
+	er := minio.ToErrorResponse(err)
+	switch er.Code {
 	case "NoSuchKey", "NotFound", "NoSuchUpload":
 		return fmt.Errorf("%w: %v", storage.ErrNotFound, err)
+	case "SlowDown", "SlowDownRead", "SlowDownWrite", "ServiceUnavailable", "RequestTimeout":
+		return fmt.Errorf("%w: %v", storage.ErrUnavailable, err)
+	}
+	var ne net.Error
+	if er.StatusCode == http.StatusServiceUnavailable || errors.As(err, &ne) {
+		return fmt.Errorf("%w: %v", storage.ErrUnavailable, err)
 	}
 	return err
 }
