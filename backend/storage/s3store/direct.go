@@ -149,7 +149,10 @@ func (s *Store) openDirect(ctx context.Context, key string, off int64) (*directB
 	// A pooled connection the server has meanwhile closed fails before
 	// any answer: then once more on a new one.
 	for attempt := 0; attempt < 2; attempt++ {
-		dc := s.direct.get()
+		var dc *directConn
+		if attempt == 0 {
+			dc = s.direct.get()
+		}
 		reused := dc != nil
 		if !reused {
 			if dc, err = s.direct.dial(ctx); err != nil {
@@ -177,7 +180,7 @@ func roundTrip(ctx context.Context, dc *directConn, req string, off int64) (*dir
 		deadline = d
 	}
 	if err := dc.c.SetDeadline(deadline); err != nil {
-		return nil, 0, err
+		return nil, 0, fmt.Errorf("%w: %v", errNoAnswer, err)
 	}
 	stop := context.AfterFunc(ctx, func() { dc.c.SetDeadline(time.Unix(1, 0)) })
 	defer stop()
@@ -226,10 +229,13 @@ func parseContentRange(h string) (first, total int64, ok bool) {
 }
 
 // arm pushes the stall deadline forward and makes ctx's end fail the
-// next read; the returned func undoes the latter.
-func (b *directBody) arm(ctx context.Context) func() bool {
+// reads until the returned func is called.
+func (b *directBody) arm(ctx context.Context) (func() bool, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
 	_ = b.dc.c.SetReadDeadline(time.Now().Add(directStall))
-	return context.AfterFunc(ctx, func() { b.dc.c.SetReadDeadline(time.Unix(1, 0)) })
+	return context.AfterFunc(ctx, func() { b.dc.c.SetReadDeadline(time.Unix(1, 0)) }), nil
 }
 
 // Read reads body bytes; a connection that ends early is
@@ -241,7 +247,10 @@ func (b *directBody) Read(ctx context.Context, p []byte) (int, error) {
 	if int64(len(p)) > b.left {
 		p = p[:b.left]
 	}
-	stop := b.arm(ctx)
+	stop, err := b.arm(ctx)
+	if err != nil {
+		return 0, err
+	}
 	n, err := b.dc.br.Read(p)
 	stop()
 	b.left -= int64(n)
@@ -272,7 +281,10 @@ func (b *directBody) WriteTo(ctx context.Context, w io.Writer) (int64, error) {
 	}
 	for b.left > 0 {
 		chunk := &io.LimitedReader{R: b.dc.c, N: min(b.left, spliceChunk)}
-		stop := b.arm(ctx)
+		stop, err := b.arm(ctx)
+		if err != nil {
+			return n, err
+		}
 		m, err := rf.ReadFrom(chunk)
 		stop()
 		n += m
