@@ -5,8 +5,10 @@ import (
 	"context"
 	"errors"
 	"io"
+	"net"
 	"testing"
 
+	"github.com/minio/minio-go/v7"
 	digest "github.com/opencontainers/go-digest"
 
 	"github.com/wharf-dev/wharf/backend/storage"
@@ -169,6 +171,27 @@ func TestParseContentRange(t *testing.T) {
 		first, total, ok := parseContentRange(tc.h)
 		if ok != tc.ok || ok && (first != tc.first || total != tc.total) {
 			t.Errorf("%q: %d %d %v", tc.h, first, total, ok)
+		}
+	}
+}
+
+func TestMapErr(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		err  error
+		want error // nil: neither sentinel
+	}{
+		{"no such key", minio.ErrorResponse{Code: "NoSuchKey", StatusCode: 404}, storage.ErrNotFound},
+		{"slow down", minio.ErrorResponse{Code: "SlowDown", StatusCode: 503}, storage.ErrUnavailable},
+		{"503 without code", minio.ErrorResponse{StatusCode: 503}, storage.ErrUnavailable},
+		{"unreachable", &net.OpError{Op: "dial", Net: "tcp", Err: errors.New("connection refused")}, storage.ErrUnavailable},
+		{"access denied", minio.ErrorResponse{Code: "AccessDenied", StatusCode: 403}, nil},
+	} {
+		got := mapErr(tc.err)
+		for _, sentinel := range []error{storage.ErrNotFound, storage.ErrUnavailable} {
+			if errors.Is(got, sentinel) != (sentinel == tc.want) {
+				t.Errorf("%s: %v; errors.Is(%v) = %v", tc.name, got, sentinel, errors.Is(got, sentinel))
+			}
 		}
 	}
 }
