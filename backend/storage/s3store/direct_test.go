@@ -6,6 +6,7 @@ import (
 	"errors"
 	"io"
 	"net"
+	"net/url"
 	"testing"
 
 	"github.com/minio/minio-go/v7"
@@ -185,6 +186,7 @@ func TestMapErr(t *testing.T) {
 		{"slow down", minio.ErrorResponse{Code: "SlowDown", StatusCode: 503}, storage.ErrUnavailable},
 		{"503 without code", minio.ErrorResponse{StatusCode: 503}, storage.ErrUnavailable},
 		{"unreachable", &net.OpError{Op: "dial", Net: "tcp", Err: errors.New("connection refused")}, storage.ErrUnavailable},
+		{"cancelled", &url.Error{Op: "Get", URL: "http://s3/x", Err: context.Canceled}, nil},
 		{"access denied", minio.ErrorResponse{Code: "AccessDenied", StatusCode: 403}, nil},
 	} {
 		got := mapErr(tc.err)

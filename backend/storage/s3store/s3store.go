@@ -249,8 +249,8 @@ func mapErr(err error) error {
 	case "SlowDown", "SlowDownRead", "SlowDownWrite", "ServiceUnavailable", "RequestTimeout":
 		return fmt.Errorf("%w: %v", storage.ErrUnavailable, err)
 	}
-	var ne net.Error
-	if er.StatusCode == http.StatusServiceUnavailable || errors.As(err, &ne) {
+	var ne net.Error // *url.Error is one too: a request that never got an answer
+	if er.StatusCode == http.StatusServiceUnavailable || errors.As(err, &ne) && !errors.Is(err, context.Canceled) {
 		return fmt.Errorf("%w: %v", storage.ErrUnavailable, err)
 	}
 	return err
