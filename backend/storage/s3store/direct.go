@@ -132,7 +132,7 @@ type directBody struct {
 // caller asks through minio-go instead.
 var errNotDirect = errors.New("s3: direct read not possible")
 
-// open sends a pre-signed GET of key from byte off and returns the body
+// openDirect sends a pre-signed GET of key from byte off and returns the body
 // of a 200 (off 0) or matching 206 answer and the object's size. Every
 // other outcome is errNotDirect (wrapping what happened).
 func (s *Store) openDirect(ctx context.Context, key string, off int64) (*directBody, int64, error) {
@@ -174,6 +174,8 @@ func (s *Store) openDirect(ctx context.Context, key string, off int64) (*directB
 // errNoAnswer: the connection ended before any answer came.
 var errNoAnswer = errors.New("no answer")
 
+// roundTrip sends req on dc and reads the answer's header; a usable
+// answer leaves its body on the connection.
 func roundTrip(ctx context.Context, dc *directConn, req string, off int64) (*directBody, int64, error) {
 	deadline := time.Now().Add(directStall)
 	if d, ok := ctx.Deadline(); ok && d.Before(deadline) {
