@@ -49,8 +49,9 @@ type direct struct {
 	addr   string // host:port of the endpoint
 	dialer net.Dialer
 
-	mu   sync.Mutex
-	idle []*directConn
+	mu     sync.Mutex
+	idle   []*directConn
+	closed bool // the store is closed: nothing is pooled any more
 }
 
 // directConn is one HTTP/1.1 connection to the S3 server and its read
@@ -92,6 +93,10 @@ func (d *direct) put(dc *directConn) {
 	dc.used = time.Now()
 	d.mu.Lock()
 	defer d.mu.Unlock()
+	if d.closed {
+		dc.c.Close()
+		return
+	}
 	if len(d.idle) >= directIdle {
 		d.idle[0].c.Close()
 		d.idle = append(d.idle[:0], d.idle[1:]...)
@@ -106,6 +111,7 @@ func (d *direct) close() {
 		dc.c.Close()
 	}
 	d.idle = nil
+	d.closed = true
 }
 
 func (d *direct) dial(ctx context.Context) (*directConn, error) {
