@@ -65,7 +65,10 @@ type Store struct {
 	afterGCRename func(moved string)
 }
 
-var _ storage.Store = (*Store)(nil)
+var (
+	_ storage.Store    = (*Store)(nil)
+	_ storage.FileBlob = (*Blob)(nil)
+)
 
 const (
 	dirBlobs   = "blobs"
