@@ -37,17 +37,17 @@ const (
 )
 
 // BlobLink is the record that lets a repository use blob d.
-func BlobLink(d digest.Digest) string { return digestKey(BlobsDir, d) }
+func BlobLink(d digest.Digest) string { return DigestKey(BlobsDir, d) }
 
 // Manifest is the record saying a repository holds manifest d; its value
 // is the manifest's media type.
-func Manifest(d digest.Digest) string { return digestKey(ManifestsDir, d) }
+func Manifest(d digest.Digest) string { return DigestKey(ManifestsDir, d) }
 
 // Tag is the record of a tag.
 func Tag(tag string) string { return TagsDir + "/" + tag }
 
 // ReferrersOf is the directory of the referrer records of subject.
-func ReferrersOf(subject digest.Digest) string { return digestKey(ReferrersDir, subject) }
+func ReferrersOf(subject digest.Digest) string { return DigestKey(ReferrersDir, subject) }
 
 // Referrer is the record listing manifest d as a referrer of subject; its
 // value is d's descriptor as JSON.
@@ -55,7 +55,10 @@ func Referrer(subject, d digest.Digest) string {
 	return ReferrersOf(subject) + "/" + referrerName(d)
 }
 
-func digestKey(dir string, d digest.Digest) string {
+// DigestKey is the record of d in dir: BlobLink for BlobsDir, Manifest for
+// ManifestsDir, ReferrersOf for ReferrersDir (for listings that walk one
+// of them).
+func DigestKey(dir string, d digest.Digest) string {
 	return dir + "/" + string(d.Algorithm()) + "/" + d.Encoded()
 }
 
