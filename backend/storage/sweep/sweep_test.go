@@ -261,7 +261,7 @@ func TestKeep(t *testing.T) {
 	imgB, blobsB := m.image(t, "b", 1, old)
 	idx := m.index(t, []digest.Digest{imgA, imgB}, old)
 	sig, blobsSig := m.image(t, "signature", 1, old) // a referrer of imgA
-	orphanRef, _ := m.image(t, "orphan", 1, old)    // names imgA, no revision
+	orphanRef, _ := m.image(t, "orphan", 1, old)     // names imgA, no revision
 	bad := m.putBlob([]byte("{not json"), old)
 	refs := map[digest.Digest][]digest.Digest{imgA: {sig, orphanRef}}
 	isRev := set(imgA, imgB, idx, sig, bad)
@@ -513,4 +513,3 @@ func TestRepos(t *testing.T) {
 		t.Error("zero cutoff: something is old")
 	}
 }
-
