@@ -188,6 +188,16 @@ type FileBlob interface {
 	OSFile() *os.File
 }
 
+// BlobImporter is an optional interface of a store that can take a blob
+// from a local file without streaming it through an upload session
+// (localfs: a hard link or a copy, verified, then renamed into place);
+// `wharf import` uses it. src must hash to d unless trust is set and the
+// file was linked; on a mismatch nothing becomes visible and the error
+// wraps ErrDigestMismatch. buf is the read buffer for hashing.
+type BlobImporter interface {
+	ImportBlob(ctx context.Context, d digest.Digest, src string, link, trust bool, buf []byte) (linked bool, size int64, err error)
+}
+
 // BlobInfo describes a stored blob.
 type BlobInfo struct {
 	Digest  digest.Digest

@@ -30,16 +30,9 @@ import (
 	"github.com/wharf-dev/wharf/backend/storage/layout"
 )
 
-// BlobImporter is what a store offers to take a blob from a file without
-// streaming it through an upload session (localfs: a hard link or a
-// copy, verified, then renamed into place).
-type BlobImporter interface {
-	ImportBlob(ctx context.Context, d digest.Digest, src string, link, trust bool, buf []byte) (linked bool, size int64, err error)
-}
-
 // Store is what an import needs of the site's store: blobs to check,
 // upload sessions to stream copies through, records to write. A store
-// that is also a BlobImporter takes files directly.
+// that is also a storage.BlobImporter takes files directly.
 type Store interface {
 	storage.BlobReader
 	storage.Uploads
@@ -169,7 +162,7 @@ type tagLink struct {
 type importer struct {
 	o    Options
 	v2   string
-	bi   BlobImporter
+	bi   storage.BlobImporter
 	res  Result
 	mu   sync.Mutex // guards blobs and res's blob counters
 	blob map[digest.Digest]*blobState
@@ -190,7 +183,7 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 		o.Workers = runtime.GOMAXPROCS(0)
 	}
 	im := &importer{o: o, v2: v2, blob: map[digest.Digest]*blobState{}}
-	im.bi, _ = o.Store.(BlobImporter)
+	im.bi, _ = o.Store.(storage.BlobImporter)
 
 	repos, err := im.scanRepos(ctx)
 	if err != nil {

@@ -66,8 +66,9 @@ type Store struct {
 }
 
 var (
-	_ storage.Store    = (*Store)(nil)
-	_ storage.FileBlob = (*Blob)(nil)
+	_ storage.Store        = (*Store)(nil)
+	_ storage.FileBlob     = (*Blob)(nil)
+	_ storage.BlobImporter = (*Store)(nil)
 )
 
 const (
