@@ -160,8 +160,9 @@ type Times interface {
 // The local file system keeps the time as the file's modification time
 // (a touch is a utimes; DeleteIfOlder moves the file aside, checks the
 // time and puts it back if it was touched). The S3 store keeps it in
-// marker objects next to the data (see s3store's README), since S3 has no
-// writable modification time.
+// marker objects next to the data, since S3 has no writable modification
+// time (s3store's README has the protocol, and its one exception: a gc
+// killed between moving an object aside and re-checking its marker).
 type Clock interface {
 	Times
 	// TouchBlob sets a blob's time to now, or returns ErrNotFound. The
