@@ -24,7 +24,6 @@ import (
 
 	"github.com/wharf-dev/wharf/auth"
 	"github.com/wharf-dev/wharf/backend"
-	"github.com/wharf-dev/wharf/backend/storage"
 	"github.com/wharf-dev/wharf/policy"
 )
 
@@ -49,9 +48,9 @@ type Authenticator interface {
 // site's [[site]] table; the UI has no config keys of its own besides
 // `ui = false`.
 type Config struct {
-	Host  string        // the site's host name; "*" = whatever Host the client used
-	Kind  string        // KindRegistry or KindCache
-	Store storage.Store // the site's store
+	Host  string // the site's host name; "*" = whatever Host the client used
+	Kind  string // KindRegistry or KindCache
+	Store Store  // the site's store (read only)
 	// Delete removes a tag or a manifest (by digest) the way the API's
 	// DELETE does; nil = no deletes on this site.
 	Delete func(ctx context.Context, repo, ref string) error

@@ -14,6 +14,7 @@ import (
 	"github.com/wharf-dev/wharf/auth"
 	"github.com/wharf-dev/wharf/backend"
 	"github.com/wharf-dev/wharf/backend/storage"
+	"github.com/wharf-dev/wharf/backend/storage/layout"
 )
 
 // seed pushes a few repositories: two public, one secret, one private.
@@ -424,7 +425,7 @@ func TestCacheSite(t *testing.T) {
 	d := f.image("library/alpine", "3", "linux/amd64", nil, 10)
 	// the cache's tag record: JSON with the digest and the last check
 	rec := fmt.Sprintf(`{"digest":%q,"mediaType":%q,"size":%d,"checked":"2026-02-03T04:05:06Z"}`, d.Digest, d.MediaType, d.Size)
-	if err := f.reg.Store().PutRecord(t.Context(), "library/alpine", "tags/3", []byte(rec)); err != nil {
+	if err := f.reg.Store().PutRecord(t.Context(), "library/alpine", layout.Tag("3"), []byte(rec)); err != nil {
 		t.Fatal(err)
 	}
 	p := (&client{f: f}).get("/r/library/alpine")

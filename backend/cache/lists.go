@@ -7,6 +7,7 @@ import (
 	"strings"
 
 	"github.com/wharf-dev/wharf/backend"
+	"github.com/wharf-dev/wharf/backend/storage/layout"
 )
 
 // tagsList passes the request (with n and last) to the upstream. When the
@@ -41,7 +42,7 @@ func (c *Cache) tagsList(w http.ResponseWriter, req *http.Request, rt *backend.R
 		err = statusError(resp, "the tag list of "+rt.Repo)
 		drain(resp)
 	}
-	tags, lerr := c.store.ListRecords(req.Context(), rt.Repo, "tags")
+	tags, lerr := layout.Tags(req.Context(), c.store, rt.Repo)
 	if lerr != nil || len(tags) == 0 {
 		return err
 	}

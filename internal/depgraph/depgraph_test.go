@@ -23,6 +23,9 @@ var forbidden = []struct {
 	{"auth", []string{"gateway", "cmd", "acme"}},
 	{"acme", []string{"gateway", "cmd", "auth", "policy", "backend"}},
 	{"gateway", []string{"cmd"}},
+	// the storage interfaces, the layout and the mark-and-sweep sit below
+	// every backend that uses them
+	{"backend/storage", []string{"backend/registry", "backend/cache", "backend/proxy", "ui", "cleanup", "webhook"}},
 	{"internal/conf", []string{""}}, // no wharf package at all
 }
 
