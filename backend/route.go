@@ -47,7 +47,7 @@ const (
 )
 
 // Route is a /v2/ request parsed once: the gateway parses it (ParseRequest),
-// the auth middleware decides on it, and the backend serves it, all from
+// auth decides on it, and the backend serves it (RouteHandler), all from
 // the same value and without parsing the path, the query or the Accept
 // headers again.
 type Route struct {
@@ -68,8 +68,8 @@ type Route struct {
 	// Cross-repository mount (POST .../blobs/uploads/?mount=<digest>&from=<repo>).
 	// MountDigest is the valid digest of mount= ("" without one, or when
 	// it is invalid: a normal upload then). MountFrom is the source
-	// repository when from= names a valid one; the auth middleware clears
-	// it when the caller may not pull from there, so the backend falls
+	// repository when from= names a valid one; a caller whose Access
+	// lacks MayMount gets it cleared (ForAccess), so the backend falls
 	// back to a normal upload. MountFromGiven says from= was sent at all.
 	MountDigest    digest.Digest
 	MountFrom      string

@@ -9,7 +9,7 @@ import (
 	"github.com/wharf-dev/wharf/webhook"
 )
 
-// Webhook events are made here, in the gateway's middleware, from the
+// Webhook events are made here, in the gateway (serveEvents), from the
 // parsed /v2/ route and the backend's answer, rather than inside the
 // registry backend: the gateway already knows the route, the user and the
 // request id, backends stay free of users and HTTP notifications, and the

@@ -32,7 +32,7 @@ type SitePlan struct {
 	// Root is the site's storage root, resolved below data_dir; "" for a
 	// proxy site.
 	Root string
-	// Auth is the auth middleware's view of the site (policy not set).
+	// Auth is the site as its auth.Guard sees it (policy not set).
 	Auth auth.Site
 	// Env resolves the paths of the site's secret files.
 	Env conf.Env

@@ -310,7 +310,7 @@ func (u *UI) service(r *http.Request) string {
 	return strings.ToLower(h)
 }
 
-// allowed is what v may do to repo, exactly as the API's auth middleware
+// allowed is what v may do to repo, exactly as the API's auth.Guard
 // decides it: the policy, plus pull for everyone on anonymous = "pull"
 // sites; without logins, everything.
 func (u *UI) allowed(r *http.Request, v viewer, repo string) []backend.Action {
