@@ -18,6 +18,7 @@ import (
 	"github.com/wharf-dev/wharf/auth"
 	"github.com/wharf-dev/wharf/backend"
 	"github.com/wharf-dev/wharf/backend/cache"
+	"github.com/wharf-dev/wharf/backend/proxy"
 	"github.com/wharf-dev/wharf/cleanup"
 	"github.com/wharf-dev/wharf/webhook"
 )
@@ -138,6 +139,7 @@ func (g *Gateway) build(ctx context.Context, cfg *Config, old *siteTable) (*site
 		// site whose backend it keeps.
 		srv := &siteServer{g: g, host: sc.Host, be: s.backend}
 		srv.res, _ = s.backend.(backend.RouteResolver)
+		_, srv.upstreamToken = s.backend.(*proxy.Proxy)
 		if g.auth != nil {
 			as := plan.Auth
 			as.Policy = pol

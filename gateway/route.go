@@ -36,6 +36,10 @@ type siteServer struct {
 	// web serves the paths outside /v2/ (the UI, or a proxy site's
 	// upstream) and returns the user it served; nil: 404.
 	web func(w http.ResponseWriter, r *http.Request) (user string)
+	// upstreamToken: TokenPath goes to web when the site has no [auth]
+	// (a proxy site in front of a registry, such as another wharf, whose
+	// token endpoint is /v2/token).
+	upstreamToken bool
 }
 
 // apiPath reports whether a request path belongs to the registry API:
@@ -57,9 +61,15 @@ func (s *siteServer) serve(w http.ResponseWriter, r *http.Request, x *exchange) 
 	}
 	// every /v2/ answer carries the API version, 401s and errors included
 	backend.SetAPIVersion(w.Header())
-	if s.guard != nil && r.URL.Path == auth.TokenPath {
-		x.user = s.guard.ServeToken(w, r)
-		return
+	if r.URL.Path == auth.TokenPath {
+		switch {
+		case s.guard != nil:
+			x.user = s.guard.ServeToken(w, r)
+			return
+		case s.upstreamToken && s.web != nil:
+			x.user = s.web(w, r)
+			return
+		}
 	}
 	rt, err := backend.ParseRequest(r)
 	if err == nil && s.res != nil {

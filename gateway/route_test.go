@@ -150,6 +150,20 @@ func TestWebSide(t *testing.T) {
 			t.Errorf("%s: log line %s", path, buf.String())
 		}
 	}
+	// A proxy site without [auth] passes the token endpoint on to its
+	// upstream (another wharf's /v2/token); other sites answer 404.
+	for _, upstreamToken := range []bool{false, true} {
+		fb := &fakeBackend{t: t}
+		s := &siteServer{g: &Gateway{}, host: "r.test", be: fb, upstreamToken: upstreamToken, web: func(w http.ResponseWriter, r *http.Request) string {
+			w.WriteHeader(298)
+			return ""
+		}}
+		rec := httptest.NewRecorder()
+		s.serve(rec, httptest.NewRequest("GET", auth.TokenPath+"?scope=repository:a:pull", nil), &exchange{})
+		if want := map[bool]int{false: 404, true: 298}[upstreamToken]; rec.Code != want || len(fb.routes) != 0 {
+			t.Errorf("token path with upstreamToken %v: %d (backend %d times), want %d", upstreamToken, rec.Code, len(fb.routes), want)
+		}
+	}
 }
 
 // TestDecisionHandedDown: with [auth], the backend gets auth's decision as
