@@ -148,7 +148,7 @@ endpoint        = "{{.Vars.endpoint}}"
 path_style      = true
 access_key_file = "{{.Vars.accessFile}}"
 secret_key_file = "{{.Vars.secretFile}}"
-{{if .Vars.redirect}}redirect        = true
+{{if index .Vars "redirect"}}redirect        = true
 {{end}}`
 
 // s3Registry is wharf with its registry site on versitygw.
