@@ -600,7 +600,7 @@ func (u *UI) doDelete(w http.ResponseWriter, r *http.Request, v viewer) {
 	if !ok {
 		return
 	}
-	if err := u.cfg.Delete(r.Context(), t.Repo, t.Ref); err != nil {
+	if err := u.cfg.Delete(r.Context(), v.User, t.Repo, t.Ref); err != nil {
 		var be *backend.Error
 		if errors.As(err, &be) {
 			u.fail(w, r, v, be.Status, be.Message)

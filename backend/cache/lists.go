@@ -53,13 +53,13 @@ func (c *Cache) tagsList(w http.ResponseWriter, req *http.Request, rt *backend.R
 }
 
 // catalog lists the repositories this cache holds (not the upstream's).
-func (c *Cache) catalog(w http.ResponseWriter, req *http.Request) error {
+func (c *Cache) catalog(w http.ResponseWriter, req *http.Request, keep func(string) bool) error {
 	ctx := req.Context()
 	repos, err := c.store.ListRepos(ctx)
 	if err != nil {
 		return err
 	}
-	return backend.ServeCatalog(w, req, repos)
+	return backend.ServeCatalog(w, req, repos, keep)
 }
 
 // referrers passes the request to the upstream. An upstream that cannot

@@ -374,13 +374,13 @@ func (r *Registry) tagsList(w http.ResponseWriter, req *http.Request, rt *backen
 	return backend.ServeTags(w, req, rt.Repo, tags)
 }
 
-func (r *Registry) catalog(w http.ResponseWriter, req *http.Request) error {
+func (r *Registry) catalog(w http.ResponseWriter, req *http.Request, keep func(string) bool) error {
 	ctx := req.Context()
 	repos, err := r.store.ListRepos(ctx)
 	if err != nil {
 		return err
 	}
-	return backend.ServeCatalog(w, req, repos)
+	return backend.ServeCatalog(w, req, repos, keep)
 }
 
 func (r *Registry) referrers(w http.ResponseWriter, req *http.Request, rt *backend.Route) error {

@@ -18,7 +18,9 @@ var forbidden = []struct {
 	pkg    string
 	denied []string
 }{
-	{"backend", []string{"gateway", "cmd", "auth", "acme", "policy", "internal/transport"}},
+	// backends see a route and an Access, never users, the UI or webhooks
+	{"backend", []string{"gateway", "cmd", "auth", "acme", "policy", "internal/transport", "ui", "webhook"}},
+	{"ui", []string{"gateway", "cmd", "acme"}},
 	{"policy", []string{"gateway", "cmd", "auth", "acme"}},
 	{"auth", []string{"gateway", "cmd", "acme"}},
 	{"acme", []string{"gateway", "cmd", "auth", "policy", "backend"}},
