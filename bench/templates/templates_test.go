@@ -71,7 +71,7 @@ func TestRegistryConfigs(t *testing.T) {
 		{"registry3.yml.tmpl", Registry3{Root: "/r", Addr: "127.0.0.1:5", Cert: "/c", Key: "/k", Htpasswd: "/h"},
 			[]string{"rootdirectory: /r", "certificate: /c", "key: /k", "path: /h"}},
 		{"zot.json.tmpl", Zot{Root: `/r"x`, Port: 5, Cert: "/c", Key: "/k", Htpasswd: "/h"},
-			[]string{`"rootDirectory": "/r\"x"`, `"port": "5"`, `"cert": "/c"`, `"key": "/k"`, `"path": "/h"`}},
+			[]string{`"rootDirectory": "/r\"x"`, `"port": "5"`, `"compat": ["docker2s2"]`, `"cert": "/c"`, `"key": "/k"`, `"path": "/h"`}},
 	}
 	for _, tt := range tests {
 		b, err := Render(tt.tmpl, tt.data)
