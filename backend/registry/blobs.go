@@ -12,16 +12,12 @@ import (
 
 	"github.com/wharf-dev/wharf/backend"
 	"github.com/wharf-dev/wharf/backend/storage"
+	"github.com/wharf-dev/wharf/backend/storage/layout"
 )
-
-func blobKey(d digest.Digest) string { return "blobs/" + string(d.Algorithm()) + "/" + d.Encoded() }
-func manifestKey(d digest.Digest) string {
-	return "manifests/" + string(d.Algorithm()) + "/" + d.Encoded()
-}
 
 // hasBlob reports whether repo links the blob d (and the content exists).
 func (r *Registry) hasBlob(ctx context.Context, repo string, d digest.Digest) (int64, bool, error) {
-	if _, err := r.store.GetRecord(ctx, repo, blobKey(d)); err != nil {
+	if _, err := r.store.GetRecord(ctx, repo, layout.BlobLink(d)); err != nil {
 		if errors.Is(err, storage.ErrNotFound) {
 			return 0, false, nil
 		}
@@ -46,11 +42,27 @@ func blobUnknown(d digest.Digest) error {
 func (r *Registry) getBlob(w http.ResponseWriter, req *http.Request, rt *backend.Route) error {
 	d := rt.Digest
 	ctx := req.Context()
-	if _, err := r.store.GetRecord(ctx, rt.Repo, blobKey(d)); err != nil {
+	if _, err := r.store.GetRecord(ctx, rt.Repo, layout.BlobLink(d)); err != nil {
 		if errors.Is(err, storage.ErrNotFound) {
 			return blobUnknown(d)
 		}
 		return err
+	}
+	if req.Method == http.MethodHead {
+		// The size is all a HEAD needs: no GET of the content (on S3 a
+		// GET opened only to be closed costs a connection).
+		size, err := r.store.StatBlob(ctx, d)
+		if err != nil {
+			if errors.Is(err, storage.ErrNotFound) {
+				return blobUnknown(d)
+			}
+			return err
+		}
+		re, _ := backend.ServeBlob(w, req, d, nil, size)
+		if re != nil {
+			return re
+		}
+		return nil
 	}
 	b, err := r.store.OpenBlob(ctx, d)
 	if err != nil {
@@ -75,7 +87,7 @@ func (r *Registry) deleteBlob(w http.ResponseWriter, req *http.Request, rt *back
 		return err
 	}
 	d := rt.Digest
-	if err := r.store.DeleteRecord(req.Context(), rt.Repo, blobKey(d)); err != nil {
+	if err := r.store.DeleteRecord(req.Context(), rt.Repo, layout.BlobLink(d)); err != nil {
 		if errors.Is(err, storage.ErrNotFound) {
 			return blobUnknown(d)
 		}
@@ -178,7 +190,7 @@ func (r *Registry) mount(ctx context.Context, rt *backend.Route, d digest.Digest
 		}
 		return false, fmt.Errorf("mount blob: %w", err)
 	}
-	if err := r.store.PutRecord(ctx, rt.Repo, blobKey(d), nil); err != nil {
+	if err := r.store.PutRecord(ctx, rt.Repo, layout.BlobLink(d), nil); err != nil {
 		return false, fmt.Errorf("mount blob: %w", err)
 	}
 	return true, nil
@@ -309,7 +321,7 @@ func (r *Registry) commit(w http.ResponseWriter, req *http.Request, rt *backend.
 		}
 		return fmt.Errorf("commit upload: %w", err)
 	}
-	if err := r.store.PutRecord(ctx, rt.Repo, blobKey(d), nil); err != nil {
+	if err := r.store.PutRecord(ctx, rt.Repo, layout.BlobLink(d), nil); err != nil {
 		return fmt.Errorf("link blob: %w", err)
 	}
 	blobCreated(w, rt.Repo, d)
