@@ -549,4 +549,5 @@ func (s *Store) expireUploads(now time.Time) {
 		u.Close()
 	}
 }
+
 var _ storage.TailUpload = (*upload)(nil)
