@@ -3,12 +3,16 @@ package cache
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
+	"net/http/httptest"
 	"strconv"
+	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/minio/minio-go/v7"
 	"github.com/minio/minio-go/v7/pkg/credentials"
@@ -277,5 +281,143 @@ func TestS3Evict(t *testing.T) {
 	expect(t, r, 200, "")
 	if !bytes.Equal(r.body, layer) || up.count("GET blob") != 1 {
 		t.Fatalf("after eviction: %d bytes, %d upstream GETs", len(r.body), up.count("GET blob"))
+	}
+}
+
+// TestS3UpstreamStallAndClientGone: on S3, where the first client gets
+// the bytes as they go to the bucket, an upstream that stalls in the
+// middle of a blob cuts that client's download before the end, and a
+// client that goes away alone ends the download; either way nothing is
+// stored and no upload objects stay in the bucket, and the next pull
+// works.
+func TestS3UpstreamStallAndClientGone(t *testing.T) {
+	s3 := startS3(t)
+	for _, tc := range []string{"upstream stalls", "client goes away"} {
+		t.Run(tc, func(t *testing.T) {
+			prefix := strings.ReplaceAll(tc, " ", "-")
+			up := startUpstream(t)
+			layer := randBytes(t, 2<<20)
+			im := up.pushImage("team/app", "v1", backend.MediaTypeOCIManifest, layer)
+			d := im.layers[0]
+			healed := make(chan struct{})
+			up.wrap = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				select {
+				case <-healed:
+					up.direct(w, r)
+					return
+				default:
+				}
+				if r.Method != "GET" || r.URL.Path != "/v2/team/app/blobs/"+string(d) {
+					up.direct(w, r)
+					return
+				}
+				w.Header().Set("Content-Length", strconv.Itoa(len(layer)))
+				w.WriteHeader(http.StatusOK)
+				_, _ = w.Write(layer[:len(layer)/2])
+				w.(http.Flusher).Flush()
+				<-r.Context().Done() // until the cache gives up
+			})
+			o := Options{Upstream: up.srv.URL, Store: s3.open(t, prefix)}
+			if tc == "upstream stalls" {
+				o.IdleTimeout = 200 * time.Millisecond
+			}
+			ce := newCache(t, o)
+			ce.c.spoolLimit = 1 << 10
+			if tc == "upstream stalls" {
+				_, body, err := ce.get("/v2/team/app/blobs/" + string(d))
+				if err == nil {
+					t.Fatalf("the download ended cleanly with %d bytes", len(body))
+				}
+			} else {
+				ctx, cancel := context.WithCancel(context.Background())
+				req, _ := http.NewRequestWithContext(ctx, "GET", ce.srv.URL+"/v2/team/app/blobs/"+string(d), nil)
+				res, err := ce.srv.Client().Do(req)
+				if err != nil {
+					t.Fatal(err)
+				}
+				buf := make([]byte, 64<<10)
+				if _, err := io.ReadFull(res.Body, buf); err != nil || !bytes.Equal(buf, layer[:len(buf)]) {
+					t.Fatalf("first bytes: %v", err)
+				}
+				cancel()
+				res.Body.Close()
+			}
+			ce.settle()
+			if ce.stored(d) || s3.objects(t, prefix, "uploads/") != 0 {
+				t.Fatalf("stored %v, %d upload objects left", ce.stored(d), s3.objects(t, prefix, "uploads/"))
+			}
+			close(healed)
+			r := ce.do("GET", "/v2/team/app/blobs/"+string(d))
+			expect(t, r, http.StatusOK, "")
+			ce.settle()
+			if !bytes.Equal(r.body, layer) || !ce.stored(d) {
+				t.Fatal("the pull after the failure is wrong or not stored")
+			}
+		})
+	}
+}
+
+// TestTeeWriter: whatever the chunks, the first client of a download on
+// a store without a tail gets every byte but the last while the download
+// runs, the last only after a successful commit, and a cut stream (never
+// a complete one) after a failure.
+func TestTeeWriter(t *testing.T) {
+	blob := []byte("0123456789")
+	for _, tc := range []struct {
+		name   string
+		chunks []int
+		ok     bool
+	}{
+		{"one chunk", []int{10}, true},
+		{"last byte alone", []int{9, 1}, true},
+		{"bytes", []int{1, 1, 1, 1, 1, 1, 1, 1, 1, 1}, true},
+		{"uneven", []int{3, 3, 4}, true},
+		{"failed", []int{3, 7}, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			rec := httptest.NewRecorder()
+			watch := time.AfterFunc(time.Hour, func() {})
+			defer watch.Stop()
+			tw := newTeeWriter(rec, digest.FromBytes(blob), int64(len(blob)), watch, time.Minute, func() {})
+			pos := 0
+			for _, n := range tc.chunks {
+				if w, err := tw.Write(blob[pos : pos+n]); w != n || err != nil {
+					t.Fatalf("Write: %d, %v", w, err)
+				}
+				pos += n
+			}
+			if got := rec.Body.String(); got != string(blob[:len(blob)-1]) {
+				t.Fatalf("before the commit the client has %q", got)
+			}
+			f := newBlobFlight()
+			f.finish(tc.ok, errors.New("upstream broke"))
+			var panicked any
+			func() {
+				defer func() { panicked = recover() }()
+				if err := tw.finish(f); err != nil {
+					t.Fatalf("finish: %v", err)
+				}
+			}()
+			switch {
+			case tc.ok && (panicked != nil || rec.Body.String() != string(blob)):
+				t.Fatalf("after the commit: %q, panic %v", rec.Body.String(), panicked)
+			case !tc.ok && (panicked != http.ErrAbortHandler || rec.Body.Len() == len(blob)):
+				t.Fatalf("after a failure: %q, panic %v; want a cut stream", rec.Body.String(), panicked)
+			}
+			if rec.Code != http.StatusOK || rec.Header().Get("Content-Length") != "10" || rec.Header().Get("Docker-Content-Digest") != string(digest.FromBytes(blob)) {
+				t.Fatalf("status %d, headers %v", rec.Code, rec.Header())
+			}
+		})
+	}
+	// a failure before the first byte is the leader's error, cleanly
+	rec := httptest.NewRecorder()
+	watch := time.AfterFunc(time.Hour, func() {})
+	defer watch.Stop()
+	tw := newTeeWriter(rec, digest.FromBytes(blob), 10, watch, time.Minute, func() {})
+	f := newBlobFlight()
+	want := &upstreamError{status: http.StatusBadGateway, msg: "broken"}
+	f.finish(false, want)
+	if err := tw.finish(f); err != want || rec.Body.Len() != 0 {
+		t.Fatalf("finish before any byte: %v, %d bytes sent", err, rec.Body.Len())
 	}
 }
