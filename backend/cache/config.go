@@ -74,7 +74,10 @@ func (c *Config) Local() bool { return c.Storage != s3store.StorageS3 }
 
 // uploadTTL: the cache never resumes a download, so an upload session
 // left by a crash is garbage after an hour (an active one is written to
-// all the time).
+// all the time). On S3 a session's age is its last acknowledged chunk and
+// the start of its multipart upload, which a download in progress does
+// not refresh: there the store's default (24 h) applies, so that a long
+// download of a big layer is not expired under it.
 const uploadTTL = time.Hour
 
 // OpenStore opens the storage the section describes, as the cache and
@@ -89,7 +92,7 @@ func (c *Config) OpenStore(ctx context.Context, env conf.Env, root string, log z
 	if err != nil {
 		return nil, err
 	}
-	o.Logger, o.UploadTTL = log, uploadTTL
+	o.Logger = log
 	return s3store.New(ctx, o)
 }
 
