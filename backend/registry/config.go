@@ -2,6 +2,7 @@ package registry
 
 import (
 	"context"
+	"fmt"
 	"path/filepath"
 
 	"github.com/rs/zerolog"
@@ -12,10 +13,10 @@ import (
 	"github.com/wharf-dev/wharf/internal/conf"
 )
 
-// Storage kinds of [site.registry] storage (shared with [site.cache]).
+// Storage kinds of [site.registry] storage.
 const (
-	StorageFilesystem = s3store.StorageFilesystem
-	StorageS3         = s3store.StorageS3
+	StorageFilesystem = "filesystem"
+	StorageS3         = "s3"
 )
 
 // Config is the [site.registry] table of a gateway.toml site with
@@ -36,10 +37,18 @@ type Config struct {
 
 // SetDefaults fills in what the user left out for the site named host.
 func (c *Config) SetDefaults(host string) {
+	if c.Storage == "" {
+		c.Storage = StorageFilesystem
+	}
 	if c.Root == "" {
 		c.Root = filepath.Join("registry", host)
 	}
-	s3store.SetStorageDefaults(&c.Storage, &c.S3, host)
+	if c.Storage == StorageS3 {
+		if c.S3 == nil {
+			c.S3 = &s3store.Config{}
+		}
+		c.S3.SetDefaults(host)
+	}
 }
 
 // Local reports whether the data lives on the local file system (below
@@ -48,7 +57,22 @@ func (c *Config) Local() bool { return c.Storage != StorageS3 }
 
 // Validate reports every problem of the section (keys relative to it).
 func (c *Config) Validate(env conf.Env) conf.Problems {
-	return s3store.ValidateStorage(c.Storage, c.S3, "site.registry", env)
+	var ps conf.Problems
+	switch c.Storage {
+	case StorageFilesystem, "":
+		if c.S3 != nil {
+			ps.Add("s3", "[site.registry.s3] is set but storage is %q: add storage = \"s3\"", c.Storage)
+		}
+	case StorageS3:
+		if c.S3 == nil {
+			ps.Add("s3", "storage = \"s3\" needs a [site.registry.s3] table")
+			break
+		}
+		ps.Merge("s3", c.S3.Validate(env))
+	default:
+		ps.Add("storage", "invalid storage %q: want %s", c.Storage, conf.OneOf(StorageFilesystem, StorageS3))
+	}
+	return ps
 }
 
 // OpenStore opens the storage the section describes: the local file
@@ -59,10 +83,15 @@ func (c *Config) OpenStore(ctx context.Context, env conf.Env, root string, log z
 	if c.Local() {
 		return localfs.New(localfs.Options{Root: root, Logger: log})
 	}
-	o, err := c.S3.Options(env)
-	if err != nil {
-		return nil, err
+	o := s3store.Options{Config: *c.S3, Logger: log}
+	if c.S3.AccessKeyFile != "" {
+		var err error
+		if o.AccessKey, err = conf.ReadSecretFile(env, c.S3.AccessKeyFile); err != nil {
+			return nil, fmt.Errorf("s3: access_key_file: %w", err)
+		}
+		if o.SecretKey, err = conf.ReadSecretFile(env, c.S3.SecretKeyFile); err != nil {
+			return nil, fmt.Errorf("s3: secret_key_file: %w", err)
+		}
 	}
-	o.Logger = log
 	return s3store.New(ctx, o)
 }

@@ -57,7 +57,10 @@ var bucketName = regexp.MustCompile(`^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$`)
 // It reads the key files but does not contact the server: `wharf check`
 // stays offline; start-up (New) says whether the bucket and the
 // credentials work.
-func (c *Config) Validate(env conf.Env) conf.Problems { return c.validate(env, "s3") }
+//
+// Its messages name the registry's table; ValidateStorage names the
+// table of the section it checks ([site.cache.s3]).
+func (c *Config) Validate(env conf.Env) conf.Problems { return c.validate(env, "site.registry.s3") }
 
 // validate is Validate naming the table ("site.cache.s3") in messages.
 func (c *Config) validate(env conf.Env, table string) conf.Problems {
@@ -106,7 +109,7 @@ func parseEndpoint(s string) (host string, secure bool, err error) {
 }
 
 // Storage kinds: the storage key of every site section that keeps data
-// ([site.registry], [site.cache]).
+// ([site.registry], [site.cache]; backend/registry has the same names).
 const (
 	StorageFilesystem = "filesystem"
 	StorageS3         = "s3"
