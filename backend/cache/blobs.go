@@ -377,6 +377,13 @@ func (i *idleReader) Read(p []byte) (int, error) {
 	i.t.Reset(i.d)
 	n, err := i.r.Read(p)
 	i.since += int64(n)
-	i.t.Reset(i.d)
+	if err != nil {
+		// The upstream is done (or failed): what remains is the store's
+		// work (an S3 store uploads its last part now), which is not the
+		// upstream being idle.
+		i.t.Stop()
+	} else {
+		i.t.Reset(i.d)
+	}
 	return n, err
 }
