@@ -213,6 +213,11 @@ func cacheSite(ctx context.Context, site Site, s *Summary, log zerolog.Logger) e
 		return err
 	}
 	defer st.Close()
+	ctx, release, err := LockStore(ctx, st, "scheduled eviction")
+	if err != nil {
+		return err
+	}
+	defer release()
 	res, err := cache.Evict(ctx, st, cache.EvictOptions{MaxAge: site.MaxAge, MaxSize: site.MaxSize})
 	if err != nil {
 		return err

@@ -222,6 +222,19 @@ func evictCacheSite(ctx context.Context, p *gateway.SitePlan, verb string, o cac
 		return 1
 	}
 	defer st.Close()
+	if !o.DryRun { // a cache on S3 is shared by several instances: one eviction at a time
+		lctx, release, err := cleanup.LockStore(ctx, st, "wharf gc")
+		if errors.Is(err, storage.ErrGCRunning) {
+			fmt.Fprintf(stdout, "site %s (%s): skipped: %v\n", host, root, err)
+			return 0
+		}
+		if err != nil {
+			fmt.Fprintf(stderr, "wharf gc: site %s (%s): %v\n", host, root, err)
+			return 1
+		}
+		defer release()
+		ctx = lctx
+	}
 	res, err := cache.Evict(ctx, st, o)
 	if err != nil {
 		fmt.Fprintf(stderr, "wharf gc: site %s (%s): %v\n", host, root, err)
