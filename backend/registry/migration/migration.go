@@ -852,7 +852,7 @@ func (r *repoRun) tags(ctx context.Context) error {
 			if err != nil && !errors.Is(err, storage.ErrNotFound) {
 				return fmt.Errorf("destination: stat %s: %w", key, err)
 			}
-			if err == nil && !t.at.After(at) {
+			if err == nil && newer(at, t.at) {
 				r.skip(KindTag, t.name, fmt.Sprintf("the destination's tag names %s and was written later (%s) than the source's (%s, naming %s): kept",
 					bytes.TrimSpace(old), at.UTC().Format(time.RFC3339), t.at.UTC().Format(time.RFC3339), t.d))
 				continue
@@ -870,6 +870,17 @@ func (r *repoRun) tags(ctx context.Context) error {
 		}
 	}
 	return nil
+}
+
+// newer reports whether the destination's tag (written at dst) is newer
+// than the source's (written at src). S3 gives times in whole seconds, so
+// both are compared as such, and a tie goes to the source: before the
+// switch-over only the migration writes the destination's tags, so a
+// source tag moved in the same second as the last copy must still move;
+// after it, the source takes no pushes, so a push at the destination
+// lands in a later second than the source's last write.
+func newer(dst, src time.Time) bool {
+	return dst.Truncate(time.Second).After(src.Truncate(time.Second))
 }
 
 // readSmall reads manifest d (at most backend.MaxManifestSize bytes) from

@@ -520,3 +520,21 @@ func checkConsistent(t *testing.T, st storage.Store) {
 		}
 	}
 }
+
+func TestNewer(t *testing.T) {
+	base := time.Date(2026, 12, 4, 17, 0, 0, 0, time.UTC)
+	for _, tt := range []struct {
+		dst, src time.Time
+		want     bool
+	}{
+		{base.Add(2 * time.Second), base, true},
+		{base.Add(1500 * time.Millisecond), base.Add(900 * time.Millisecond), true},
+		{base.Add(900 * time.Millisecond), base.Add(100 * time.Millisecond), false}, // same second: the source wins
+		{base.Add(100 * time.Millisecond), base.Add(900 * time.Millisecond), false},
+		{base, base.Add(time.Hour), false},
+	} {
+		if got := newer(tt.dst, tt.src); got != tt.want {
+			t.Errorf("newer(%s, %s) = %v, want %v", tt.dst.Format(time.StampMilli), tt.src.Format(time.StampMilli), got, tt.want)
+		}
+	}
+}
