@@ -12,6 +12,7 @@ import (
 	"sync"
 	"syscall"
 	"testing"
+	"time"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 
@@ -86,6 +87,19 @@ func editConfig(t *testing.T, path, old, new string) {
 	if err := os.WriteFile(path, bytes.Replace(b, []byte(old), []byte(new), 1), 0o644); err != nil {
 		t.Fatal(err)
 	}
+}
+
+// waitLog waits (bounded: a hang becomes a failure) until the process
+// has logged msg.
+func waitLog(t *testing.T, w *harness.Wharf, msg string) {
+	t.Helper()
+	for i := 0; i < 300; i++ {
+		if strings.Contains(w.Log(), msg) {
+			return
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	t.Fatalf("wharf did not log %q within 30 s", msg)
 }
 
 // TestMigrateStorage moves a serving site from the file system to S3 and
@@ -193,13 +207,20 @@ func TestMigrateStorage(t *testing.T) {
 	if back.skipped != 0 || back.blobs == 0 || back.blobsPresent != 0 {
 		t.Fatalf("copy back: %+v", back)
 	}
+	// This time the switch is a SIGHUP: the changed site gets a new
+	// backend on the new storage.
 	editConfig(t, w.ConfigPath, `storage = "s3"`, `storage = "filesystem"`)
-	w.Restart(t)
+	w.Reload(t)
+	waitLog(t, w, "reloaded config")
 	if again := runMigrate(t, w.ConfigPath, "filesystem"); again.blobs != 0 || again.records != 0 {
 		t.Fatalf("final copy back found new data though nothing was pushed: %+v", again)
 	}
 	if err := os.RemoveAll(filepath.Join(gw.Dir, "wharf", "moved")); err != nil {
 		t.Fatal(err)
+	}
+	push("back/home:v1", harness.RandomImage(t, harness.DockerFormat, "linux/amd64", 1, 64<<10))
+	if _, err := os.Stat(filepath.Join(w.Config.DataDir, "registry-back", "repositories", "back", "home", "_tags", "v1")); err != nil {
+		t.Fatalf("a push after the switch back did not land in the new root: %v", err)
 	}
 	verifyAll()
 	if strings.Contains(w.Log(), `"level":"error"`) {
