@@ -113,7 +113,7 @@ func cmdMigrateStorage(args []string, stdout, stderr io.Writer) int {
 		From: from, To: dest, Workers: workers,
 		Skip: func(sk migration.Skipped) { fmt.Fprintln(stdout, sk) },
 		Progress: func(p migration.Progress) {
-			fmt.Fprintf(stderr, "wharf migrate-storage: blobs %d of %d checked, %d copied (%s)\n", p.Checked, p.Total, p.Copied, humanBytes(p.Bytes))
+			fmt.Fprintf(stderr, "wharf migrate-storage: blobs %d of %d checked, %d copied (%s); %s read\n", p.Checked, p.Total, p.Copied, humanBytes(p.Bytes), humanBytes(p.Read))
 		},
 		Repo: func(r migration.RepoResult) {
 			if r.Links+r.Manifests+r.Referrers+r.Tags+r.Skipped == 0 {

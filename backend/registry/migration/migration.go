@@ -27,6 +27,7 @@ import (
 	"io"
 	"sort"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	digest "github.com/opencontainers/go-digest"
@@ -93,6 +94,9 @@ type Progress struct {
 	// skipped.
 	Checked, Total, Copied int
 	Bytes                  int64
+	// Read is how many bytes were read from the source so far, blobs
+	// still being copied included.
+	Read int64
 }
 
 // Kinds of things a migration skips.
@@ -167,6 +171,7 @@ type migrator struct {
 	blobs    map[digest.Digest]*blobEntry
 	res      Result
 	progress Progress
+	read     atomic.Int64 // bytes read from the source, for Progress.Read
 
 	reportMu sync.Mutex // serialises o.Skip and o.Repo and guards res's other counters
 }
@@ -305,7 +310,9 @@ func (m *migrator) copyBlobs(ctx context.Context, all []storage.BlobInfo) error 
 func (m *migrator) snapshot() Progress {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	return m.progress
+	p := m.progress
+	p.Read = m.read.Load()
+	return p
 }
 
 // ensureBlob makes sure blob d is at the destination, copying it once per
@@ -331,14 +338,16 @@ func (m *migrator) ensureBlob(ctx context.Context, d digest.Digest) *blobEntry {
 }
 
 // sourceReader remembers a read error of the source, to tell it from a
-// failure of the destination.
+// failure of the destination, and counts what it read.
 type sourceReader struct {
-	r   io.Reader
-	err error
+	r    io.Reader
+	err  error
+	read *atomic.Int64
 }
 
 func (s *sourceReader) Read(p []byte) (int, error) {
 	n, err := s.r.Read(p)
+	s.read.Add(int64(n))
 	if err != nil && err != io.EOF {
 		s.err = err
 	}
@@ -376,7 +385,7 @@ func (m *migrator) copyBlob(ctx context.Context, d digest.Digest, e *blobEntry) 
 		return
 	}
 	defer up.Close()
-	src := &sourceReader{r: b}
+	src := &sourceReader{r: b, read: &m.read}
 	n, err := up.Append(ctx, src)
 	if err != nil {
 		// The session is discarded whatever failed; a cancelled ctx

@@ -205,9 +205,13 @@ func run(t *testing.T, o Options) (*Result, []Skipped) {
 func TestMigrate(t *testing.T) {
 	forBoth(t, func(t *testing.T, from, to *side) {
 		f := populate(t, from)
-		res, skipped := run(t, Options{From: from.st, To: to.st})
+		var last Progress
+		res, skipped := run(t, Options{From: from.st, To: to.st, Progress: func(p Progress) { last = p }})
 		if len(skipped) > 0 || res.Skipped != 0 {
 			t.Fatalf("skipped: %v", skipped)
+		}
+		if last.Checked != last.Total || last.Copied != res.Blobs || last.Bytes != res.Bytes || last.Read != res.Bytes {
+			t.Fatalf("last progress %+v, result %+v", last, res)
 		}
 		// 3 images, an index of 2 and a signature: 6 configs, 3+2+1+2+2+1
 		// layers, 6 image manifests and the index.
