@@ -51,6 +51,7 @@ type Source interface {
 // Dest is what a migration writes: blobs only through upload sessions
 // (whose Commit verifies the digest), records one at a time.
 type Dest interface {
+	ListBlobs(ctx context.Context, fn func(storage.BlobInfo) error) error
 	StatBlob(ctx context.Context, d digest.Digest) (int64, error)
 	TouchBlob(ctx context.Context, d digest.Digest) error
 	NewUpload(ctx context.Context, repo string) (storage.Upload, error)
@@ -167,8 +168,11 @@ type blobEntry struct {
 type migrator struct {
 	o Options
 
-	mu       sync.Mutex // guards blobs and the blob counters of res
-	blobs    map[digest.Digest]*blobEntry
+	mu    sync.Mutex // guards blobs and the blob counters of res
+	blobs map[digest.Digest]*blobEntry
+	// there: the destination's blobs and sizes when the run began (one
+	// listing instead of a HEAD per blob on S3).
+	there    map[digest.Digest]int64
 	res      Result
 	progress Progress
 	read     atomic.Int64 // bytes read from the source, for Progress.Read
@@ -184,7 +188,13 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 	if o.Workers <= 0 {
 		o.Workers = DefaultWorkers
 	}
-	m := &migrator{o: o, blobs: map[digest.Digest]*blobEntry{}}
+	m := &migrator{o: o, blobs: map[digest.Digest]*blobEntry{}, there: map[digest.Digest]int64{}}
+	if err := o.To.ListBlobs(ctx, func(b storage.BlobInfo) error {
+		m.there[b.Digest] = b.Size
+		return nil
+	}); err != nil {
+		return nil, fmt.Errorf("list the destination's blobs: %w", err)
+	}
 	var all []storage.BlobInfo
 	if err := o.From.ListBlobs(ctx, func(b storage.BlobInfo) error {
 		all = append(all, b)
@@ -299,7 +309,7 @@ func (m *migrator) copyBlobs(ctx context.Context, all []storage.BlobInfo) error 
 		}()
 	}
 	return m.parallel(ctx, len(all), func(ctx context.Context, i int) error {
-		e := m.ensureBlob(ctx, all[i].Digest)
+		e := m.ensureBlob(ctx, all[i].Digest, all[i].Size)
 		m.mu.Lock()
 		m.progress.Checked++
 		m.mu.Unlock()
@@ -316,8 +326,9 @@ func (m *migrator) snapshot() Progress {
 }
 
 // ensureBlob makes sure blob d is at the destination, copying it once per
-// run however many callers need it. A failed copy is reported once.
-func (m *migrator) ensureBlob(ctx context.Context, d digest.Digest) *blobEntry {
+// run however many callers need it. A failed copy is reported once. size
+// is the source's size of it, -1 if not known.
+func (m *migrator) ensureBlob(ctx context.Context, d digest.Digest, size int64) *blobEntry {
 	m.mu.Lock()
 	e, ok := m.blobs[d]
 	if !ok {
@@ -326,7 +337,7 @@ func (m *migrator) ensureBlob(ctx context.Context, d digest.Digest) *blobEntry {
 	}
 	m.mu.Unlock()
 	e.once.Do(func() {
-		m.copyBlob(ctx, d, e)
+		m.copyBlob(ctx, d, size, e)
 		if !e.ok && e.err == nil && ctx.Err() != nil {
 			e.err = ctx.Err() // stopped, not skipped
 		}
@@ -358,15 +369,28 @@ func (s *sourceReader) Read(p []byte) (int, error) {
 // session; Commit hashes and compares, so nothing that does not match d
 // becomes visible. Problems of the source are reasons to skip, problems
 // of the destination stop the run (e.err).
-func (m *migrator) copyBlob(ctx context.Context, d digest.Digest, e *blobEntry) {
-	if size, err := m.o.To.StatBlob(ctx, d); err == nil {
-		e.ok, e.present, e.size = true, true, size
+func (m *migrator) copyBlob(ctx context.Context, d digest.Digest, srcSize int64, e *blobEntry) {
+	have, listed := m.there[d] // read-only once the run has begun
+	if !listed {
+		// Not there when the run began; it may be now (a push at the
+		// destination after the switch-over).
+		var err error
+		if have, err = m.o.To.StatBlob(ctx, d); err == nil {
+			listed = true
+		} else if !errors.Is(err, storage.ErrNotFound) {
+			e.err = fmt.Errorf("destination: stat blob %s: %w", d, err)
+			return
+		}
+	}
+	if listed {
+		if srcSize >= 0 && have != srcSize {
+			e.reason = fmt.Sprintf("the destination has it with %d bytes, the source with %d: left alone (remove it there to copy it again)", have, srcSize)
+			return
+		}
+		e.ok, e.present, e.size = true, true, have
 		m.mu.Lock()
 		m.res.BlobsPresent++
 		m.mu.Unlock()
-		return
-	} else if !errors.Is(err, storage.ErrNotFound) {
-		e.err = fmt.Errorf("destination: stat blob %s: %w", d, err)
 		return
 	}
 	b, err := m.o.From.OpenBlob(ctx, d)
@@ -519,6 +543,9 @@ func (r *repoRun) copyRecord(ctx context.Context, key string) (written bool, err
 	return true, nil
 }
 
+// errGone: link's blob went away at the destination; reported already.
+var errGone = errors.New("blob gone at the destination")
+
 // link gives the repository blob d at the destination (the blob is
 // there). A blob that was there before this run is touched first, so a
 // gc running at the destination does not take it as garbage just as it
@@ -538,7 +565,14 @@ func (r *repoRun) link(ctx context.Context, d digest.Digest, e *blobEntry) error
 		return nil
 	}
 	if e.present {
-		if err := r.m.o.To.TouchBlob(ctx, d); err != nil && !errors.Is(err, storage.ErrNotFound) {
+		err := r.m.o.To.TouchBlob(ctx, d)
+		if errors.Is(err, storage.ErrNotFound) {
+			// removed there since the run began (a gc at the
+			// destination): a link to it would name nothing
+			r.skip(KindLink, string(d), "the blob was removed at the destination during the run (gc?); run again")
+			return errGone
+		}
+		if err != nil {
 			return fmt.Errorf("destination: touch blob %s: %w", d, err)
 		}
 	}
@@ -556,7 +590,7 @@ func (r *repoRun) links(ctx context.Context) error {
 		return err
 	}
 	for _, d := range ds {
-		e := r.m.ensureBlob(ctx, d)
+		e := r.m.ensureBlob(ctx, d, -1)
 		if e.err != nil {
 			return e.err
 		}
@@ -564,7 +598,7 @@ func (r *repoRun) links(ctx context.Context) error {
 			r.skip(KindLink, string(d), "its blob is not at the destination: "+e.reason)
 			continue
 		}
-		if err := r.link(ctx, d, e); err != nil {
+		if err := r.link(ctx, d, e); err != nil && !errors.Is(err, errGone) {
 			return err
 		}
 	}
@@ -658,7 +692,7 @@ func (r *repoRun) readManifest(ctx context.Context, d digest.Digest) (*manifestI
 	if err != nil {
 		return nil, "", fmt.Errorf("source: read manifest record %s: %w", d, err)
 	}
-	e := r.m.ensureBlob(ctx, d)
+	e := r.m.ensureBlob(ctx, d, -1)
 	if e.err != nil {
 		return nil, "", e.err
 	}
@@ -694,7 +728,7 @@ func (r *repoRun) imageReady(ctx context.Context, mi *manifestInfo) (string, err
 		}
 	}
 	for _, c := range descs {
-		e := r.m.ensureBlob(ctx, c.Digest)
+		e := r.m.ensureBlob(ctx, c.Digest, -1)
 		if e.err != nil {
 			return "", e.err
 		}
@@ -704,7 +738,9 @@ func (r *repoRun) imageReady(ctx context.Context, mi *manifestInfo) (string, err
 		if e.size != c.Size {
 			return fmt.Sprintf("it gives blob %s size %d, but the blob has %d bytes", c.Digest, c.Size, e.size), nil
 		}
-		if err := r.link(ctx, c.Digest, e); err != nil {
+		if err := r.link(ctx, c.Digest, e); errors.Is(err, errGone) {
+			return "it uses blob " + string(c.Digest) + ", which was removed at the destination during the run", nil
+		} else if err != nil {
 			return "", err
 		}
 	}

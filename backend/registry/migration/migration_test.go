@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -231,13 +232,17 @@ func TestMigrate(t *testing.T) {
 	})
 }
 
-// corrupt replaces blob d's content at the source with bytes of the same
-// length that do not hash to d (bit rot, a bad disk, a tampered bucket).
+// corrupt replaces blob d's content in a store with size bytes that do
+// not hash to d (bit rot, a bad disk, a tampered bucket), creating it if
+// need be.
 func corrupt(t *testing.T, s *side, d digest.Digest, size int64) {
 	t.Helper()
 	bad := bytes.Repeat([]byte{'x'}, int(size))
 	if s.local {
 		p := filepath.Join(s.root, "blobs", string(d.Algorithm()), d.Encoded()[:2], d.Encoded())
+		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+			t.Fatal(err)
+		}
 		if err := os.WriteFile(p, bad, 0o644); err != nil {
 			t.Fatal(err)
 		}
@@ -248,9 +253,6 @@ func corrupt(t *testing.T, s *side, d digest.Digest, size int64) {
 		t.Fatal(err)
 	}
 	key := s.root + "/blobs/" + string(d.Algorithm()) + "/" + d.Encoded()
-	if _, err := c.StatObject(context.Background(), bucket, key, minio.StatObjectOptions{}); err != nil {
-		t.Fatalf("the blob is not where the test expects it: %v", err)
-	}
 	if _, err := c.PutObject(context.Background(), bucket, key, bytes.NewReader(bad), size, minio.PutObjectOptions{}); err != nil {
 		t.Fatal(err)
 	}
@@ -270,23 +272,42 @@ func TestCorruptSourceBlob(t *testing.T) {
 		size, _ := layers[1].Size()
 		bad := digest.Digest(ld.String())
 		corrupt(t, from, bad, size)
+		if _, err := from.st.StatBlob(context.Background(), bad); err != nil {
+			t.Fatalf("the corrupted blob is not where the store keeps it: %v", err)
+		}
+		// A blob the destination has with another size than the
+		// source's (tampered with there) is left alone and reported.
+		cliLayers, err := f.images["team/tools/cli:1.0"].Layers()
+		if err != nil {
+			t.Fatal(err)
+		}
+		cd, _ := cliLayers[0].Digest()
+		csize, _ := cliLayers[0].Size()
+		odd := digest.Digest(cd.String())
+		corrupt(t, to, odd, csize+5)
 
 		res, skipped := run(t, Options{From: from.st, To: to.st})
 		if _, err := to.st.StatBlob(context.Background(), bad); !errors.Is(err, storage.ErrNotFound) {
 			t.Fatalf("the corrupt blob was written at the destination: %v", err)
 		}
-		var sawBlob, sawTag bool
+		var sawBlob, sawTag, sawOdd, sawOddTag bool
 		for _, s := range skipped {
 			sawBlob = sawBlob || (s.Kind == KindBlob && s.Name == string(bad) && strings.Contains(s.Reason, "do not hash to its digest"))
 			sawTag = sawTag || (s.Kind == KindTag && s.Repo == "app" && s.Name == "v2")
+			sawOdd = sawOdd || (s.Kind == KindBlob && s.Name == string(odd) && strings.Contains(s.Reason, fmt.Sprintf("the destination has it with %d bytes, the source with %d", csize+5, csize)))
+			sawOddTag = sawOddTag || (s.Kind == KindTag && s.Repo == "team/tools/cli" && s.Name == "1.0")
 		}
-		if !sawBlob || !sawTag || res.Skipped != len(skipped) {
-			t.Fatalf("skipped %v (result %+v): want the blob with its reason and tag app:v2", skipped, res)
+		if !sawBlob || !sawTag || !sawOdd || !sawOddTag || res.Skipped != len(skipped) {
+			t.Fatalf("skipped %v (result %+v): want both blobs with their reasons and tags app:v2, team/tools/cli:1.0", skipped, res)
+		}
+		if n, err := to.st.StatBlob(context.Background(), odd); err != nil || n != csize+5 {
+			t.Fatalf("the destination's odd blob was touched: %d %v", n, err)
 		}
 		if _, err := to.st.GetRecord(context.Background(), "app", registry.TagRecordKey("v2")); !errors.Is(err, storage.ErrNotFound) {
 			t.Fatalf("tag app:v2 is at the destination though its layer is not: %v", err)
 		}
 		delete(f.images, "app:v2")
+		delete(f.images, "team/tools/cli:1.0")
 		verify(t, f, from, to)
 		checkConsistent(t, to.st)
 	})
@@ -322,14 +343,13 @@ func (c *crashing) NewUpload(ctx context.Context, repo string) (storage.Upload, 
 func TestInterruptedRun(t *testing.T) {
 	forBoth(t, func(t *testing.T, from, to *side) {
 		f := populate(t, from)
-		// 24 blobs and 30 records: a run crashes after every 5 writes
-		// until one gets through, every crash point of a whole
-		// migration is hit along the way (blobs, links, manifests,
-		// referrers, tags).
+		// 24 blobs and 30 records: a run crashes after every 7 writes
+		// until one gets through, so crash points all over a whole
+		// migration are hit (blobs, links, manifests, referrers, tags).
 		crashes := 0
 		for {
 			c := &crashing{Store: to.st}
-			c.left.Store(5)
+			c.left.Store(7)
 			_, err := Run(context.Background(), Options{From: from.st, To: c})
 			if err == nil {
 				break
@@ -340,7 +360,7 @@ func TestInterruptedRun(t *testing.T) {
 			crashes++
 			checkConsistent(t, to.st)
 		}
-		if crashes < (24+30)/5 {
+		if crashes < (24+30)/7 {
 			t.Fatalf("only %d runs crashed: the writes were not all interrupted", crashes)
 		}
 		res, skipped := run(t, Options{From: from.st, To: to.st})
