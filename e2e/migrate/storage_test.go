@@ -89,17 +89,22 @@ func editConfig(t *testing.T, path, old, new string) {
 	}
 }
 
-// waitLog waits (bounded: a hang becomes a failure) until the process
-// has logged msg.
-func waitLog(t *testing.T, w *harness.Wharf, msg string) {
+// waitFor polls cond (bounded: a hang becomes a failure).
+func waitFor(t *testing.T, cond func() bool, what string) {
 	t.Helper()
-	for i := 0; i < 300; i++ {
-		if strings.Contains(w.Log(), msg) {
+	for i := 0; i < 600; i++ {
+		if cond() {
 			return
 		}
-		time.Sleep(100 * time.Millisecond)
+		time.Sleep(50 * time.Millisecond)
 	}
-	t.Fatalf("wharf did not log %q within 30 s", msg)
+	t.Fatalf("gave up waiting for %s after 30 s", what)
+}
+
+// waitLog waits until the process has logged msg.
+func waitLog(t *testing.T, w *harness.Wharf, msg string) {
+	t.Helper()
+	waitFor(t, func() bool { return strings.Contains(w.Log(), msg) }, "wharf to log "+msg)
 }
 
 // TestMigrateStorage moves a serving site from the file system to S3 and
@@ -156,8 +161,26 @@ func TestMigrateStorage(t *testing.T) {
 			push(fmt.Sprintf("busy/img%d:v1", i), harness.RandomImage(t, harness.DockerFormat, "linux/amd64", 2, 128<<10))
 		}
 	}()
+	// kill -9 once it has written something to the bucket (or ended)
+	exited := make(chan struct{})
+	go func() { _ = killed.Wait(); close(exited) }()
+	waitFor(t, func() bool {
+		select {
+		case <-exited:
+			return true
+		default:
+		}
+		n := 0
+		_ = filepath.WalkDir(filepath.Join(gw.Dir, "wharf", "moved"), func(_ string, d os.DirEntry, err error) error {
+			if err == nil && d.Type().IsRegular() {
+				n++
+			}
+			return nil
+		})
+		return n > 0
+	}, "migrate-storage to write to the bucket")
 	_ = killed.Process.Signal(syscall.SIGKILL)
-	_ = killed.Wait()
+	<-exited
 	t.Logf("killed migrate-storage said:\n%s", killedOut.String())
 	first := runMigrate(t, w.ConfigPath, "s3")
 	pushes.Wait()
