@@ -53,16 +53,7 @@ func cmdMigrateStorage(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintln(stderr, err)
 		return 1
 	}
-	var s *gateway.Site
-	var hosts []string
-	for i := range cfg.Sites {
-		if cfg.Sites[i].Backend == gateway.KindRegistry {
-			hosts = append(hosts, cfg.Sites[i].Host)
-			if cfg.Sites[i].Host == strings.ToLower(strings.TrimSuffix(site, ".")) {
-				s = &cfg.Sites[i]
-			}
-		}
-	}
+	s, hosts := registrySite(cfg, site)
 	if s == nil {
 		fmt.Fprintf(stderr, "wharf migrate-storage: %s has no site with host = %q and backend = \"registry\" (registry sites: %v)\n", path, site, hosts)
 		return 1
@@ -89,6 +80,7 @@ func cmdMigrateStorage(args []string, stdout, stderr io.Writer) int {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
+	owner, ownerOf := dataOwner(root) // before the store creates root
 	local, err := rc.OpenLocal(root, zerolog.Nop())
 	if err != nil {
 		fmt.Fprintf(stderr, "wharf migrate-storage: site %s: %s: %v\n", s.Host, root, err)
@@ -109,8 +101,56 @@ func cmdMigrateStorage(args []string, stdout, stderr io.Writer) int {
 	}
 	fmt.Fprintf(stderr, "wharf migrate-storage: site %s (serving from %s now): copying %s -> %s, %d blobs at a time\n",
 		s.Host, rc.Storage, fromName, destName, workers)
-	o := migration.Options{
-		From: from, To: dest, Workers: workers,
+	o := migrateReports(stdout, stderr)
+	o.From, o.To, o.Workers = from, dest, workers
+	res, err := migration.Run(ctx, o)
+	if err != nil {
+		if errors.Is(err, context.Canceled) {
+			fmt.Fprintln(stderr, "wharf migrate-storage: interrupted; run it again to complete the copy")
+		} else {
+			fmt.Fprintf(stderr, "wharf migrate-storage: %v (run it again to complete the copy)\n", err)
+		}
+		return 1
+	}
+	if to == registry.StorageFilesystem {
+		// Run as root into a data_dir of the wharf user (as wharf
+		// import): what this run created becomes theirs.
+		if n, err := giveTo(root, ownerOf, owner); err != nil {
+			fmt.Fprintf(stderr, "wharf migrate-storage: giving %s to uid %d: %v\n", root, owner.Uid, err)
+			return 1
+		} else if n > 0 {
+			fmt.Fprintf(stdout, "gave %d files and folders to uid:gid %d:%d, the owner of %s, so that wharf serve can write there\n", n, owner.Uid, owner.Gid, ownerOf)
+		}
+	}
+	fmt.Fprintf(stdout, "site %s: %s -> %s: copied %d blobs (%s) and %d records (%d tags, %d moved) of %d repositories; already there: %d blobs, %d records; %d skipped\n",
+		s.Host, fromName, destName, res.Blobs, humanBytes(res.Bytes), res.Records, res.Tags, res.TagsMoved, res.Repos,
+		res.BlobsPresent, res.RecordsPresent, res.Skipped)
+	if res.Skipped > 0 {
+		fmt.Fprintf(stderr, "wharf migrate-storage: %d things skipped (the \"skipped\" lines above say why); everything else is in place\n", res.Skipped)
+	}
+	return 0
+}
+
+// registrySite finds the registry site named host, and lists the
+// registry sites for a message when there is none.
+func registrySite(cfg *gateway.Config, host string) (*gateway.Site, []string) {
+	var hosts []string
+	var found *gateway.Site
+	for i := range cfg.Sites {
+		if cfg.Sites[i].Backend == gateway.KindRegistry {
+			hosts = append(hosts, cfg.Sites[i].Host)
+			if cfg.Sites[i].Host == strings.ToLower(strings.TrimSuffix(host, ".")) {
+				found = &cfg.Sites[i]
+			}
+		}
+	}
+	return found, hosts
+}
+
+// migrateReports prints what a migration reports: skips and
+// repositories with news on stdout, progress on stderr.
+func migrateReports(stdout, stderr io.Writer) migration.Options {
+	return migration.Options{
 		Skip: func(sk migration.Skipped) { fmt.Fprintln(stdout, sk) },
 		Progress: func(p migration.Progress) {
 			fmt.Fprintf(stderr, "wharf migrate-storage: blobs %d of %d checked, %d copied (%s); %s read\n", p.Checked, p.Total, p.Copied, humanBytes(p.Bytes), humanBytes(p.Read))
@@ -123,20 +163,4 @@ func cmdMigrateStorage(args []string, stdout, stderr io.Writer) int {
 				r.Repo, r.Links, r.Manifests, r.Referrers, r.Tags, r.TagsMoved, r.Present, r.Skipped)
 		},
 	}
-	res, err := migration.Run(ctx, o)
-	if err != nil {
-		if errors.Is(err, context.Canceled) {
-			fmt.Fprintln(stderr, "wharf migrate-storage: interrupted; run it again to complete the copy")
-		} else {
-			fmt.Fprintf(stderr, "wharf migrate-storage: %v (run it again to complete the copy)\n", err)
-		}
-		return 1
-	}
-	fmt.Fprintf(stdout, "site %s: %s -> %s: copied %d blobs (%s) and %d records (%d tags, %d moved) of %d repositories; already there: %d blobs, %d records; %d skipped\n",
-		s.Host, fromName, destName, res.Blobs, humanBytes(res.Bytes), res.Records, res.Tags, res.TagsMoved, res.Repos,
-		res.BlobsPresent, res.RecordsPresent, res.Skipped)
-	if res.Skipped > 0 {
-		fmt.Fprintf(stderr, "wharf migrate-storage: %d things skipped (the \"skipped\" lines above say why); everything else is in place\n", res.Skipped)
-	}
-	return 0
 }
