@@ -70,6 +70,10 @@ func cmdMigrateStorage(args []string, stdout, stderr io.Writer) int {
 		return 1
 	}
 	bucket := "s3://" + rc.S3.Bucket + "/" + rc.S3.Prefix
+	if other := overlappingRoot(cfg, s.Host, root); other != "" {
+		fmt.Fprintf(stderr, "wharf migrate-storage: the site's root %s overlaps %s: give the site its own root\n", root, other)
+		return 1
+	}
 	if to == registry.StorageS3 {
 		// Never create an empty source: a typo in root would otherwise
 		// "migrate" nothing and succeed.
@@ -163,4 +167,20 @@ func migrateReports(stdout, stderr io.Writer) migration.Options {
 				r.Repo, r.Links, r.Manifests, r.Referrers, r.Tags, r.TagsMoved, r.Present, r.Skipped)
 		},
 	}
+}
+
+// overlappingRoot names another site whose storage root is root, holds it
+// or lies inside it ("" if none): `wharf check` does not compare the root
+// of a site on S3, which `-to filesystem` is about to fill.
+func overlappingRoot(cfg *gateway.Config, host, root string) string {
+	sep := string(filepath.Separator)
+	for _, p := range cfg.Plan() {
+		if p.Site.Host == host || p.Root == "" {
+			continue
+		}
+		if p.Root == root || strings.HasPrefix(root, p.Root+sep) || strings.HasPrefix(p.Root, root+sep) {
+			return fmt.Sprintf("the root %s of site %s", p.Root, p.Site.Host)
+		}
+	}
+	return ""
 }

@@ -28,6 +28,8 @@ func TestMigrateStorageUsage(t *testing.T) {
 		{"unknown site", withS3, []string{"-site", "other.example", "-to", "s3"}, 1, `no site with host = "other.example" and backend = "registry" (registry sites: [r.example])`},
 		{"no s3 table", head, []string{"-site", "r.example", "-to", "s3"}, 1, "has no [site.registry.s3] table"},
 		{"no root to copy", withS3, []string{"-site", "r.example", "-to", "s3"}, 1, "is not a wharf registry root (no blobs folder): nothing to copy"},
+		{"root of another site", head + "storage = \"s3\"\n" + strings.TrimPrefix(withS3, head) + "[[site]]\nhost = \"m.example\"\nbackend = \"cache\"\ntls = \"off\"\n[site.cache]\nupstream = \"https://r.example\"\nroot = \"registry/r.example/c\"\n",
+			[]string{"-site", "r.example", "-to", "filesystem"}, 1, "overlaps the root DATA/registry/r.example/c of site m.example: give the site its own root"},
 		{"broken config", withS3 + "storage = 5\n", []string{"-site", "r.example", "-to", "s3"}, 1, "gw.toml:"},
 	}
 	for i, tt := range tests {
@@ -39,7 +41,7 @@ func TestMigrateStorageUsage(t *testing.T) {
 			}
 			var out, errOut bytes.Buffer
 			code := run(append([]string{"migrate-storage", "-config", path}, tt.args...), nil, &out, &errOut)
-			if code != tt.code || !strings.Contains(errOut.String(), tt.msg) {
+			if msg := strings.ReplaceAll(tt.msg, "DATA", data); code != tt.code || !strings.Contains(errOut.String(), msg) {
 				t.Fatalf("case %d: exit %d, stderr %q; want exit %d with %q", i, code, errOut.String(), tt.code, tt.msg)
 			}
 			if _, err := os.Stat(data); err == nil {
