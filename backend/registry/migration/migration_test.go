@@ -562,3 +562,44 @@ func TestNewer(t *testing.T) {
 		}
 	}
 }
+
+// goneAtDest is a destination where a gc removed every blob the run
+// found there, between its listing and its links.
+type goneAtDest struct{ storage.Store }
+
+func (goneAtDest) TouchBlob(context.Context, digest.Digest) error { return storage.ErrNotFound }
+
+// TestBlobGoneAtDestination: a blob the destination had when the run
+// began but lost before it was linked is not linked, and the image using
+// it stays out (its tag too), so nothing names a missing blob.
+func TestBlobGoneAtDestination(t *testing.T) {
+	from, to := directions(t)[0](t)
+	f := populate(t, from)
+	run(t, Options{From: from.st, To: to.st})
+	ctx := context.Background()
+	ref := "team/tools/cli"
+	d := harness.MustDigest(t, f.images[ref+":1.0"])
+	cfg, err := f.images[ref+":1.0"].ConfigName()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, key := range []string{registry.TagRecordKey("1.0"), registry.ManifestRecordKey(digest.Digest(d.String())), registry.BlobRecordKey(digest.Digest(cfg.String()))} {
+		if err := to.st.DeleteRecord(ctx, ref, key); err != nil {
+			t.Fatal(err)
+		}
+	}
+	_, skipped := run(t, Options{From: from.st, To: goneAtDest{to.st}})
+	var link, manifest, tag bool
+	for _, s := range skipped {
+		link = link || (s.Kind == KindLink && s.Name == cfg.String() && strings.Contains(s.Reason, "removed at the destination"))
+		manifest = manifest || (s.Kind == KindManifest && s.Name == d.String())
+		tag = tag || (s.Kind == KindTag && s.Repo == ref && s.Name == "1.0")
+	}
+	if !link || !manifest || !tag {
+		t.Fatalf("skipped %v: want the link, the manifest and the tag", skipped)
+	}
+	if _, err := to.st.GetRecord(ctx, ref, registry.TagRecordKey("1.0")); !errors.Is(err, storage.ErrNotFound) {
+		t.Fatalf("tag written though its image is incomplete: %v", err)
+	}
+	checkConsistent(t, to.st)
+}
