@@ -107,6 +107,9 @@ func cmdMigrateStorage(args []string, stdout, stderr io.Writer) int {
 		s.Host, rc.Storage, fromName, destName, workers)
 	o := migrateReports(stdout, stderr)
 	o.From, o.To, o.Workers = from, dest, workers
+	// After the switch-over clients push to the destination: their
+	// tags must not be overwritten by older ones of the source.
+	o.DestServed = rc.Storage == to
 	res, err := migration.Run(ctx, o)
 	if err != nil {
 		if errors.Is(err, context.Canceled) {

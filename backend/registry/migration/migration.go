@@ -74,6 +74,12 @@ type Options struct {
 	// From is the store the site serves from now; To the new one.
 	From Source
 	To   Dest
+	// DestServed says the site serves from the destination already
+	// (the runs after the switch-over): a tag written there later than
+	// the source's was pushed by a client and is kept. Before the
+	// switch only migrations write the destination's tags, and the
+	// source's value always wins, whatever the clocks say.
+	DestServed bool
 	// Workers is how many blobs are copied at once, and how many
 	// repositories' records are written at once; 0 = DefaultWorkers.
 	Workers int
@@ -840,9 +846,10 @@ type tagInfo struct {
 
 // tags copies tags last, oldest first (so the destination's write times,
 // which retention takes as push times, keep the source's order). A tag
-// that names another manifest at the destination is moved when the
-// source's was written later; a later write at the destination (a push
-// after the switch-over) wins.
+// that names another manifest at the destination is moved to the
+// source's value; once the destination is served (DestServed), only when
+// the source's was written later: a later write at the destination (a
+// push after the switch-over) wins.
 func (r *repoRun) tags(ctx context.Context) error {
 	names, err := r.m.o.From.ListRecords(ctx, r.repo, "tags")
 	if err != nil {
@@ -892,6 +899,8 @@ func (r *repoRun) tags(ctx context.Context) error {
 		case err == nil && bytes.Equal(old, t.value):
 			r.rr.Present++
 			continue
+		case err == nil && !r.m.o.DestServed:
+			moved = true // only migrations write there: the source's is the truth
 		case err == nil:
 			at, err := r.m.o.To.StatRecord(ctx, r.repo, key)
 			if err != nil && !errors.Is(err, storage.ErrNotFound) {

@@ -430,11 +430,21 @@ func TestTagMoves(t *testing.T) {
 		push(t, addr, "app:v2", harness.RandomImage(t, harness.OCIFormat, "linux/amd64", 1, 4<<10))
 		push(t, to.serve(t), "app:v2", newer)
 		age(t, from, to, "app", "v2")
-		res, skipped = run(t, Options{From: from.st, To: to.st})
+		res, skipped = run(t, Options{From: from.st, To: to.st, DestServed: true})
 		if res.Tags != 0 || len(skipped) != 1 || skipped[0].Kind != KindTag || skipped[0].Name != "v2" || !strings.Contains(skipped[0].Reason, "written later") {
 			t.Fatalf("third run: %+v, skipped %v", res, skipped)
 		}
 		harness.VerifyRemoteImage(t, to.serve(t)+"/app:v2", newer, harness.Exact)
+
+		// Before the switch-over (the destination not served) the
+		// source's tag wins whatever the times say: only migrations
+		// write there, and one may have read the source's tag just
+		// before it moved and written it just after.
+		res, skipped = run(t, Options{From: from.st, To: to.st})
+		if res.TagsMoved != 1 || len(skipped) != 0 {
+			t.Fatalf("run with the destination not served: %+v, skipped %v", res, skipped)
+		}
+		harness.VerifyRemoteImage(t, to.serve(t)+"/app:v2", harness.RemoteImage(t, from.serve(t)+"/app:v2"), harness.Exact)
 	})
 }
 
