@@ -927,12 +927,12 @@ func (r *repoRun) tags(ctx context.Context) error {
 }
 
 // newer reports whether the destination's tag (written at dst) is newer
-// than the source's (written at src). S3 gives times in whole seconds, so
-// both are compared as such, and a tie goes to the source: before the
-// switch-over only the migration writes the destination's tags, so a
-// source tag moved in the same second as the last copy must still move;
-// after it, the source takes no pushes, so a push at the destination
-// lands in a later second than the source's last write.
+// than the source's (written at src), once the destination is served. S3
+// gives times in whole seconds, so both are compared as such, and a tie
+// goes to the source: the source takes no pushes after the switch-over,
+// so a client's push at the destination lands in a later second than the
+// source's last write, while a source tag moved in the second of the
+// last copy (just before the switch) must still move.
 func newer(dst, src time.Time) bool {
 	return dst.Truncate(time.Second).After(src.Truncate(time.Second))
 }
