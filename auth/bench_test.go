@@ -4,10 +4,13 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"testing"
+
+	"github.com/wharf-dev/wharf/backend"
 )
 
-// BenchmarkHandler measures the auth middleware alone (stub backend, no
-// network) for the requests the acceptance benchmark makes.
+// BenchmarkHandler measures auth alone (the Guard asked as the gateway
+// asks it, stub backend, no network) for the requests the acceptance
+// benchmark makes.
 func BenchmarkHandler(b *testing.B) {
 	p := b.TempDir() + "/htpasswd"
 	writeHtpasswd(b, p, testPasswords)
@@ -15,7 +18,7 @@ func BenchmarkHandler(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	h := s.Handler(Site{Host: testHost, Policy: mustPolicy(b)}, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {}))
+	h := asGateway(s.Guard(Site{Host: testHost, Policy: mustPolicy(b)}), func(http.ResponseWriter, *http.Request, *backend.Route, backend.Access, string) {})
 	tok, _ := s.sig.sign(&Claims{Issuer: "wharf", Subject: "alice", Audience: testHost, Expiry: 1 << 40,
 		Access: []Access{{"repository", "team-a/app", []string{"pull"}}}})
 	for _, bc := range []struct{ name, authz string }{

@@ -10,10 +10,10 @@ import (
 
 // TestDecide: the decision is a value (user, granted actions, whether a
 // mount may read its source, the catalog filter) or a refusal carrying
-// its headers; decide writes nothing.
+// its headers; Decide writes nothing.
 func TestDecide(t *testing.T) {
 	f := newFixture(t, Site{}, Config{})
-	h := f.s.Handler(Site{Host: testHost, Policy: mustPolicy(t)}, nil).(*handler)
+	g := f.s.Guard(Site{Host: testHost, Policy: mustPolicy(t)})
 	bearer := f.token(t, "alice", "apw", "repository:team-a/app:pull")
 	mount := "/v2/team-a/app/blobs/uploads/?mount=" + digestOf("x")
 	pull := []backend.Action{backend.ActionPull}
@@ -46,7 +46,7 @@ func TestDecide(t *testing.T) {
 			if perr != nil {
 				t.Fatal(perr)
 			}
-			d, refused := h.decide(r, rt)
+			d, refused := g.Decide(r, rt)
 			switch {
 			case c.status == 0 && refused != nil:
 				t.Fatalf("refused: %v", refused)
@@ -63,6 +63,10 @@ func TestDecide(t *testing.T) {
 			}
 			if c.catalog && (!d.Catalog("team-a/app") || d.Catalog("secret/x")) {
 				t.Fatal("catalog filter does not follow the policy")
+			}
+			// the backend's share of the decision: never more than decided
+			if a := d.Access(); a.MayMount != d.MayMount || (a.Catalog != nil) != c.catalog {
+				t.Fatalf("Access %+v does not carry the decision", a)
 			}
 		})
 	}

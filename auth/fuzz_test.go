@@ -2,7 +2,6 @@ package auth
 
 import (
 	"context"
-	"net/http"
 	"net/http/httptest"
 	"strings"
 	"testing"
@@ -38,8 +37,8 @@ func FuzzParseHtpasswd(f *testing.F) {
 	})
 }
 
-// FuzzAuthorization sends any Authorization header to the middleware and
-// to the token endpoint: the answer is never a 5xx.
+// FuzzAuthorization sends any Authorization header to Decide and to the
+// token endpoint: the answer is never a 5xx.
 func FuzzAuthorization(f *testing.F) {
 	htpasswd := t0Htpasswd(f)
 	s, err := New(context.Background(), Config{Htpasswd: htpasswd, Watch: -1, Throttle: Throttle{UserFree: 1 << 30, AddrFree: 1 << 30}}, zerolog.Nop())
@@ -47,7 +46,7 @@ func FuzzAuthorization(f *testing.F) {
 		f.Fatal(err)
 	}
 	pol, _ := policy.New(testRules, map[string][]string{"ci": {"ci-bot"}})
-	h := s.Handler(Site{Host: testHost, Policy: pol}, http.HandlerFunc(stubBackend))
+	h := asGateway(s.Guard(Site{Host: testHost, Policy: pol}), stubBackend)
 	good, _ := s.sig.sign(&Claims{Issuer: "wharf", Subject: "alice", Audience: testHost, Expiry: time.Now().Add(time.Hour).Unix(),
 		Access: []Access{{"repository", "team-a/app", []string{"pull"}}}})
 	for _, seed := range []string{

@@ -1,7 +1,6 @@
 package auth
 
 import (
-	"context"
 	"encoding/base64"
 	"encoding/json"
 	"errors"
@@ -32,7 +31,7 @@ const (
 	MaxScopes     = 100
 )
 
-// Site is what the auth middleware needs to know about one [[site]].
+// Site is what a site's Guard needs to know about one [[site]].
 type Site struct {
 	Host      string         // the site's host name: the token service name and audience
 	Anonymous Anonymous      // AnonymousPull: anonymous callers may pull everything; "" = nothing
@@ -40,44 +39,21 @@ type Site struct {
 	Policy    *policy.Policy // nil = no [[policy]]: logged-in users may do everything
 }
 
-// Identity is who a request came from, for the access log. The gateway
-// creates one per request (NewIdentity) before the auth middleware runs and
-// reads it after the handler returns.
-type Identity struct {
-	User string // "" = anonymous (or not authenticated)
-}
-
-type identityKey struct{}
-
-// NewIdentity returns ctx carrying a new, empty Identity.
-func NewIdentity(ctx context.Context) (context.Context, *Identity) {
-	id := &Identity{}
-	return context.WithValue(ctx, identityKey{}, id), id
-}
-
-// IdentityFrom returns the Identity stored by NewIdentity, or nil.
-func IdentityFrom(ctx context.Context) *Identity {
-	id, _ := ctx.Value(identityKey{}).(*Identity)
-	return id
-}
-
-type handler struct {
+// Guard is the auth of one site: it answers the token endpoint
+// (ServeToken) and decides /v2/ requests (Decide). It writes nothing into
+// the request or its context; the gateway passes what it returns on.
+type Guard struct {
 	s         *Service
 	site      Site
 	pol       *policy.Policy
 	anonPull  bool
-	next      http.Handler
 	plainWarn sync.Once
 }
 
-// Handler returns the auth middleware of one site. It answers TokenPath
-// itself, authenticates /v2/ requests (Bearer tokens, or Basic credentials
-// checked through the cache), applies the policy to the request's route
-// (backend.RouteFrom, parsed here when the gateway has not) and passes
-// allowed requests to next with the route (MountFrom cleared when the
-// caller may not pull from there) and, for the catalog, a repository
-// filter. Other paths go to next untouched.
-func (s *Service) Handler(site Site, next http.Handler) http.Handler {
+// Guard returns the auth of one site. The gateway calls ServeToken for
+// TokenPath and Decide for every other /v2/ request, with the route it
+// parsed; paths outside /v2/ are not the Guard's.
+func (s *Service) Guard(site Site) *Guard {
 	pol := site.Policy
 	if pol == nil {
 		pol, _ = policy.New(nil, nil) // no rules is always valid
@@ -85,12 +61,12 @@ func (s *Service) Handler(site Site, next http.Handler) http.Handler {
 	if site.Scheme == "" {
 		site.Scheme = SchemeToken
 	}
-	return &handler{s: s, site: site, pol: pol, anonPull: site.Anonymous == "pull", next: next}
+	return &Guard{s: s, site: site, pol: pol, anonPull: site.Anonymous == "pull"}
 }
 
 // service is the site's name as the policy and tokens see it: its host,
 // or for the catch-all site ("*") the host the client asked for.
-func (h *handler) service(r *http.Request) string {
+func (h *Guard) service(r *http.Request) string {
 	if h.site.Host != "*" && h.site.Host != "" {
 		return h.site.Host
 	}
@@ -102,7 +78,7 @@ func (h *handler) service(r *http.Request) string {
 }
 
 // allowed is what user ("" = anonymous) may do to repo on the site host.
-func (h *handler) allowed(host, repo, user string) []backend.Action {
+func (h *Guard) allowed(host, repo, user string) []backend.Action {
 	acts := h.pol.Allowed(host, repo, user)
 	if h.anonPull && !slices.Contains(acts, backend.ActionPull) {
 		acts = append([]backend.Action{backend.ActionPull}, acts...)
@@ -110,7 +86,7 @@ func (h *handler) allowed(host, repo, user string) []backend.Action {
 	return acts
 }
 
-func (h *handler) can(host, repo, user string, act backend.Action) bool {
+func (h *Guard) can(host, repo, user string, act backend.Action) bool {
 	return slices.Contains(h.allowed(host, repo, user), act)
 }
 
@@ -121,45 +97,18 @@ type caller struct {
 	none   bool    // no Authorization header at all
 }
 
-func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	p := r.URL.Path
-	if p == TokenPath {
-		h.warnPlain(r)
-		h.serveToken(w, r)
-		return
-	}
-	if p != "/v2" && !strings.HasPrefix(p, "/v2/") {
-		h.next.ServeHTTP(w, r)
-		return
-	}
-	ctx := r.Context()
-	rt := backend.RouteFrom(ctx)
-	if rt == nil {
-		var perr *backend.Error
-		rt, perr = backend.ParseRequest(r)
-		if perr != nil {
-			backend.WriteError(w, r, perr)
-			return
-		}
-	}
-	d, refused := h.decide(r, rt)
-	if d.User != "" { // logged in, also when then refused by the policy
-		h.warnPlain(r)
-		if id := IdentityFrom(ctx); id != nil {
-			id.User = d.User
-		}
-	}
-	if refused != nil {
-		backend.WriteError(w, r, refused)
-		return
-	}
-	h.next.ServeHTTP(w, r.WithContext(d.handDown(ctx, rt)))
+// ServeToken answers the token endpoint (TokenPath). It returns the user
+// a token was issued to ("" for anonymous callers and refusals), for the
+// access log.
+func (h *Guard) ServeToken(w http.ResponseWriter, r *http.Request) string {
+	h.warnPlain(r)
+	return h.serveToken(w, r)
 }
 
-// Decision is what the auth middleware decided about one /v2/ request (a
-// request it refuses gets an error besides). It is computed in one place
-// (decide) from the parsed route and the request's credentials; nothing
-// else reads credentials or the policy.
+// Decision is what auth decided about one /v2/ request (a request it
+// refuses gets an error besides). It is computed in one place (Decide)
+// from the parsed route and the request's credentials; nothing else reads
+// credentials or the policy.
 type Decision struct {
 	// User is the logged-in user; "" = anonymous.
 	User string
@@ -175,32 +124,27 @@ type Decision struct {
 	Catalog func(repo string) bool
 }
 
-// handDown is the context the backend gets: the route (MountFrom cleared
-// when the caller may not read the mount source) and the catalog filter.
-func (d Decision) handDown(ctx context.Context, rt *backend.Route) context.Context {
-	if rt.MountFrom != "" && !d.MayMount {
-		cp := *rt
-		cp.MountFrom = ""
-		rt = &cp
-	}
-	ctx = backend.WithRoute(ctx, rt)
-	if d.Catalog != nil {
-		ctx = backend.WithRepoFilter(ctx, d.Catalog)
-	}
-	return ctx
+// Access is what the backend gets of the decision: whether a mount may
+// read its source and the catalog filter (never the user).
+func (d Decision) Access() backend.Access {
+	return backend.Access{MayMount: d.MayMount, Catalog: d.Catalog}
 }
 
-// decide authenticates r and applies the policy to rt. It writes nothing:
-// a request that may not pass gets the error to answer with (401 with the
-// site's challenge, 403, 404 or 429, headers included); the Decision's
-// User is set then too once the caller has logged in.
-func (h *handler) decide(r *http.Request, rt *backend.Route) (Decision, *backend.Error) {
+// Decide authenticates r and applies the policy to rt, the route the
+// gateway parsed from r. It writes nothing: a request that may not pass
+// gets the error to answer with (401 with the site's challenge, 403, 404
+// or 429, headers included); the Decision's User is set then too once the
+// caller has logged in (the access log names who was refused).
+func (h *Guard) Decide(r *http.Request, rt *backend.Route) (Decision, *backend.Error) {
 	host := h.service(r)
 	c, refused := h.authenticate(r, host)
 	if refused != nil {
 		return Decision{}, refused
 	}
 	d := Decision{User: c.user}
+	if c.user != "" {
+		h.warnPlain(r)
+	}
 	switch rt.Kind {
 	case backend.KindPing:
 		if c.none {
@@ -226,7 +170,7 @@ func (h *handler) decide(r *http.Request, rt *backend.Route) (Decision, *backend
 
 // granted is what caller c may do to repo: what its token grants, or
 // what the policy allows a Basic or anonymous caller.
-func (h *handler) granted(host, repo string, c caller) []backend.Action {
+func (h *Guard) granted(host, repo string, c caller) []backend.Action {
 	if c.claims == nil {
 		return h.allowed(host, repo, c.user)
 	}
@@ -240,7 +184,7 @@ func (h *handler) granted(host, repo string, c caller) []backend.Action {
 }
 
 // denied is the answer to a request for an action the caller lacks.
-func (h *handler) denied(r *http.Request, rt *backend.Route, host string, c caller) *backend.Error {
+func (h *Guard) denied(r *http.Request, rt *backend.Route, host string, c caller) *backend.Error {
 	act := rt.Action
 	scope := "repository:" + rt.Repo + ":" + scopeActions(act)
 	switch {
@@ -281,7 +225,7 @@ func scopeActions(act backend.Action) string {
 
 // authenticate reads the Authorization header. A request that must stop
 // here gets the error to answer with (401 with the site's challenge, 429).
-func (h *handler) authenticate(r *http.Request, host string) (caller, *backend.Error) {
+func (h *Guard) authenticate(r *http.Request, host string) (caller, *backend.Error) {
 	hdr := r.Header.Get("Authorization")
 	if hdr == "" {
 		return caller{none: true}, nil
@@ -384,7 +328,7 @@ func clientAddr(r *http.Request) string {
 
 // challenge is a 401 with the site's challenge. scope and errParam are
 // optional parts of a Bearer challenge.
-func (h *handler) challenge(r *http.Request, scope, errParam, msg string) *backend.Error {
+func (h *Guard) challenge(r *http.Request, scope, errParam, msg string) *backend.Error {
 	var v string
 	if h.site.Scheme == SchemeBasic {
 		v = fmt.Sprintf("Basic realm=%q, charset=\"UTF-8\"", h.s.cfg.Realm)
@@ -404,7 +348,7 @@ func (h *handler) challenge(r *http.Request, scope, errParam, msg string) *backe
 }
 
 // realmURL is the token endpoint as the client sees this site.
-func (h *handler) realmURL(r *http.Request) string {
+func (h *Guard) realmURL(r *http.Request) string {
 	scheme := "https"
 	if r.TLS == nil {
 		scheme = "http"
@@ -416,7 +360,7 @@ func (h *handler) realmURL(r *http.Request) string {
 	return (&url.URL{Scheme: scheme, Host: host, Path: TokenPath}).String()
 }
 
-func (h *handler) warnPlain(r *http.Request) {
+func (h *Guard) warnPlain(r *http.Request) {
 	if r.TLS != nil {
 		return
 	}
@@ -437,7 +381,7 @@ type tokenResponse struct {
 // serveToken is the token endpoint: GET with optional Basic credentials
 // and scope/service/account parameters, or the OAuth2 POST form with
 // grant_type=password.
-func (h *handler) serveToken(w http.ResponseWriter, r *http.Request) {
+func (h *Guard) serveToken(w http.ResponseWriter, r *http.Request) string {
 	w.Header().Set("Cache-Control", "no-store")
 	backend.SetAPIVersion(w.Header())
 	refuse := func(e *backend.Error) {
@@ -459,19 +403,19 @@ func (h *handler) serveToken(w http.ResponseWriter, r *http.Request) {
 			scheme, rest, _ := strings.Cut(hdr, " ")
 			if !strings.EqualFold(scheme, "Basic") {
 				refuse(unauthorized("the token endpoint takes Basic credentials or none"))
-				return
+				return ""
 			}
 			var e *backend.Error
 			if user, e = h.s.checkBasic(r, rest); e != nil {
 				refuse(e)
-				return
+				return ""
 			}
 		}
 	case http.MethodPost:
 		r.Body = http.MaxBytesReader(w, r.Body, 64<<10)
 		if err := r.ParseForm(); err != nil {
 			oauthError(w, http.StatusBadRequest, "invalid_request", "cannot parse the form")
-			return
+			return ""
 		}
 		scopes, service = r.PostForm["scope"], r.PostForm.Get("service")
 		switch r.PostForm.Get("grant_type") {
@@ -479,7 +423,7 @@ func (h *handler) serveToken(w http.ResponseWriter, r *http.Request) {
 			u := r.PostForm.Get("username")
 			if u == "" {
 				oauthError(w, http.StatusBadRequest, "invalid_request", "username missing")
-				return
+				return ""
 			}
 			var e *backend.Error
 			if user, e = h.s.checkPassword(r, u, []byte(r.PostForm.Get("password"))); e != nil {
@@ -488,32 +432,32 @@ func (h *handler) serveToken(w http.ResponseWriter, r *http.Request) {
 				} else {
 					backend.WriteError(w, r, e)
 				}
-				return
+				return ""
 			}
 		case "refresh_token":
 			// wharf never hands out refresh tokens, so none can be valid.
 			oauthError(w, http.StatusBadRequest, "invalid_grant", "unknown refresh token; log in again")
-			return
+			return ""
 		default:
 			oauthError(w, http.StatusBadRequest, "unsupported_grant_type", "use grant_type=password or GET with Basic credentials")
-			return
+			return ""
 		}
 	default:
 		w.Header().Set("Allow", "GET, POST")
 		backend.WriteError(w, r, backend.Errorf(http.StatusMethodNotAllowed, backend.CodeUnsupported, "use GET or POST"))
-		return
+		return ""
 	}
 	host := h.service(r)
 	if service != "" && !strings.EqualFold(service, host) {
 		backend.WriteError(w, r, backend.Errorf(http.StatusBadRequest, backend.CodeUnsupported,
 			"this token endpoint serves %q, not %q", host, clip(service)))
-		return
+		return ""
 	}
 	sc := ParseScopes(scopes)
 	if len(sc) > MaxScopes {
 		backend.WriteError(w, r, backend.Errorf(http.StatusBadRequest, backend.CodeUnsupported,
 			"more than %d scopes in one token request", MaxScopes))
-		return
+		return ""
 	}
 	now := h.s.now()
 	claims := &Claims{
@@ -526,13 +470,10 @@ func (h *handler) serveToken(w http.ResponseWriter, r *http.Request) {
 		ID:        randomID(),
 		Access:    h.grant(host, sc, user),
 	}
-	if id := IdentityFrom(r.Context()); id != nil {
-		id.User = user
-	}
 	tok, err := h.s.sig.sign(claims)
 	if err != nil {
 		backend.WriteError(w, r, backend.Errorf(http.StatusInternalServerError, backend.CodeUnknown, "cannot sign token"))
-		return
+		return user
 	}
 	h.s.issued.Add(1)
 	h.s.log.Debug().Str("user", user).Str("addr", clientAddr(r)).Int("scopes", len(claims.Access)).Msg("token issued")
@@ -542,10 +483,11 @@ func (h *handler) serveToken(w http.ResponseWriter, r *http.Request) {
 		ExpiresIn: int(h.s.cfg.TokenTTL / time.Second),
 		IssuedAt:  now.UTC().Format(time.RFC3339),
 	})
+	return user
 }
 
 // grant intersects the requested scopes with what user may do.
-func (h *handler) grant(host string, scopes []Scope, user string) []Access {
+func (h *Guard) grant(host string, scopes []Scope, user string) []Access {
 	out := []Access{}
 	for _, sc := range scopes {
 		switch {

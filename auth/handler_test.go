@@ -54,8 +54,9 @@ type fixture struct {
 	logs *bytes.Buffer
 }
 
-// newFixture starts an httptest server: identity middleware -> auth
-// handler -> a stub backend that reports what it was handed.
+// newFixture starts an httptest server: the site's Guard asked as the
+// gateway asks it (asGateway) -> a stub backend that reports what it was
+// handed.
 func newFixture(t *testing.T, site Site, cfg Config) *fixture {
 	t.Helper()
 	if cfg.Htpasswd == "" {
@@ -82,11 +83,7 @@ func newFixture(t *testing.T, site Site, cfg Config) *fixture {
 		}
 		site.Policy = p
 	}
-	ah := s.Handler(site, http.HandlerFunc(stubBackend))
-	h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		ctx, _ := NewIdentity(r.Context())
-		ah.ServeHTTP(w, r.WithContext(ctx))
-	})
+	h := asGateway(s.Guard(site), stubBackend)
 	srv := httptest.NewServer(h)
 	t.Cleanup(srv.Close)
 	return &fixture{s: s, h: h, srv: srv, logs: logs}
@@ -109,26 +106,54 @@ func (s *syncWriter) Write(p []byte) (int, error) {
 
 const manifest = `{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"sha256:44136fa355b3678a1146ad16f7e8649e94fb4fc21fe77e8310c060f61caaff8a","size":2},"layers":[]}`
 
-// stubBackend answers like a tiny registry and reports in headers what the
-// auth middleware handed down (route, user, catalog filter).
-func stubBackend(w http.ResponseWriter, r *http.Request) {
-	rt := backend.RouteFrom(r.Context())
+// asGateway serves g's site the way the gateway does: TokenPath through
+// ServeToken; other /v2/ requests parsed once, decided by g and, when let
+// through, handed to next with the route, the decision's access and the
+// user; paths outside /v2/ go to next without a route.
+func asGateway(g *Guard, next func(w http.ResponseWriter, r *http.Request, rt *backend.Route, a backend.Access, user string)) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		p := r.URL.Path
+		switch {
+		case p == TokenPath:
+			g.ServeToken(w, r)
+			return
+		case p != "/v2" && !strings.HasPrefix(p, "/v2/"):
+			next(w, r, nil, backend.Access{}, "")
+			return
+		}
+		rt, perr := backend.ParseRequest(r)
+		if perr != nil {
+			backend.WriteError(w, r, perr)
+			return
+		}
+		d, refused := g.Decide(r, rt)
+		if refused != nil {
+			backend.WriteError(w, r, refused)
+			return
+		}
+		next(w, r, rt, d.Access(), d.User)
+	})
+}
+
+// stubBackend answers like a tiny registry and reports in headers what it
+// was handed (route, user, whether the mount may read its source; the
+// catalog filter applied to a fixed list).
+func stubBackend(w http.ResponseWriter, r *http.Request, rt *backend.Route, a backend.Access, user string) {
 	if rt == nil {
 		w.Header().Set("X-Stub", "no-route")
 		w.WriteHeader(http.StatusOK)
 		return
 	}
+	rt = rt.ForAccess(a)
 	w.Header().Set("Docker-Distribution-Api-Version", "registry/2.0")
 	w.Header().Set("X-Kind", rt.Kind.String())
 	w.Header().Set("X-Repo", rt.Repo)
 	w.Header().Set("X-Mount-From", rt.MountFrom)
-	if id := IdentityFrom(r.Context()); id != nil {
-		w.Header().Set("X-User", id.User)
-	}
+	w.Header().Set("X-User", user)
 	switch rt.Kind {
 	case backend.KindCatalog:
 		var list []string
-		f := backend.RepoFilterFrom(r.Context())
+		f := a.Catalog
 		for _, repo := range []string{"public/y", "team-a/app", "team-b/x"} {
 			if f == nil || f(repo) {
 				list = append(list, repo)
@@ -770,29 +795,41 @@ func TestWildcardSite(t *testing.T) {
 	}
 }
 
-// TestIdentity: the access log's Identity names the user on API requests
-// and token requests, and stays empty for failures and anonymous callers.
-func TestIdentity(t *testing.T) {
+// TestUser: the user the gateway's access log gets (Decide's Decision,
+// ServeToken's return value) names who logged in on API requests and
+// token requests, and stays empty for failures and anonymous callers.
+func TestUser(t *testing.T) {
 	f := newFixture(t, Site{}, Config{})
-	h := f.s.Handler(Site{Host: testHost, Policy: mustPolicy(t)}, http.HandlerFunc(stubBackend))
+	g := f.s.Guard(Site{Host: testHost, Policy: mustPolicy(t)})
 	tests := []struct {
 		path, authz, want string
 	}{
 		{"/v2/", basic("alice", "apw"), "alice"},
 		{TokenPath + "?scope=repository:team-a/app:pull", basic("ci-bot", "cpw"), "ci-bot"},
 		{TokenPath, "", ""},
+		{TokenPath, basic("alice", "wrong"), ""},
 		{"/v2/", basic("alice", "wrong"), ""},
 		{"/v2/public/x/manifests/latest", "", ""},
+		{"/v2/secret/x/manifests/latest", basic("bob", "bpw"), "bob"}, // refused, but logged in
 	}
 	for _, tt := range tests {
 		req := httptest.NewRequest("GET", tt.path, nil)
 		if tt.authz != "" {
 			req.Header.Set("Authorization", tt.authz)
 		}
-		ctx, id := NewIdentity(req.Context())
-		h.ServeHTTP(httptest.NewRecorder(), req.WithContext(ctx))
-		if id.User != tt.want {
-			t.Errorf("%s with %q: identity %q, want %q", tt.path, tt.authz, id.User, tt.want)
+		var user string
+		if req.URL.Path == TokenPath {
+			user = g.ServeToken(httptest.NewRecorder(), req)
+		} else {
+			rt, perr := backend.ParseRequest(req)
+			if perr != nil {
+				t.Fatal(perr)
+			}
+			d, _ := g.Decide(req, rt)
+			user = d.User
+		}
+		if user != tt.want {
+			t.Errorf("%s with %q: user %q, want %q", tt.path, tt.authz, user, tt.want)
 		}
 	}
 }

@@ -49,7 +49,7 @@ type Config struct {
 }
 
 // Service holds the users, the caches and the token key. One Service
-// serves every site; Handler makes the per-site middleware.
+// serves every site; Guard makes the per-site part the gateway asks.
 type Service struct {
 	cfg Config
 	log zerolog.Logger

@@ -12,7 +12,7 @@ import (
 
 // ServeBlob answers GET or HEAD of a stored, immutable blob of the given
 // size: the blob headers, a single Range (206, or 416 with the size), and
-// the body. Where src is backed by an *os.File (an OSFile method) the file
+// the body. Where src is backed by an *os.File (storage.FileBlob) the file
 // itself goes to net/http, so plain HTTP uses sendfile. A bad range comes
 // back as an *Error before anything is written; an error while copying
 // the body (a client gone) comes back as copyErr, for the log only.

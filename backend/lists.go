@@ -73,12 +73,13 @@ func ServeTags(w http.ResponseWriter, req *http.Request, repo string, tags []str
 }
 
 // ServeCatalog answers a catalog request with one page of a sorted list of
-// repositories, keeping only those the caller may see (RepoFilterFrom).
-func ServeCatalog(w http.ResponseWriter, req *http.Request, repos []string) error {
-	if f := RepoFilterFrom(req.Context()); f != nil {
+// repositories, keeping only those the caller may see (Access.Catalog;
+// nil keeps all).
+func ServeCatalog(w http.ResponseWriter, req *http.Request, repos []string, keep func(repo string) bool) error {
+	if keep != nil {
 		kept := repos[:0]
 		for _, n := range repos {
-			if f(n) {
+			if keep(n) {
 				kept = append(kept, n)
 			}
 		}

@@ -4,7 +4,6 @@
 package backend
 
 import (
-	"context"
 	"mime"
 	"net/http"
 	"strings"
@@ -48,7 +47,7 @@ const (
 )
 
 // Route is a /v2/ request parsed once: the gateway parses it (ParseRequest),
-// the auth middleware decides on it, and the backend serves it, all from
+// auth decides on it, and the backend serves it (RouteHandler), all from
 // the same value and without parsing the path, the query or the Accept
 // headers again.
 type Route struct {
@@ -69,8 +68,8 @@ type Route struct {
 	// Cross-repository mount (POST .../blobs/uploads/?mount=<digest>&from=<repo>).
 	// MountDigest is the valid digest of mount= ("" without one, or when
 	// it is invalid: a normal upload then). MountFrom is the source
-	// repository when from= names a valid one; the auth middleware clears
-	// it when the caller may not pull from there, so the backend falls
+	// repository when from= names a valid one; a caller whose Access
+	// lacks MayMount gets it cleared (ForAccess), so the backend falls
 	// back to a normal upload. MountFromGiven says from= was sent at all.
 	MountDigest    digest.Digest
 	MountFrom      string
@@ -263,32 +262,60 @@ func actionFor(method string, k Kind) Action {
 	return ActionPull
 }
 
-type routeKey struct{}
-
-// WithRoute returns ctx carrying rt for the handlers further down.
-func WithRoute(ctx context.Context, rt *Route) context.Context {
-	return context.WithValue(ctx, routeKey{}, rt)
+// Access is what the caller may do beyond the route's own action, as
+// the gateway hands it to the backend next to the route (auth decides it;
+// backends never see users or credentials).
+type Access struct {
+	// MayMount: the caller may pull from the route's mount source
+	// (Route.MountFrom), so a cross-repository mount may read it. Without
+	// it the registry does a normal upload instead, as if the source
+	// lacked the blob.
+	MayMount bool
+	// Catalog keeps the repositories /v2/_catalog may list; nil lists
+	// every repository.
+	Catalog func(repo string) bool
 }
 
-// RouteFrom returns the route stored by WithRoute, or nil.
-func RouteFrom(ctx context.Context) *Route {
-	rt, _ := ctx.Value(routeKey{}).(*Route)
-	return rt
+// FullAccess is the access of a caller who may do everything: a site
+// without [auth], and a backend served on its own (ServeStandalone).
+func FullAccess() Access { return Access{MayMount: true} }
+
+// RouteHandler is a backend as the gateway calls it: with the request's
+// route, parsed once by the gateway (and resolved, RouteResolver), and
+// the caller's Access. A backend gets no request without a route: the
+// type has no other way in.
+type RouteHandler interface {
+	ServeRoute(w http.ResponseWriter, r *http.Request, rt *Route, a Access)
 }
 
-type repoFilterKey struct{}
-
-// WithRepoFilter returns ctx carrying a filter on repository names; the
-// catalog lists only repositories for which it returns true (the policy
-// sets it to "may this caller pull?").
-func WithRepoFilter(ctx context.Context, f func(repo string) bool) context.Context {
-	return context.WithValue(ctx, repoFilterKey{}, f)
+// ServeStandalone serves r with h when nothing stands in front of h (tests,
+// tools, a backend embedded without the gateway): it parses the request,
+// resolves it when h is a RouteResolver and serves it with FullAccess.
+// Unparseable requests get their error.
+func ServeStandalone(h RouteHandler, w http.ResponseWriter, r *http.Request) {
+	SetAPIVersion(w.Header())
+	rt, err := ParseRequest(r)
+	if res, ok := h.(RouteResolver); ok && err == nil {
+		err = res.ResolveRoute(rt, r.URL.Query().Get)
+	}
+	if err != nil {
+		WriteError(w, r, err)
+		return
+	}
+	h.ServeRoute(w, r, rt, FullAccess())
 }
 
-// RepoFilterFrom returns the filter set by WithRepoFilter, or nil (list all).
-func RepoFilterFrom(ctx context.Context) func(string) bool {
-	f, _ := ctx.Value(repoFilterKey{}).(func(string) bool)
-	return f
+// ForAccess is rt as a caller with a may use it: without MayMount the
+// mount source is dropped (a copy; rt is left as it is), so the upload
+// cannot read a repository the caller may not pull. MountFromGiven stays
+// set, so no other repository is searched instead.
+func (rt *Route) ForAccess(a Access) *Route {
+	if rt.MountFrom == "" || a.MayMount {
+		return rt
+	}
+	cp := *rt
+	cp.MountFrom = ""
+	return &cp
 }
 
 func clip(s string) string {

@@ -1,6 +1,7 @@
 package backend
 
 import (
+	"net/http"
 	"net/http/httptest"
 	"reflect"
 	"testing"
@@ -89,5 +90,73 @@ func TestAccepts(t *testing.T) {
 		if got := rt.Accepts(c.mt); got != c.want {
 			t.Errorf("Accept %q, %s: %v, want %v", c.accept, c.mt, got, c.want)
 		}
+	}
+}
+
+// TestForAccess: a mount source survives only with MayMount; the copy
+// keeps MountFromGiven (so the registry searches no other repository)
+// and the caller's route is never changed.
+func TestForAccess(t *testing.T) {
+	for _, c := range []struct {
+		name     string
+		from     string
+		access   Access
+		wantFrom string
+	}{
+		{"may mount", "src/a", Access{MayMount: true}, "src/a"},
+		{"may not mount", "src/a", Access{}, ""},
+		{"full access", "src/a", FullAccess(), "src/a"},
+		{"no source", "", Access{}, ""},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			rt := &Route{Kind: KindUploadStart, Repo: "dst/b", MountDigest: dA, MountFrom: c.from, MountFromGiven: c.from != ""}
+			got := rt.ForAccess(c.access)
+			if got.MountFrom != c.wantFrom || got.MountFromGiven != rt.MountFromGiven || got.Repo != rt.Repo || got.MountDigest != rt.MountDigest {
+				t.Fatalf("ForAccess gives %+v", got)
+			}
+			if rt.MountFrom != c.from {
+				t.Fatalf("the caller's route changed: MountFrom %q", rt.MountFrom)
+			}
+		})
+	}
+}
+
+// standaloneBackend records what ServeStandalone hands it.
+type standaloneBackend struct {
+	rt *Route
+	a  Access
+}
+
+func (b *standaloneBackend) ServeRoute(_ http.ResponseWriter, _ *http.Request, rt *Route, a Access) {
+	b.rt, b.a = rt, a
+}
+
+type resolvingBackend struct{ standaloneBackend }
+
+func (b *resolvingBackend) ResolveRoute(rt *Route, q func(string) string) *Error {
+	if ns := q("ns"); ns != "" {
+		rt.ClientRepo, rt.Repo, rt.Namespace = rt.Repo, ns+"/"+rt.Repo, ns
+	}
+	return nil
+}
+
+// TestServeStandalone: a backend used on its own gets the parsed (and, for
+// a RouteResolver, resolved) route with FullAccess; a request that does
+// not parse gets its error and never reaches the backend.
+func TestServeStandalone(t *testing.T) {
+	b := &resolvingBackend{}
+	rec := httptest.NewRecorder()
+	ServeStandalone(b, rec, httptest.NewRequest("GET", "/v2/library/alpine/manifests/3?ns=docker.io", nil))
+	if b.rt == nil || b.rt.Repo != "docker.io/library/alpine" || b.rt.Tag != "3" || !b.a.MayMount || b.a.Catalog != nil {
+		t.Fatalf("route %+v access %+v", b.rt, b.a)
+	}
+	if rec.Header().Get("Docker-Distribution-Api-Version") == "" {
+		t.Error("no API version header")
+	}
+	p := &standaloneBackend{}
+	rec = httptest.NewRecorder()
+	ServeStandalone(p, rec, httptest.NewRequest("GET", "/v2/Bad/manifests/3", nil))
+	if p.rt != nil || rec.Code != http.StatusBadRequest {
+		t.Fatalf("a bad name reached the backend (%+v) or answered %d", p.rt, rec.Code)
 	}
 }

@@ -17,11 +17,11 @@ import (
 func TestAccessLogAborted(t *testing.T) {
 	var buf bytes.Buffer
 	log := zerolog.New(&buf)
-	h := accessLog(&log, newMetrics(), "registry.test")(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	h := accessLog(&log, newMetrics(), "registry.test")(func(w http.ResponseWriter, r *http.Request, _ *exchange) {
 		w.WriteHeader(http.StatusOK)
 		_, _ = w.Write([]byte("partial"))
 		panic(http.ErrAbortHandler)
-	}))
+	})
 	func() {
 		defer func() {
 			if p := recover(); p != http.ErrAbortHandler {
@@ -37,7 +37,7 @@ func TestAccessLogAborted(t *testing.T) {
 		}
 	}
 	buf.Reset()
-	h = accessLog(&log, newMetrics(), "registry.test")(http.NotFoundHandler())
+	h = accessLog(&log, newMetrics(), "registry.test")(func(w http.ResponseWriter, r *http.Request, _ *exchange) { http.NotFound(w, r) })
 	h.ServeHTTP(httptest.NewRecorder(), httptest.NewRequest(http.MethodGet, "/", nil))
 	if strings.Contains(buf.String(), "aborted") || !strings.Contains(buf.String(), `"status":404`) {
 		t.Errorf("normal request logged as %s", buf.String())
@@ -57,12 +57,12 @@ func TestAccessLogBytesIn(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			var buf bytes.Buffer
 			log := zerolog.New(&buf)
-			h := accessLog(&log, newMetrics(), "registry.test")(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			h := accessLog(&log, newMetrics(), "registry.test")(func(w http.ResponseWriter, r *http.Request, _ *exchange) {
 				if err := tc.read(r); err != nil {
 					t.Error(err)
 				}
 				w.WriteHeader(http.StatusAccepted)
-			}))
+			})
 			req := httptest.NewRequest(http.MethodPatch, "/v2/a/blobs/uploads/x", strings.NewReader(strings.Repeat("x", 100000)))
 			req.ContentLength = -1 // chunked
 			h.ServeHTTP(httptest.NewRecorder(), req)

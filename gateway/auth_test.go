@@ -11,6 +11,7 @@ import (
 	"strings"
 	"testing"
 
+	digest "github.com/opencontainers/go-digest"
 	"github.com/rs/zerolog"
 
 	"github.com/wharf-dev/wharf/auth"
@@ -157,5 +158,79 @@ allow = [`+allow+`]
 	}
 	if after := g.sites.Load().byHost["reg.example"].site; after != before {
 		t.Fatal("reload replaced an unchanged site's backend")
+	}
+}
+
+// TestMountNeedsPullOnSource: through the wired gateway (auth, policy, the
+// registry), a cross-repository mount reads its source only for a caller
+// who may pull from there; anyone else gets a normal upload, and the blob
+// does not appear in their repository.
+func TestMountNeedsPullOnSource(t *testing.T) {
+	dir := t.TempDir()
+	var lines []string
+	for _, u := range []string{"alice", "bob"} {
+		line, err := auth.PasswdLine(u, []byte("pw"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		lines = append(lines, line)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "htpasswd"), []byte(strings.Join(lines, "\n")+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := ParseConfig(filepath.Join(dir, "gw.toml"), []byte(`
+data_dir = "data"
+[listen]
+http = "127.0.0.1:0"
+[auth]
+htpasswd = "htpasswd"
+[[site]]
+host = "reg.example"
+backend = "registry"
+tls = "off"
+[[policy]]
+repos = ["team/*"]
+users = ["alice"]
+allow = ["pull", "push"]
+[[policy]]
+repos = ["public/*"]
+users = ["alice", "bob"]
+allow = ["pull", "push"]
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	g, err := New(t.Context(), cfg, zerolog.Nop())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer g.Close()
+	do := func(user, method, path string, body []byte) *httptest.ResponseRecorder {
+		req := httptest.NewRequest(method, "http://reg.example"+path, bytes.NewReader(body))
+		req.SetBasicAuth(user, "pw")
+		rec := httptest.NewRecorder()
+		g.ServeHTTP(rec, req)
+		return rec
+	}
+	blob := []byte("a layer only team/* may read")
+	d := digest.FromBytes(blob).String()
+	if rec := do("alice", "POST", "/v2/team/app/blobs/uploads/?digest="+d, blob); rec.Code != http.StatusCreated {
+		t.Fatalf("alice's push: %d %s", rec.Code, rec.Body)
+	}
+	for _, c := range []struct {
+		user, to string
+		status   int
+	}{
+		{"bob", "public/x", http.StatusAccepted}, // bob may not pull team/app: no mount
+		{"alice", "public/y", http.StatusCreated},
+	} {
+		rec := do(c.user, "POST", "/v2/"+c.to+"/blobs/uploads/?mount="+d+"&from=team/app", nil)
+		if rec.Code != c.status {
+			t.Fatalf("%s mounts into %s: %d %s, want %d", c.user, c.to, rec.Code, rec.Body, c.status)
+		}
+		head := do(c.user, "HEAD", "/v2/"+c.to+"/blobs/"+d, nil)
+		if (head.Code == http.StatusOK) != (c.status == http.StatusCreated) {
+			t.Fatalf("%s: HEAD of the blob in %s answers %d after the mount answered %d", c.user, c.to, head.Code, rec.Code)
+		}
 	}
 }

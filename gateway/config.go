@@ -1,6 +1,6 @@
 // Package gateway owns wharf's configuration (TOML load, defaults,
-// validation, reload), its listeners, routing by Host, the middleware every
-// request passes through, and shutdown.
+// validation, reload), its listeners, routing by Host, what every request
+// passes through (the request contract: route.go), and shutdown.
 package gateway
 
 import (

@@ -5,12 +5,11 @@ import (
 	"os"
 	"strconv"
 
-	"github.com/wharf-dev/wharf/auth"
 	"github.com/wharf-dev/wharf/backend"
 	"github.com/wharf-dev/wharf/webhook"
 )
 
-// Webhook events are made here, in the gateway's middleware, from the
+// Webhook events are made here, in the gateway (serveEvents), from the
 // parsed /v2/ route and the backend's answer, rather than inside the
 // registry backend: the gateway already knows the route, the user and the
 // request id, backends stay free of users and HTTP notifications, and the
@@ -28,48 +27,44 @@ func (g *Gateway) newNotifier(cfg *Config) (*webhook.Notifier, error) {
 	})
 }
 
-// withEvents emits a push, delete or pull event for a manifest PUT (201),
-// DELETE (202) or GET (200) that succeeded, if an endpoint wants it. It
-// never delays the answer: Emit only queues.
-func (g *Gateway) withEvents(host string) Middleware {
-	return func(next http.Handler) http.Handler {
-		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-			n := g.hooks.Load()
-			rt := backend.RouteFrom(r.Context())
-			if n == nil || rt == nil || rt.Kind != backend.KindManifest {
-				next.ServeHTTP(w, r)
-				return
-			}
-			var action string
-			var ok int
-			switch r.Method {
-			case http.MethodPut:
-				action, ok = webhook.ActionPush, http.StatusCreated
-			case http.MethodDelete:
-				action, ok = webhook.ActionDelete, http.StatusAccepted
-			case http.MethodGet:
-				action, ok = webhook.ActionPull, http.StatusOK
-			}
-			if action == "" || !n.Wants(host, action, rt.Repo) {
-				next.ServeHTTP(w, r)
-				return
-			}
-			sw := &statusWriter{ResponseWriter: w}
-			var in *countingBody
-			if action == webhook.ActionPush && r.Body != nil {
-				in = &countingBody{ReadCloser: r.Body}
-				r.Body = in
-			}
-			next.ServeHTTP(sw, r)
-			if sw.status != ok {
-				return
-			}
-			n.Emit(host, g.event(r, rt, action, sw, in))
-		})
+// serveEvents calls serve and emits a push, delete or pull event for a
+// manifest PUT (201), DELETE (202) or GET (200) that succeeded, if an
+// endpoint wants it, naming user as the actor. It never delays the
+// answer: Emit only queues.
+func (g *Gateway) serveEvents(host string, w http.ResponseWriter, r *http.Request, rt *backend.Route, user string, serve func(http.ResponseWriter, *http.Request)) {
+	n := g.hooks.Load()
+	if n == nil || rt.Kind != backend.KindManifest {
+		serve(w, r)
+		return
 	}
+	var action string
+	var ok int
+	switch r.Method {
+	case http.MethodPut:
+		action, ok = webhook.ActionPush, http.StatusCreated
+	case http.MethodDelete:
+		action, ok = webhook.ActionDelete, http.StatusAccepted
+	case http.MethodGet:
+		action, ok = webhook.ActionPull, http.StatusOK
+	}
+	if action == "" || !n.Wants(host, action, rt.Repo) {
+		serve(w, r)
+		return
+	}
+	sw := &statusWriter{ResponseWriter: w}
+	var in *countingBody
+	if action == webhook.ActionPush && r.Body != nil {
+		in = &countingBody{ReadCloser: r.Body}
+		r.Body = in
+	}
+	serve(sw, r)
+	if sw.status != ok {
+		return
+	}
+	n.Emit(host, g.event(r, rt, user, action, sw, in))
 }
 
-func (g *Gateway) event(r *http.Request, rt *backend.Route, action string, sw *statusWriter, in *countingBody) webhook.Event {
+func (g *Gateway) event(r *http.Request, rt *backend.Route, user, action string, sw *statusWriter, in *countingBody) webhook.Event {
 	h := sw.Header()
 	t := webhook.Target{Repository: rt.Repo, Digest: h.Get("Docker-Content-Digest")}
 	if backend.IsDigestShaped(rt.Reference) {
@@ -100,10 +95,6 @@ func (g *Gateway) event(r *http.Request, rt *backend.Route, action string, sw *s
 			scheme = "https"
 		}
 		t.URL = scheme + "://" + r.Host + "/v2/" + rt.Repo + "/manifests/" + t.Digest
-	}
-	user := ""
-	if id := auth.IdentityFrom(r.Context()); id != nil {
-		user = id.User
 	}
 	return webhook.Event{
 		ID:        webhook.NewID(),

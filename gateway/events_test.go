@@ -244,15 +244,13 @@ actions = ["delete"]
 	defer g.hooks.Load().Close()
 
 	failing := g.uiDelete("r.example", func(context.Context, string, string) error { return errors.New("no such tag") })
-	if err := failing(t.Context(), "team/app", "v1"); err == nil {
+	if err := failing(t.Context(), "alice", "team/app", "v1"); err == nil {
 		t.Fatal("the wrapped delete's error was lost")
 	}
 	ok := g.uiDelete("r.example", func(context.Context, string, string) error { return nil })
-	ctx, id := auth.NewIdentity(t.Context())
-	id.User = "alice"
 	d := digest.FromString("x").String()
 	for _, ref := range []string{"v1", d} {
-		if err := ok(ctx, "team/app", ref); err != nil {
+		if err := ok(t.Context(), "alice", "team/app", ref); err != nil {
 			t.Fatal(err)
 		}
 	}

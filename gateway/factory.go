@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
-	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
@@ -14,6 +13,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/wharf-dev/wharf/auth"
+	"github.com/wharf-dev/wharf/backend"
 	"github.com/wharf-dev/wharf/backend/cache"
 	"github.com/wharf-dev/wharf/backend/proxy"
 	"github.com/wharf-dev/wharf/backend/registry"
@@ -32,7 +32,7 @@ type SitePlan struct {
 	// Root is the site's storage root, resolved below data_dir; "" for a
 	// proxy site.
 	Root string
-	// Auth is the auth middleware's view of the site (policy not set).
+	// Auth is the site as its auth.Guard sees it (policy not set).
 	Auth auth.Site
 	// Env resolves the paths of the site's secret files.
 	Env conf.Env
@@ -76,8 +76,9 @@ func (c *Config) Plan() []SitePlan {
 }
 
 // Open builds the site's backend as `wharf serve` runs it; env resolves
-// the paths of secret files.
-func (p *SitePlan) Open(ctx context.Context, env conf.Env, log zerolog.Logger) (http.Handler, error) {
+// the paths of secret files. The gateway reaches it only through
+// ServeRoute, with a parsed route.
+func (p *SitePlan) Open(ctx context.Context, env conf.Env, log zerolog.Logger) (backend.RouteHandler, error) {
 	s := p.Site
 	log = log.With().Str("site", s.Host).Logger()
 	switch s.Backend {
@@ -126,7 +127,7 @@ func (p *SitePlan) Open(ctx context.Context, env conf.Env, log zerolog.Logger) (
 		if err != nil {
 			return nil, err
 		}
-		return closerFunc{pr, pr.Close}, nil
+		return pr, nil
 	}
 	return nil, fmt.Errorf("backend %q is not available in this build", s.Backend)
 }

@@ -18,6 +18,7 @@ import (
 	"github.com/wharf-dev/wharf/auth"
 	"github.com/wharf-dev/wharf/backend"
 	"github.com/wharf-dev/wharf/backend/cache"
+	"github.com/wharf-dev/wharf/backend/proxy"
 	"github.com/wharf-dev/wharf/cleanup"
 	"github.com/wharf-dev/wharf/webhook"
 )
@@ -61,19 +62,19 @@ type siteTable struct {
 }
 
 // entry is a site as one table serves it: the site's backend behind this
-// generation's middleware (auth, policy).
+// generation's request handling (auth, policy, UI; siteServer).
 type entry struct {
 	site    *site
 	handler http.Handler
 }
 
-// site is one [[site]] ready to serve: its config and its handler chain.
+// site is one [[site]] ready to serve: its config and its backend.
 // A reload keeps a site whose config did not change (uploads in progress
 // keep their backend); a removed or changed one is closed once its last
 // request is done.
 type site struct {
 	cfg      Site
-	backend  http.Handler
+	backend  backend.RouteHandler // reached only with a parsed route (siteServer)
 	closer   io.Closer
 	inflight atomic.Int64
 }
@@ -133,28 +134,24 @@ func (g *Gateway) build(ctx context.Context, cfg *Config, old *siteTable) (*site
 			}
 			made = append(made, s)
 		}
-		// The chain in front of the backend is made anew each time, so a
-		// reload applies new users, policy and anonymous settings to a
+		// What stands in front of the backend is made anew each time, so
+		// a reload applies new users, policy and anonymous settings to a
 		// site whose backend it keeps.
-		h := s.backend
+		srv := &siteServer{g: g, host: sc.Host, be: s.backend}
+		srv.res, _ = s.backend.(backend.RouteResolver)
+		_, srv.upstreamToken = s.backend.(*proxy.Proxy)
 		if g.auth != nil {
 			as := plan.Auth
 			as.Policy = pol
-			h = g.auth.Handler(as, h)
+			srv.guard = g.auth.Guard(as)
 		}
-		if h, err = g.withUI(cfg, sc, s.backend, pol, h); err != nil {
+		if srv.web, err = g.webFor(cfg, sc, s.backend, pol); err != nil {
 			for _, m := range made {
 				m.close()
 			}
 			return nil, fmt.Errorf("site %s: %w", sc.Host, err)
 		}
-		e := &entry{site: s, handler: chain(h,
-			withRequestID,
-			accessLog(&g.log, g.metrics, sc.Host),
-			withAPIVersion,
-			withRouteFor(s.backend),
-			g.withEvents(sc.Host),
-		)}
+		e := &entry{site: s, handler: withRequestID(accessLog(&g.log, g.metrics, sc.Host)(srv.serve))}
 		if sc.Host == "*" {
 			t.wildcard = e
 		} else {
@@ -203,14 +200,6 @@ func (t *siteTable) reusable(sc Site) *site {
 	}
 	return e.site
 }
-
-// closerFunc gives a handler with a Close() method io.Closer's shape.
-type closerFunc struct {
-	http.Handler
-	close func()
-}
-
-func (c closerFunc) Close() error { c.close(); return nil }
 
 // sites lists every site of the table once.
 func (t *siteTable) sites() []*site {

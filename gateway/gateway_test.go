@@ -102,11 +102,11 @@ func TestAdminHandler(t *testing.T) {
 func TestAccessLogOnAbort(t *testing.T) {
 	var buf strings.Builder
 	log := zerolog.New(&buf)
-	h := accessLog(&log, nil, "s")(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	h := accessLog(&log, nil, "s")(func(w http.ResponseWriter, r *http.Request, _ *exchange) {
 		w.WriteHeader(http.StatusOK)
 		w.Write([]byte("part"))
 		panic(http.ErrAbortHandler)
-	}))
+	})
 	func() {
 		defer func() {
 			if p := recover(); p != http.ErrAbortHandler {

@@ -9,26 +9,12 @@ import (
 	"io"
 	"net"
 	"net/http"
-	"strings"
 	"time"
 
 	"github.com/rs/zerolog"
 
-	"github.com/wharf-dev/wharf/auth"
-	"github.com/wharf-dev/wharf/backend"
 	"github.com/wharf-dev/wharf/internal/transport"
 )
-
-// Middleware wraps a handler; site handlers are built as a chain of these.
-type Middleware func(http.Handler) http.Handler
-
-// chain applies middlewares so that the first one listed runs first.
-func chain(h http.Handler, mw ...Middleware) http.Handler {
-	for i := len(mw) - 1; i >= 0; i-- {
-		h = mw[i](h)
-	}
-	return h
-}
 
 type requestIDKey struct{}
 
@@ -66,50 +52,10 @@ func saneID(id string) bool {
 	return true
 }
 
-// withAPIVersion sets Docker-Distribution-Api-Version on every /v2/ answer,
-// whichever backend or middleware writes it (401s and errors included).
-func withAPIVersion(next http.Handler) http.Handler {
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if r.URL.Path == "/v2" || strings.HasPrefix(r.URL.Path, "/v2/") {
-			backend.SetAPIVersion(w.Header())
-		}
-		next.ServeHTTP(w, r)
-	})
-}
-
-// withRouteFor parses a /v2/ request once and stores the Route in the
-// context for the policy and the backend; an unparseable request is
-// answered here. A backend that qualifies repository names by more than
-// the path (backend.RouteResolver, the cache's ?ns=) does so here, before
-// the policy sees the name.
-func withRouteFor(be http.Handler) Middleware {
-	res, _ := be.(backend.RouteResolver)
-	return func(next http.Handler) http.Handler { return routeHandler(next, res) }
-}
-
-func routeHandler(next http.Handler, res backend.RouteResolver) http.Handler {
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		p := r.URL.Path
-		if p != "/v2" && !strings.HasPrefix(p, "/v2/") || p == auth.TokenPath {
-			next.ServeHTTP(w, r)
-			return
-		}
-		q := r.URL.Query().Get
-		rt, err := backend.ParseRequest(r)
-		if err == nil && res != nil {
-			err = res.ResolveRoute(rt, q)
-		}
-		if err != nil {
-			backend.WriteError(w, r, err)
-			return
-		}
-		next.ServeHTTP(w, r.WithContext(backend.WithRoute(r.Context(), rt)))
-	})
-}
-
-// accessLog writes one structured line per request once it is answered.
-func accessLog(log *zerolog.Logger, m *metrics, siteName string) Middleware {
-	return func(next http.Handler) http.Handler {
+// accessLog writes one structured line per request once it is answered,
+// with what next noted in the request's exchange (the user).
+func accessLog(log *zerolog.Logger, m *metrics, siteName string) func(next siteFunc) http.Handler {
+	return func(next siteFunc) http.Handler {
 		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			start := time.Now()
 			rec := &recorder{ResponseWriter: w, tls: r.TLS != nil}
@@ -118,7 +64,7 @@ func accessLog(log *zerolog.Logger, m *metrics, siteName string) Middleware {
 				in = &countingBody{ReadCloser: r.Body}
 				r.Body = in
 			}
-			ctx, id := auth.NewIdentity(r.Context())
+			x := &exchange{}
 			// Logged in a defer so that a transfer a backend cuts off on
 			// purpose (panic(http.ErrAbortHandler), e.g. a mirrored blob
 			// whose digest turned out wrong) still gets its line.
@@ -142,8 +88,8 @@ func accessLog(log *zerolog.Logger, m *metrics, siteName string) Middleware {
 					Int64("bytes_in", in.count()).
 					Int64("bytes", rec.bytes).
 					Dur("duration", time.Since(start))
-				if id.User != "" {
-					ev = ev.Str("user", id.User)
+				if x.user != "" {
+					ev = ev.Str("user", x.user)
 				}
 				if p != nil {
 					ev = ev.Bool("aborted", true)
@@ -154,7 +100,7 @@ func accessLog(log *zerolog.Logger, m *metrics, siteName string) Middleware {
 					panic(p)
 				}
 			}()
-			next.ServeHTTP(rec, r.WithContext(ctx))
+			next(rec, r, x)
 		})
 	}
 }

@@ -8,6 +8,7 @@ import (
 	"github.com/wharf-dev/wharf/auth"
 	"github.com/wharf-dev/wharf/backend"
 	"github.com/wharf-dev/wharf/backend/cache"
+	"github.com/wharf-dev/wharf/backend/proxy"
 	"github.com/wharf-dev/wharf/backend/registry"
 	"github.com/wharf-dev/wharf/policy"
 	"github.com/wharf-dev/wharf/ui"
@@ -28,12 +29,20 @@ func (s Site) UIEnabled() bool {
 // instance behind a balancer accepts the others' sessions).
 const uiKeyFile = "auth/ui-session.key"
 
-// withUI puts the web UI in front of api for a site that has it: the one
-// place where a site's handler chooses UI (every path outside /v2/) or API.
-// be is the site's backend, whose store the UI reads.
-func (g *Gateway) withUI(cfg *Config, sc Site, be http.Handler, pol *policy.Policy, api http.Handler) (http.Handler, error) {
+// webFor is what serves a site's paths outside /v2/ (apiPath): the web
+// UI for a registry or cache site that has it, a proxy site's upstream,
+// nothing (404) otherwise. be is the site's backend, whose store the UI
+// reads. It returns the user each request was served to, for the access
+// log.
+func (g *Gateway) webFor(cfg *Config, sc Site, be backend.RouteHandler, pol *policy.Policy) (func(http.ResponseWriter, *http.Request) string, error) {
+	if p, ok := be.(*proxy.Proxy); ok {
+		return func(w http.ResponseWriter, r *http.Request) string {
+			p.ServeHTTP(w, r)
+			return ""
+		}, nil
+	}
 	if !sc.UIEnabled() {
-		return api, nil
+		return nil, nil
 	}
 	uc := ui.Config{
 		Host:          sc.Host,
@@ -51,7 +60,7 @@ func (g *Gateway) withUI(cfg *Config, sc Site, be http.Handler, pol *policy.Poli
 		uc.Kind, uc.Store = ui.KindCache, b.Store()
 		uc.Upstream, uc.Upstreams, uc.MaxAge = sc.Cache.Upstream, sc.Cache.Upstreams, sc.Cache.MaxAge.Std()
 	default:
-		return api, nil
+		return nil, nil
 	}
 	if g.auth != nil {
 		key, err := ui.LoadKey(cfg.sharedPath(uiKeyFile))
@@ -64,15 +73,15 @@ func (g *Gateway) withUI(cfg *Config, sc Site, be http.Handler, pol *policy.Poli
 	if err != nil {
 		return nil, err
 	}
-	return ui.Split(u, api), nil
+	return u.Serve, nil
 }
 
 // uiDelete wraps a registry's Delete for the web UI, so that a tag or
 // manifest deleted in the browser sends the same webhook event as an API
-// DELETE (withEvents sees only /v2/ requests). The actor is the UI's
-// logged-in user, which the UI puts in the request's Identity.
-func (g *Gateway) uiDelete(host string, del func(ctx context.Context, repo, ref string) error) func(context.Context, string, string) error {
-	return func(ctx context.Context, repo, ref string) error {
+// DELETE (serveEvents sees only /v2/ requests). The actor is the UI's
+// logged-in user, which the UI passes in.
+func (g *Gateway) uiDelete(host string, del func(ctx context.Context, repo, ref string) error) func(ctx context.Context, user, repo, ref string) error {
+	return func(ctx context.Context, user, repo, ref string) error {
 		if err := del(ctx, repo, ref); err != nil {
 			return err
 		}
@@ -85,10 +94,6 @@ func (g *Gateway) uiDelete(host string, del func(ctx context.Context, repo, ref 
 			t.Digest = ref
 		} else {
 			t.Tag = ref
-		}
-		user := ""
-		if id := auth.IdentityFrom(ctx); id != nil {
-			user = id.User
 		}
 		n.Emit(host, webhook.Event{
 			ID:        webhook.NewID(),

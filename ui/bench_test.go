@@ -13,6 +13,7 @@ import (
 
 	"github.com/wharf-dev/wharf/backend"
 	"github.com/wharf-dev/wharf/backend/storage"
+	"github.com/wharf-dev/wharf/backend/storage/layout"
 	"github.com/wharf-dev/wharf/backend/storage/localfs"
 )
 
@@ -80,10 +81,10 @@ func benchStore(b *testing.B) storage.Store {
 
 func tagRepo(b *testing.B, st storage.Store, repo, tag string, d digest.Digest) {
 	ctx := context.Background()
-	if err := st.PutRecord(ctx, repo, manifestKey(d), []byte(backend.MediaTypeOCIManifest)); err != nil {
+	if err := st.PutRecord(ctx, repo, layout.Manifest(d), []byte(backend.MediaTypeOCIManifest)); err != nil {
 		b.Fatal(err)
 	}
-	if err := st.PutRecord(ctx, repo, tagKey(tag), []byte(d)); err != nil {
+	if err := st.PutRecord(ctx, repo, layout.Tag(tag), []byte(d)); err != nil {
 		b.Fatal(err)
 	}
 }

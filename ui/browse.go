@@ -15,19 +15,19 @@ import (
 
 	"github.com/wharf-dev/wharf/backend"
 	"github.com/wharf-dev/wharf/backend/storage"
+	"github.com/wharf-dev/wharf/backend/storage/layout"
 )
 
-// The record keys below are the storage layout of backend/storage/README.md,
-// shared by the registry and the cache: tags/<tag> (the registry keeps the
-// digest as text, the cache a JSON record with the digest and when it was
-// checked), manifests/<alg>/<hex> (the media type) and
-// referrers/<alg>/<subject hex>/<alg>-<hex> (the referrer's descriptor).
-func tagKey(tag string) string { return "tags/" + tag }
-func manifestKey(d digest.Digest) string {
-	return "manifests/" + string(d.Algorithm()) + "/" + d.Encoded()
-}
-func referrersDir(d digest.Digest) string {
-	return "referrers/" + string(d.Algorithm()) + "/" + d.Encoded()
+// Store is what the UI reads of a site's store: records, blobs (manifests
+// and configs) and the times of records (last push). It never writes;
+// deletes go through Config.Delete, the API's own path. The record keys
+// are package layout's, shared by the registry and the cache (a tag holds
+// the digest as text in the registry, a JSON record with the digest and
+// when it was checked in the cache).
+type Store interface {
+	storage.RecordReader
+	storage.BlobReader
+	storage.Times
 }
 
 // maxConfigSize bounds the image config blobs the UI reads (they are small
@@ -39,11 +39,11 @@ const maxConfigSize = 4 << 20
 // kept in an LRU; tags, records and times are read from the store on every
 // page, so a page never shows a deleted tag.
 type browser struct {
-	st    storage.Store
+	st    Store
 	cache *lru.Cache[digest.Digest, *summary]
 }
 
-func newBrowser(st storage.Store, size int) *browser {
+func newBrowser(st Store, size int) *browser {
 	c, _ := lru.New[digest.Digest, *summary](size) // size > 0 always
 	return &browser{st: st, cache: c}
 }
@@ -105,7 +105,7 @@ func isImageConfig(mt string) bool {
 // manifest returns the summary of manifest d of repo, or storage.ErrNotFound
 // when the repository does not hold it.
 func (b *browser) manifest(ctx context.Context, repo string, d digest.Digest) (*summary, error) {
-	mt, err := b.st.GetRecord(ctx, repo, manifestKey(d))
+	mt, err := b.st.GetRecord(ctx, repo, layout.Manifest(d))
 	if err != nil {
 		return nil, err
 	}
@@ -210,7 +210,7 @@ func (b *browser) readTag(ctx context.Context, repo, tag string) (tagRef, error)
 	if err != nil {
 		return t, err
 	}
-	if mt, err := b.st.StatRecord(ctx, repo, tagKey(tag)); err == nil {
+	if mt, err := b.st.StatRecord(ctx, repo, layout.Tag(tag)); err == nil {
 		t.Pushed = mt
 	}
 	return t, nil
@@ -218,7 +218,7 @@ func (b *browser) readTag(ctx context.Context, repo, tag string) (tagRef, error)
 
 // tagDigest reads where a tag points (no time: one read, no stat).
 func (b *browser) tagDigest(ctx context.Context, repo, tag string) (tagRef, error) {
-	raw, err := b.st.GetRecord(ctx, repo, tagKey(tag))
+	raw, err := b.st.GetRecord(ctx, repo, layout.Tag(tag))
 	if err != nil {
 		return tagRef{}, err
 	}
@@ -260,7 +260,7 @@ const sizeTagLimit = 500
 // the distinct blobs its tags reach.
 func (b *browser) repo(ctx context.Context, name string) (repoInfo, error) {
 	ri := repoInfo{Name: name}
-	tags, err := b.st.ListRecords(ctx, name, "tags")
+	tags, err := layout.Tags(ctx, b.st, name)
 	if err != nil {
 		return ri, err
 	}
@@ -268,7 +268,7 @@ func (b *browser) repo(ctx context.Context, name string) (repoInfo, error) {
 	if len(tags) > sizeTagLimit {
 		ri.NoSize = true
 		for _, tg := range tags {
-			if mt, err := b.st.StatRecord(ctx, name, tagKey(tg)); err == nil && mt.After(ri.LastPush) {
+			if mt, err := b.st.StatRecord(ctx, name, layout.Tag(tg)); err == nil && mt.After(ri.LastPush) {
 				ri.LastPush = mt
 			}
 		}
@@ -295,7 +295,7 @@ func (b *browser) repo(ctx context.Context, name string) (repoInfo, error) {
 
 // exists reports whether repo holds any tag or manifest.
 func (b *browser) exists(ctx context.Context, repo string) (bool, error) {
-	for _, dir := range []string{"tags", "manifests"} {
+	for _, dir := range []string{layout.TagsDir, layout.ManifestsDir} {
 		l, err := b.st.ListRecords(ctx, repo, dir)
 		if err != nil {
 			return false, err
@@ -322,14 +322,13 @@ func (b *browser) tagsOf(ctx context.Context, repo string, d digest.Digest, name
 // referrers lists the descriptors that name d as their subject, sorted by
 // artifact type.
 func (b *browser) referrers(ctx context.Context, repo string, d digest.Digest) []backend.Descriptor {
-	dir := referrersDir(d)
-	names, err := b.st.ListRecords(ctx, repo, dir)
+	refs, err := layout.ReferrersOfSubject(ctx, b.st, repo, d)
 	if err != nil {
 		return nil
 	}
 	var out []backend.Descriptor
-	for _, n := range names {
-		raw, err := b.st.GetRecord(ctx, repo, dir+"/"+n)
+	for _, ref := range refs {
+		raw, err := b.st.GetRecord(ctx, repo, layout.Referrer(d, ref))
 		if err != nil {
 			continue
 		}

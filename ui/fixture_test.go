@@ -35,6 +35,8 @@ type fixture struct {
 	reg *registry.Registry
 	svc *auth.Service
 	ui  *UI
+	// deletedBy lists the user Config.Delete was called for, per call
+	deletedBy []string
 }
 
 // testRules: anonymous sees public/*, bob pulls everything but secret/*,
@@ -67,7 +69,10 @@ func newFixture(t testing.TB, o fixtureOpts) *fixture {
 	f := &fixture{t: t, reg: reg}
 	cfg := Config{Host: "registry.test", Kind: KindRegistry, Store: reg.Store(), Log: zerolog.Nop()}
 	if o.delete {
-		cfg.Delete = reg.Delete
+		cfg.Delete = func(ctx context.Context, user, repo, ref string) error {
+			f.deletedBy = append(f.deletedBy, user)
+			return reg.Delete(ctx, repo, ref)
+		}
 	}
 	if !o.noAuth {
 		dir := t.TempDir()
@@ -192,6 +197,7 @@ type client struct {
 }
 
 type resp struct {
+	user   string // who Serve says it served (the access log's user)
 	status int
 	header http.Header
 	body   string
@@ -221,8 +227,8 @@ func (c *client) do(method, target string, form url.Values, hdr ...string) *resp
 		req.AddCookie(c.cookie)
 	}
 	rec := httptest.NewRecorder()
-	c.f.ui.ServeHTTP(rec, req)
-	p := &resp{status: rec.Code, header: rec.Header(), body: rec.Body.String()}
+	user := c.f.ui.Serve(rec, req)
+	p := &resp{user: user, status: rec.Code, header: rec.Header(), body: rec.Body.String()}
 	for _, ck := range rec.Result().Cookies() {
 		if ck.Name == CookieName {
 			p.cookie = ck

@@ -17,6 +17,7 @@ import (
 
 	"github.com/wharf-dev/wharf/backend"
 	"github.com/wharf-dev/wharf/backend/storage"
+	"github.com/wharf-dev/wharf/backend/storage/layout"
 )
 
 // page is what every template gets besides its own data.
@@ -238,7 +239,7 @@ type repoData struct {
 func (u *UI) repo(w http.ResponseWriter, r *http.Request, v viewer, repo string) {
 	start := time.Now()
 	ctx := r.Context()
-	names, err := u.cfg.Store.ListRecords(ctx, repo, "tags")
+	names, err := layout.Tags(ctx, u.cfg.Store, repo)
 	if err != nil {
 		u.internal(w, r, v, err)
 		return
@@ -259,7 +260,7 @@ func (u *UI) repo(w http.ResponseWriter, r *http.Request, v viewer, repo string)
 	if sortBy == "date" {
 		// every tag's time is needed before the page can be cut: one stat each
 		for _, n := range names {
-			if mt, err := u.cfg.Store.StatRecord(ctx, repo, tagKey(n)); err == nil {
+			if mt, err := u.cfg.Store.StatRecord(ctx, repo, layout.Tag(n)); err == nil {
 				tags = append(tags, tagRef{Name: n, Pushed: mt})
 			}
 		}
@@ -436,7 +437,7 @@ const maxTagScan = 500
 // many tags the repository has when it did not look at all of them.
 func (u *UI) imageTags(r *http.Request, repo string, d digest.Digest) (tags []string, unscanned int) {
 	ctx := r.Context()
-	names, err := u.cfg.Store.ListRecords(ctx, repo, "tags")
+	names, err := layout.Tags(ctx, u.cfg.Store, repo)
 	if err != nil {
 		return nil, 0
 	}
@@ -548,12 +549,12 @@ func (u *UI) target(w http.ResponseWriter, r *http.Request, v viewer, form url.V
 	}
 	ctx := r.Context()
 	if d, err := digest.Parse(t.Ref); err == nil {
-		if _, err := u.cfg.Store.GetRecord(ctx, t.Repo, manifestKey(d)); err != nil {
+		if _, err := u.cfg.Store.GetRecord(ctx, t.Repo, layout.Manifest(d)); err != nil {
 			u.fail(w, r, v, http.StatusNotFound, "This repository has no manifest with that digest.")
 			return t, false
 		}
 		// the confirmation names every tag that goes, however many to read
-		names, err := u.cfg.Store.ListRecords(ctx, t.Repo, "tags")
+		names, err := layout.Tags(ctx, u.cfg.Store, t.Repo)
 		if err != nil {
 			u.internal(w, r, v, err)
 			return t, false
@@ -565,7 +566,7 @@ func (u *UI) target(w http.ResponseWriter, r *http.Request, v viewer, form url.V
 		u.fail(w, r, v, http.StatusBadRequest, "That is neither a tag nor a digest.")
 		return t, false
 	}
-	if _, err := u.cfg.Store.GetRecord(ctx, t.Repo, tagKey(t.Ref)); err != nil {
+	if _, err := u.cfg.Store.GetRecord(ctx, t.Repo, layout.Tag(t.Ref)); err != nil {
 		u.fail(w, r, v, http.StatusNotFound, "This repository has no such tag.")
 		return t, false
 	}
@@ -599,7 +600,7 @@ func (u *UI) doDelete(w http.ResponseWriter, r *http.Request, v viewer) {
 	if !ok {
 		return
 	}
-	if err := u.cfg.Delete(r.Context(), t.Repo, t.Ref); err != nil {
+	if err := u.cfg.Delete(r.Context(), v.User, t.Repo, t.Ref); err != nil {
 		var be *backend.Error
 		if errors.As(err, &be) {
 			u.fail(w, r, v, be.Status, be.Message)

@@ -7,7 +7,7 @@
 // site's store, never through the HTTP API.
 //
 // The gateway mounts it on every registry and cache site whose `ui` is not
-// false: every path outside /v2/ goes here (Handles).
+// false: every path outside /v2/ goes here (Serve).
 package ui
 
 import (
@@ -24,7 +24,6 @@ import (
 
 	"github.com/wharf-dev/wharf/auth"
 	"github.com/wharf-dev/wharf/backend"
-	"github.com/wharf-dev/wharf/backend/storage"
 	"github.com/wharf-dev/wharf/policy"
 )
 
@@ -49,12 +48,13 @@ type Authenticator interface {
 // site's [[site]] table; the UI has no config keys of its own besides
 // `ui = false`.
 type Config struct {
-	Host  string        // the site's host name; "*" = whatever Host the client used
-	Kind  string        // KindRegistry or KindCache
-	Store storage.Store // the site's store
+	Host  string // the site's host name; "*" = whatever Host the client used
+	Kind  string // KindRegistry or KindCache
+	Store Store  // the site's store (read only)
 	// Delete removes a tag or a manifest (by digest) the way the API's
-	// DELETE does; nil = no deletes on this site.
-	Delete func(ctx context.Context, repo, ref string) error
+	// DELETE does, for user (the logged-in viewer: the gateway names
+	// them in the webhook event); nil = no deletes on this site.
+	Delete func(ctx context.Context, user, repo, ref string) error
 	// Upstream, Upstreams and MaxAge describe a cache site: its default
 	// upstream, further upstreams by registry name (repositories
 	// "<name>/..." come from there) and its eviction age.
@@ -173,24 +173,6 @@ func New(cfg Config) (*UI, error) {
 	}, nil
 }
 
-// Handles reports whether a request path belongs to the UI rather than to
-// the registry API: everything outside /v2/.
-func Handles(path string) bool {
-	return path != "/v2" && !strings.HasPrefix(path, "/v2/")
-}
-
-// Split sends UI paths to ui and the rest (/v2/) to api: the one place
-// where a site chooses between the two.
-func Split(ui, api http.Handler) http.Handler {
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if Handles(r.URL.Path) {
-			ui.ServeHTTP(w, r)
-			return
-		}
-		api.ServeHTTP(w, r)
-	})
-}
-
 // csp is the Content-Security-Policy of every answer: only our own
 // stylesheet and script, no inline code, no framing, forms only to us.
 const csp = "default-src 'none'; style-src 'self'; script-src 'self'; img-src 'self'; " +
@@ -206,17 +188,27 @@ func secureHeaders(h http.Header) {
 
 // ServeHTTP routes a UI request.
 func (u *UI) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	u.Serve(w, r)
+}
+
+// Serve routes a UI request and returns the logged-in viewer it was
+// served to ("" = anonymous), so that the gateway's access log names the
+// UI's user as it does the API's.
+func (u *UI) Serve(w http.ResponseWriter, r *http.Request) string {
 	secureHeaders(w.Header())
 	p := r.URL.Path
 	if strings.HasPrefix(p, staticPrefix) {
 		serveStatic(w, r, strings.TrimPrefix(p, staticPrefix))
-		return
+		return ""
 	}
 	w.Header().Set("Cache-Control", "no-store")
 	v := u.viewer(r)
-	if id := auth.IdentityFrom(r.Context()); id != nil && v.User != "" {
-		id.User = v.User // the access log names the UI's user as it does the API's
-	}
+	u.page(w, r, p, v)
+	return v.User
+}
+
+// page answers a request for page p to viewer v.
+func (u *UI) page(w http.ResponseWriter, r *http.Request, p string, v viewer) {
 	if r.Method == http.MethodPost && !sameOrigin(r) {
 		u.fail(w, r, v, http.StatusForbidden, "This form was sent from another site.")
 		return
@@ -317,7 +309,7 @@ func (u *UI) service(r *http.Request) string {
 	return strings.ToLower(h)
 }
 
-// allowed is what v may do to repo, exactly as the API's auth middleware
+// allowed is what v may do to repo, exactly as the API's auth.Guard
 // decides it: the policy, plus pull for everyone on anonymous = "pull"
 // sites; without logins, everything.
 func (u *UI) allowed(r *http.Request, v viewer, repo string) []backend.Action {

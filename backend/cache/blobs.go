@@ -14,6 +14,7 @@ import (
 
 	"github.com/wharf-dev/wharf/backend"
 	"github.com/wharf-dev/wharf/backend/storage"
+	"github.com/wharf-dev/wharf/backend/storage/layout"
 )
 
 func blobUnknown(d digest.Digest) error {
@@ -26,13 +27,13 @@ func (c *Cache) getBlob(w http.ResponseWriter, req *http.Request, rt *backend.Ro
 	d := rt.Digest
 	ctx := req.Context()
 	repo := rt.Repo
-	_, lerr := c.store.GetRecord(ctx, repo, blobKey(d))
+	_, lerr := c.store.GetRecord(ctx, repo, layout.BlobLink(d))
 	switch {
 	case lerr == nil:
 		if b, err := c.store.OpenBlob(ctx, d); err == nil {
 			defer b.Close()
 			c.usedBlob(ctx, d)
-			c.usedRecord(ctx, repo, blobKey(d))
+			c.usedRecord(ctx, repo, layout.BlobLink(d))
 			c.serveFile(w, req, d, b)
 			return nil
 		} else if !errors.Is(err, storage.ErrNotFound) {
@@ -82,7 +83,7 @@ func (c *Cache) getBlob(w http.ResponseWriter, req *http.Request, rt *backend.Ro
 }
 
 func (c *Cache) link(ctx context.Context, repo string, d digest.Digest) error {
-	if err := c.store.PutRecord(ctx, repo, blobKey(d), nil); err != nil {
+	if err := c.store.PutRecord(ctx, repo, layout.BlobLink(d), nil); err != nil {
 		return fmt.Errorf("link blob %s: %w", d, err)
 	}
 	return nil

@@ -2,15 +2,14 @@ package cache
 
 import (
 	"context"
-	"encoding/json"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	digest "github.com/opencontainers/go-digest"
 
-	"github.com/wharf-dev/wharf/backend"
 	"github.com/wharf-dev/wharf/backend/storage"
+	"github.com/wharf-dev/wharf/backend/storage/sweep"
 )
 
 // The disk budget (max_size), enforced by the serving process.
@@ -267,21 +266,10 @@ func (b *budget) prunePins() {
 
 // manifestBlobs lists the config and layers of stored manifest d (none
 // for an index or what does not parse).
-func manifestBlobs(ctx context.Context, st storage.Store, d digest.Digest) []digest.Digest {
-	data, err := storage.ReadBlob(ctx, st, d, backend.MaxManifestSize)
+func manifestBlobs(ctx context.Context, st storage.BlobReader, d digest.Digest) []digest.Digest {
+	u, err := sweep.ReadManifest(ctx, st, d)
 	if err != nil {
 		return nil
 	}
-	var m backend.Manifest
-	if json.Unmarshal(data, &m) != nil {
-		return nil
-	}
-	var out []digest.Digest
-	if m.Config != nil {
-		out = append(out, m.Config.Digest)
-	}
-	for _, l := range m.Layers {
-		out = append(out, l.Digest)
-	}
-	return out
+	return u.Blobs
 }

@@ -278,25 +278,21 @@ func (c *Cache) Close() error {
 	return c.store.Close()
 }
 
-// ServeHTTP answers one /v2/ request. It uses the Route the gateway parsed
-// (backend.RouteFrom) or parses the request itself.
+// ServeHTTP answers one /v2/ request on its own, with nothing in front of
+// the cache (tests, tools): it parses and resolves the request and serves
+// it with full access (backend.ServeStandalone). The gateway calls
+// ServeRoute.
 func (c *Cache) ServeHTTP(w http.ResponseWriter, req *http.Request) {
+	backend.ServeStandalone(c, w, req)
+}
+
+// ServeRoute answers one /v2/ request with the route the gateway parsed
+// and resolved (ResolveRoute) and the caller's access (the catalog lists
+// what a.Catalog keeps).
+func (c *Cache) ServeRoute(w http.ResponseWriter, req *http.Request, rt *backend.Route, a backend.Access) {
 	backend.SetAPIVersion(w.Header())
-	rt := backend.RouteFrom(req.Context())
-	if rt == nil {
-		var e *backend.Error
-		rt, e = backend.ParseRequest(req)
-		if e != nil {
-			backend.WriteError(w, req, e)
-			return
-		}
-		if e = c.ResolveRoute(rt, req.URL.Query().Get); e != nil {
-			backend.WriteError(w, req, e)
-			return
-		}
-	}
 	if c.metrics == nil && c.budget == nil {
-		if err := c.serve(w, req, rt); err != nil {
+		if err := c.serve(w, req, rt, a); err != nil {
 			c.fail(w, req, rt, err)
 		}
 		return
@@ -332,12 +328,12 @@ func (c *Cache) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 		}
 		c.metrics.request(up, rt.Kind, result)
 	}()
-	if err := c.serve(cw, req, rt); err != nil {
+	if err := c.serve(cw, req, rt, a); err != nil {
 		c.fail(cw, req, rt, err)
 	}
 }
 
-func (c *Cache) serve(w http.ResponseWriter, req *http.Request, rt *backend.Route) error {
+func (c *Cache) serve(w http.ResponseWriter, req *http.Request, rt *backend.Route, a backend.Access) error {
 	if req.Method != http.MethodGet && req.Method != http.MethodHead {
 		return backend.Errorf(http.StatusMethodNotAllowed, backend.CodeUnsupported,
 			"this site is a read-only mirror of %s: %s is not supported (push to the upstream or to a registry site)", c.desc, req.Method)
@@ -353,7 +349,7 @@ func (c *Cache) serve(w http.ResponseWriter, req *http.Request, rt *backend.Rout
 		}
 		return nil
 	case backend.KindCatalog:
-		return c.catalog(w, req)
+		return c.catalog(w, req, a.Catalog)
 	case backend.KindTags:
 		return c.tagsList(w, req, rt)
 	case backend.KindManifest:

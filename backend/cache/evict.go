@@ -12,9 +12,15 @@ import (
 
 	"github.com/wharf-dev/wharf/backend"
 	"github.com/wharf-dev/wharf/backend/storage"
+	"github.com/wharf-dev/wharf/backend/storage/layout"
+	"github.com/wharf-dev/wharf/backend/storage/sweep"
 )
 
 // Eviction (`wharf gc` on a cache site with max_age).
+//
+// The mark-and-sweep is package sweep's, shared with the registry's gc;
+// this file is the cache's policy: what counts as in use (last use within
+// max_age, the size budget, the serving process's pins).
 //
 // Everything the cache keeps carries its last use as its modification
 // time (touch.go). A run removes, in this order:
@@ -111,52 +117,47 @@ type EvictResult struct {
 
 type evictRepo struct {
 	name     string
-	oldTags  []stamped
-	drop     []stamped // manifest records to remove
-	oldLinks []stamped
+	oldTags  []oldTag
+	drop     []sweep.Record // manifest records to remove
+	oldLinks []sweep.Record
 	marked   map[digest.Digest]bool // blobs kept manifests of this repository use
 }
 
-// stamped is a record name with its modification time when listed.
-type stamped struct {
-	key    string
-	tag    string
-	digest digest.Digest
-	mtime  time.Time
+// oldTag is a tag record not used since the cutoff when listed.
+type oldTag struct {
+	tag   string
+	mtime time.Time
 }
 
 type evictor struct {
-	st     storage.Store
-	o      EvictOptions
-	cutoff time.Time
-	marked map[digest.Digest]bool
-	res    EvictResult
+	st  sweep.Store
+	o   EvictOptions
+	run *sweep.Run
+	res EvictResult
 }
 
 // Evict removes what the cache store st has not used for o.MaxAge. It is
 // safe to run while a Cache serves from the same store (see above).
-func Evict(ctx context.Context, st storage.Store, o EvictOptions) (*EvictResult, error) {
+func Evict(ctx context.Context, st sweep.Store, o EvictOptions) (*EvictResult, error) {
 	if o.MaxAge < 0 || o.MaxSize < 0 || o.MaxAge == 0 && o.MaxSize == 0 {
 		return nil, fmt.Errorf("evict: want a positive max_age or max_size, not %v and %d", o.MaxAge, o.MaxSize)
 	}
 	if o.InUse == nil {
 		o.InUse = func(digest.Digest) bool { return false }
 	}
-	e := &evictor{st: st, o: o, marked: map[digest.Digest]bool{}}
+	var cutoff time.Time
 	if o.MaxAge > 0 {
-		e.cutoff = time.Now().Add(-o.MaxAge)
+		cutoff = time.Now().Add(-o.MaxAge)
 	}
+	e := &evictor{st: st, o: o, run: sweep.New(st, cutoff, o.DryRun)}
 
 	// Blobs first: one stored after the listing is no candidate.
-	var cands []storage.BlobInfo
-	if err := st.ListBlobs(ctx, func(b storage.BlobInfo) error {
-		cands = append(cands, b)
-		e.res.Total += b.Size
-		return nil
-	}); err != nil {
+	cands, total, err := e.run.ListBlobs(ctx)
+	if err != nil {
 		return nil, fmt.Errorf("evict: %w", err)
 	}
-	if o.MaxSize > 0 && e.res.Total > o.MaxSize {
+	e.res.Total = total
+	if o.MaxSize > 0 && total > o.MaxSize {
 		// what in-use manifests name counts as in use for the cutoff
 		used := map[digest.Digest]bool{}
 		for _, b := range cands {
@@ -168,27 +169,21 @@ func Evict(ctx context.Context, st storage.Store, o EvictOptions) (*EvictResult,
 		}
 		inUse := o.InUse
 		o.InUse = func(d digest.Digest) bool { return used[d] || inUse(d) }
-		if c := sizeCutoff(cands, o); c.After(e.cutoff) {
-			e.cutoff = c
+		if c := sizeCutoff(cands, o); c.After(e.run.Cutoff) {
+			e.run.Cutoff = c
 		}
 	}
-	e.res.Cutoff = e.cutoff
-	sort.Slice(cands, func(i, j int) bool { return cands[i].Digest < cands[j].Digest })
+	e.res.Cutoff = e.run.Cutoff
 
-	names, err := st.ListRepos(ctx)
-	if err != nil {
-		return nil, fmt.Errorf("evict: %w", err)
-	}
-	repos := make([]*evictRepo, 0, len(names))
-	for _, name := range names {
-		if err := ctx.Err(); err != nil {
-			return nil, fmt.Errorf("evict: %w", err)
-		}
+	var repos []*evictRepo
+	if err := e.run.Repos(ctx, func(name string) error {
 		r, err := e.scan(ctx, name)
-		if err != nil {
-			return nil, fmt.Errorf("evict: repository %s: %w", name, err)
+		if err == nil {
+			repos = append(repos, r)
 		}
-		repos = append(repos, r)
+		return err
+	}); err != nil {
+		return nil, fmt.Errorf("evict: %w", err)
 	}
 	if o.beforeSweep != nil {
 		o.beforeSweep()
@@ -201,18 +196,18 @@ func Evict(ctx context.Context, st storage.Store, o EvictOptions) (*EvictResult,
 			return nil, fmt.Errorf("evict: repository %s: %w", r.name, err)
 		}
 	}
-	for _, b := range cands {
-		if err := ctx.Err(); err != nil {
-			return nil, fmt.Errorf("evict: %w", err)
-		}
-		if err := e.sweepBlob(ctx, b); err != nil {
-			return nil, fmt.Errorf("evict: blob %s: %w", b.Digest, err)
-		}
+	if err := e.run.SweepBlobs(ctx, e.o.InUse, func(b storage.BlobInfo) {
+		e.res.Blobs++
+		e.res.Bytes += b.Size
+		e.report(EvictItem{Kind: EvictBlob, Digest: b.Digest, Size: b.Size, LastUse: b.ModTime})
+	}, func(b storage.BlobInfo) {
+		e.res.KeptBlobs++
+		e.res.KeptBytes += b.Size
+	}); err != nil {
+		return nil, fmt.Errorf("evict: %w", err)
 	}
 	return &e.res, nil
 }
-
-func (e *evictor) old(t time.Time) bool { return t.Before(e.cutoff) }
 
 // sizeCutoff is the last-use time that keeps the most recently used blobs
 // within the target: blobs newest first (in-use ones always count as
@@ -249,17 +244,28 @@ func (e *evictor) report(it EvictItem) {
 	}
 }
 
+// reach is how marking spreads in a cache: a kept manifest keeps its own
+// content, config and layers; an index's children are manifests of their
+// own, kept by their own use. Content that does not parse is counted and
+// its blobs are judged by their own last use.
+func (e *evictor) reach(r *evictRepo) sweep.Reach {
+	return sweep.Reach{
+		Unreadable: func(digest.Digest, error) { e.res.Unreadable++ },
+		Also:       r.marked,
+	}
+}
+
 // scan lists one repository's records with their last use, and marks the
 // blobs its kept manifests use.
 func (e *evictor) scan(ctx context.Context, name string) (*evictRepo, error) {
 	r := &evictRepo{name: name, marked: map[digest.Digest]bool{}}
-	tags, err := e.st.ListRecords(ctx, name, "tags")
+	tags, err := layout.Tags(ctx, e.st, name)
 	if err != nil {
 		return nil, err
 	}
 	named := map[digest.Digest]bool{} // by tags in use
 	for _, tag := range tags {
-		key := tagKey(tag)
+		key := layout.Tag(tag)
 		t, err := e.st.StatRecord(ctx, name, key)
 		if errors.Is(err, storage.ErrNotFound) {
 			continue // dropped meanwhile
@@ -276,125 +282,47 @@ func (e *evictor) scan(ctx context.Context, name string) (*evictRepo, error) {
 		}
 		var rec tagRecord
 		valid := json.Unmarshal(raw, &rec) == nil && rec.Digest.Validate() == nil
-		if e.old(t) && !(valid && e.o.InUse(rec.Digest)) {
-			r.oldTags = append(r.oldTags, stamped{key: key, tag: tag, mtime: t})
+		if e.run.Old(t) && !(valid && e.o.InUse(rec.Digest)) {
+			r.oldTags = append(r.oldTags, oldTag{tag: tag, mtime: t})
 			continue
 		}
 		if valid {
 			named[rec.Digest] = true
 		}
 	}
-	manifests, err := e.listDigests(ctx, name, "manifests")
+	manifests, err := sweep.Records(ctx, e.st, name, layout.ManifestsDir)
 	if err != nil {
 		return nil, err
 	}
+	var roots []digest.Digest
 	for _, m := range manifests {
-		if !e.old(m.mtime) || named[m.digest] || e.o.InUse(m.digest) {
-			if err := e.markManifest(ctx, r, m.digest); err != nil {
-				return nil, err
-			}
+		if !e.run.Old(m.ModTime) || named[m.Digest] || e.o.InUse(m.Digest) {
+			roots = append(roots, m.Digest)
 			continue
 		}
 		r.drop = append(r.drop, m)
 	}
-	links, err := e.listDigests(ctx, name, "blobs")
+	if _, err := e.run.Keep(ctx, roots, e.reach(r)); err != nil {
+		return nil, err
+	}
+	links, err := sweep.Records(ctx, e.st, name, layout.BlobsDir)
 	if err != nil {
 		return nil, err
 	}
 	for _, l := range links {
-		if e.old(l.mtime) {
+		if e.run.Old(l.ModTime) {
 			r.oldLinks = append(r.oldLinks, l)
 		}
 	}
 	return r, nil
 }
 
-// listDigests lists records dir/<alg>/<hex> with their times; other names
-// are not the cache's and are left alone.
-func (e *evictor) listDigests(ctx context.Context, repo, dir string) ([]stamped, error) {
-	algs, err := e.st.ListRecords(ctx, repo, dir)
-	if err != nil {
-		return nil, err
-	}
-	var out []stamped
-	for _, a := range algs {
-		hexes, err := e.st.ListRecords(ctx, repo, dir+"/"+a)
-		if err != nil {
-			return nil, err
-		}
-		for _, h := range hexes {
-			d := digest.NewDigestFromEncoded(digest.Algorithm(a), h)
-			if d.Validate() != nil {
-				continue
-			}
-			key := dir + "/" + a + "/" + h
-			t, err := e.st.StatRecord(ctx, repo, key)
-			if errors.Is(err, storage.ErrNotFound) {
-				continue
-			}
-			if err != nil {
-				return nil, err
-			}
-			out = append(out, stamped{key: key, digest: d, mtime: t})
-		}
-	}
-	return out, nil
-}
-
-// markManifest keeps manifest d of repository r: its own content, its
-// config and its layers. An index's children are manifests of their own,
-// kept by their own use.
-func (e *evictor) markManifest(ctx context.Context, r *evictRepo, d digest.Digest) error {
-	mark := func(x digest.Digest) {
-		e.marked[x] = true
-		r.marked[x] = true
-	}
-	mark(d)
-	data, err := storage.ReadBlob(ctx, e.st, d, backend.MaxManifestSize)
-	if errors.Is(err, storage.ErrNotFound) {
-		return nil // content gone: nothing it uses to keep
-	}
-	if errors.Is(err, storage.ErrTooLarge) {
-		e.res.Unreadable++
-		return nil
-	}
-	if err != nil {
-		return fmt.Errorf("manifest: %w", err)
-	}
-	var m backend.Manifest
-	if json.Unmarshal(data, &m) != nil {
-		e.res.Unreadable++
-		return nil
-	}
-	if m.Config != nil {
-		mark(m.Config.Digest)
-	}
-	for _, l := range m.Layers {
-		mark(l.Digest)
-	}
-	return nil
-}
-
-// removeRecord removes a record of repo unless it was used since the
-// cutoff, and reports whether it did (a dry run only looks); ErrNotFound
-// when it is gone.
-func (e *evictor) removeRecord(ctx context.Context, repo string, s stamped) (bool, error) {
-	if e.o.DryRun {
-		t, err := e.st.StatRecord(ctx, repo, s.key)
-		if err != nil {
-			return false, err
-		}
-		return e.old(t), nil
-	}
-	return e.st.DeleteRecordIfOlder(ctx, repo, s.key, e.cutoff)
-}
-
 // sweepRecords removes r's old tags, then its old manifests (a manifest
 // used since the listing is kept, with what it uses), then its old links
 // to blobs its kept manifests do not use.
 func (e *evictor) sweepRecords(ctx context.Context, r *evictRepo) error {
-	for _, s := range r.oldTags {
-		removed, err := e.removeRecord(ctx, r.name, s)
+	for _, t := range r.oldTags {
+		removed, err := e.run.RemoveRecord(ctx, r.name, layout.Tag(t.tag), e.run.Cutoff)
 		if errors.Is(err, storage.ErrNotFound) {
 			continue
 		}
@@ -403,11 +331,11 @@ func (e *evictor) sweepRecords(ctx context.Context, r *evictRepo) error {
 		}
 		if removed {
 			e.res.Tags++
-			e.report(EvictItem{Kind: EvictTag, Repo: r.name, Tag: s.tag, LastUse: s.mtime})
+			e.report(EvictItem{Kind: EvictTag, Repo: r.name, Tag: t.tag, LastUse: t.mtime})
 		}
 	}
 	for _, s := range r.drop {
-		removed, err := e.removeRecord(ctx, r.name, s)
+		removed, err := e.run.RemoveRecord(ctx, r.name, s.Key, e.run.Cutoff)
 		if errors.Is(err, storage.ErrNotFound) {
 			continue
 		}
@@ -415,19 +343,19 @@ func (e *evictor) sweepRecords(ctx context.Context, r *evictRepo) error {
 			return err
 		}
 		if !removed { // pulled since the listing: keep what it uses
-			if err := e.markManifest(ctx, r, s.digest); err != nil {
+			if _, err := e.run.MarkManifest(ctx, s.Digest, e.reach(r)); err != nil {
 				return err
 			}
 			continue
 		}
 		e.res.Manifests++
-		e.report(EvictItem{Kind: EvictManifest, Repo: r.name, Digest: s.digest, LastUse: s.mtime})
+		e.report(EvictItem{Kind: EvictManifest, Repo: r.name, Digest: s.Digest, LastUse: s.ModTime})
 	}
 	for _, s := range r.oldLinks {
-		if r.marked[s.digest] {
+		if r.marked[s.Digest] {
 			continue
 		}
-		removed, err := e.removeRecord(ctx, r.name, s)
+		removed, err := e.run.RemoveRecord(ctx, r.name, s.Key, e.run.Cutoff)
 		if errors.Is(err, storage.ErrNotFound) {
 			continue
 		}
@@ -436,43 +364,8 @@ func (e *evictor) sweepRecords(ctx context.Context, r *evictRepo) error {
 		}
 		if removed {
 			e.res.Links++
-			e.report(EvictItem{Kind: EvictLink, Repo: r.name, Digest: s.digest, LastUse: s.mtime})
+			e.report(EvictItem{Kind: EvictLink, Repo: r.name, Digest: s.Digest, LastUse: s.ModTime})
 		}
 	}
-	return nil
-}
-
-// sweepBlob removes content b unless a kept manifest uses it or it was
-// used since the cutoff, also when looked at again now.
-func (e *evictor) sweepBlob(ctx context.Context, b storage.BlobInfo) error {
-	keep := func() error {
-		e.res.KeptBlobs++
-		e.res.KeptBytes += b.Size
-		return nil
-	}
-	if e.marked[b.Digest] || !e.old(b.ModTime) || e.o.InUse(b.Digest) {
-		return keep()
-	}
-	var removed bool
-	var err error
-	if e.o.DryRun {
-		var now storage.BlobInfo
-		now, err = e.st.StatBlobInfo(ctx, b.Digest)
-		removed = err == nil && e.old(now.ModTime)
-	} else {
-		removed, err = e.st.DeleteBlobIfOlder(ctx, b.Digest, e.cutoff)
-	}
-	if errors.Is(err, storage.ErrNotFound) {
-		return nil // removed by someone else
-	}
-	if err != nil {
-		return err
-	}
-	if !removed {
-		return keep()
-	}
-	e.res.Blobs++
-	e.res.Bytes += b.Size
-	e.report(EvictItem{Kind: EvictBlob, Digest: b.Digest, Size: b.Size, LastUse: b.ModTime})
 	return nil
 }

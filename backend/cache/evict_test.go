@@ -17,6 +17,7 @@ import (
 	digest "github.com/opencontainers/go-digest"
 
 	"github.com/wharf-dev/wharf/backend"
+	"github.com/wharf-dev/wharf/backend/storage/layout"
 	"github.com/wharf-dev/wharf/internal/conf"
 )
 
@@ -171,17 +172,17 @@ func TestEvictUnused(t *testing.T) {
 			t.Errorf("blob %s of A is still there", d)
 		}
 	}
-	for _, key := range []string{tagKey("v1"), manifestKey(imA.digest), blobKey(sharedD), blobKey(imA.config)} {
+	for _, key := range []string{layout.Tag("v1"), layout.Manifest(imA.digest), layout.BlobLink(sharedD), layout.BlobLink(imA.config)} {
 		if exists(t, ce.recordFile("team/a", key)) {
 			t.Errorf("record %s of A is still there", key)
 		}
 	}
 	for d := range imB.data {
-		if !exists(t, ce.blobFile(d)) || !exists(t, ce.recordFile("team/b", blobKey(d))) {
+		if !exists(t, ce.blobFile(d)) || !exists(t, ce.recordFile("team/b", layout.BlobLink(d))) {
 			t.Errorf("blob %s of B (or its link) is gone", d)
 		}
 	}
-	for _, key := range []string{tagKey("v1"), manifestKey(imB.digest)} {
+	for _, key := range []string{layout.Tag("v1"), layout.Manifest(imB.digest)} {
 		if !exists(t, ce.recordFile("team/b", key)) {
 			t.Errorf("record %s of B is gone", key)
 		}
@@ -246,7 +247,7 @@ func TestEvictKeepsWhatKeptManifestsUse(t *testing.T) {
 		ce.pull("team/app", "v1", im)
 		ce.age(48 * time.Hour)
 		now := time.Now()
-		if err := os.Chtimes(ce.recordFile("team/app", tagKey("v1")), now, now); err != nil {
+		if err := os.Chtimes(ce.recordFile("team/app", layout.Tag("v1")), now, now); err != nil {
 			t.Fatal(err)
 		}
 		res, items := ce.evict(EvictOptions{})
@@ -330,9 +331,9 @@ func TestLastUseTouch(t *testing.T) {
 	ce.pull("team/app", "v1", im)
 	d := digest.FromBytes(layer)
 	files := []string{
-		ce.blobFile(d), ce.recordFile("team/app", blobKey(d)),
-		ce.blobFile(im.digest), ce.recordFile("team/app", manifestKey(im.digest)),
-		ce.recordFile("team/app", tagKey("v1")),
+		ce.blobFile(d), ce.recordFile("team/app", layout.BlobLink(d)),
+		ce.blobFile(im.digest), ce.recordFile("team/app", layout.Manifest(im.digest)),
+		ce.recordFile("team/app", layout.Tag("v1")),
 	}
 	set := func(age time.Duration) time.Time {
 		at := time.Now().Add(-age).Truncate(time.Second)

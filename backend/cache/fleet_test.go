@@ -17,6 +17,7 @@ import (
 	dto "github.com/prometheus/client_model/go"
 
 	"github.com/wharf-dev/wharf/backend"
+	"github.com/wharf-dev/wharf/backend/storage/layout"
 	"github.com/wharf-dev/wharf/internal/conf"
 )
 
@@ -272,9 +273,9 @@ func TestValidateUpstreams(t *testing.T) {
 func (e *cacheEnv) setAge(repo, tag string, im *image, ago time.Duration) {
 	e.t.Helper()
 	when := time.Now().Add(-ago)
-	files := []string{e.recordFile(repo, tagKey(tag)), e.recordFile(repo, manifestKey(im.digest)), e.blobFile(im.digest)}
+	files := []string{e.recordFile(repo, layout.Tag(tag)), e.recordFile(repo, layout.Manifest(im.digest)), e.blobFile(im.digest)}
 	for d := range im.data {
-		files = append(files, e.blobFile(d), e.recordFile(repo, blobKey(d)))
+		files = append(files, e.blobFile(d), e.recordFile(repo, layout.BlobLink(d)))
 	}
 	for _, f := range files {
 		if err := os.Chtimes(f, when, when); err != nil {

@@ -7,6 +7,7 @@ import (
 	"strings"
 
 	"github.com/wharf-dev/wharf/backend"
+	"github.com/wharf-dev/wharf/backend/storage/layout"
 )
 
 // tagsList passes the request (with n and last) to the upstream. When the
@@ -41,7 +42,7 @@ func (c *Cache) tagsList(w http.ResponseWriter, req *http.Request, rt *backend.R
 		err = statusError(resp, "the tag list of "+rt.Repo)
 		drain(resp)
 	}
-	tags, lerr := c.store.ListRecords(req.Context(), rt.Repo, "tags")
+	tags, lerr := layout.Tags(req.Context(), c.store, rt.Repo)
 	if lerr != nil || len(tags) == 0 {
 		return err
 	}
@@ -52,13 +53,13 @@ func (c *Cache) tagsList(w http.ResponseWriter, req *http.Request, rt *backend.R
 }
 
 // catalog lists the repositories this cache holds (not the upstream's).
-func (c *Cache) catalog(w http.ResponseWriter, req *http.Request) error {
+func (c *Cache) catalog(w http.ResponseWriter, req *http.Request, keep func(string) bool) error {
 	ctx := req.Context()
 	repos, err := c.store.ListRepos(ctx)
 	if err != nil {
 		return err
 	}
-	return backend.ServeCatalog(w, req, repos)
+	return backend.ServeCatalog(w, req, repos, keep)
 }
 
 // referrers passes the request to the upstream. An upstream that cannot

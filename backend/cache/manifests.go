@@ -15,6 +15,7 @@ import (
 
 	"github.com/wharf-dev/wharf/backend"
 	"github.com/wharf-dev/wharf/backend/storage"
+	"github.com/wharf-dev/wharf/backend/storage/layout"
 )
 
 // Records kept per repository (the name the client uses):
@@ -22,11 +23,9 @@ import (
 //	tags/<tag>                  JSON tagRecord: the upstream's answer and when it was checked
 //	manifests/<alg>/<hex>       the manifest's media type (content in the global blob store)
 //	blobs/<alg>/<hex>           link: the upstream confirmed this blob for this repository
-func tagKey(tag string) string { return "tags/" + tag }
-func manifestKey(d digest.Digest) string {
-	return "manifests/" + string(d.Algorithm()) + "/" + d.Encoded()
-}
-func blobKey(d digest.Digest) string { return "blobs/" + string(d.Algorithm()) + "/" + d.Encoded() }
+//
+// (package layout spells the keys: layout.Tag, layout.Manifest,
+// layout.BlobLink).
 
 // allManifestTypes is what the cache asks the upstream for, so the answer
 // for a tag is the same whatever client asked first (an index stays an
@@ -141,7 +140,7 @@ func (c *Cache) manifestByTag(w http.ResponseWriter, req *http.Request, rt *back
 		return err
 	}
 	if rec != nil {
-		c.usedRecord(ctx, repo, tagKey(tag))
+		c.usedRecord(ctx, repo, layout.Tag(tag))
 	}
 	if !acceptsAll(rt) {
 		return c.manifestByTagRestricted(w, req, rt, rec)
@@ -156,7 +155,7 @@ func (c *Cache) manifestByTag(w http.ResponseWriter, req *http.Request, rt *back
 		switch {
 		case errors.As(err, &be) && be.Code == backend.CodeManifestUnknown:
 			// The tag is gone upstream: forget it.
-			if derr := c.store.DeleteRecord(ctx, repo, tagKey(tag)); derr != nil && !errors.Is(derr, storage.ErrNotFound) {
+			if derr := c.store.DeleteRecord(ctx, repo, layout.Tag(tag)); derr != nil && !errors.Is(derr, storage.ErrNotFound) {
 				c.log.Warn().Err(derr).Str("repo", repo).Str("tag", tag).Msg("cache: drop tag")
 			}
 			return err
@@ -263,7 +262,7 @@ func (c *Cache) manifestByTagRestricted(w http.ResponseWriter, req *http.Request
 }
 
 func (c *Cache) readTag(ctx context.Context, repo, tag string) (*tagRecord, error) {
-	raw, err := c.store.GetRecord(ctx, repo, tagKey(tag))
+	raw, err := c.store.GetRecord(ctx, repo, layout.Tag(tag))
 	if err != nil {
 		if errors.Is(err, storage.ErrNotFound) {
 			return nil, nil
@@ -283,7 +282,7 @@ func (c *Cache) writeTag(ctx context.Context, repo, tag string, rec *tagRecord) 
 	if err != nil {
 		return err
 	}
-	if err := c.store.PutRecord(ctx, repo, tagKey(tag), raw); err != nil {
+	if err := c.store.PutRecord(ctx, repo, layout.Tag(tag), raw); err != nil {
 		return fmt.Errorf("write tag %s:%s: %w", repo, tag, err)
 	}
 	return nil
@@ -292,7 +291,7 @@ func (c *Cache) writeTag(ctx context.Context, repo, tag string, rec *tagRecord) 
 // loadManifest reads a cached manifest; storage.ErrNotFound when the
 // repository has no such manifest.
 func (c *Cache) loadManifest(ctx context.Context, repo string, d digest.Digest) (*manifest, error) {
-	mt, err := c.store.GetRecord(ctx, repo, manifestKey(d))
+	mt, err := c.store.GetRecord(ctx, repo, layout.Manifest(d))
 	if err != nil {
 		return nil, err
 	}
@@ -303,7 +302,7 @@ func (c *Cache) loadManifest(ctx context.Context, repo string, d digest.Digest) 
 	if err != nil {
 		return nil, fmt.Errorf("cached manifest: %w", err)
 	}
-	c.usedRecord(ctx, repo, manifestKey(d))
+	c.usedRecord(ctx, repo, layout.Manifest(d))
 	c.usedBlob(ctx, d)
 	return &manifest{digest: d, mediaType: string(mt), data: data}, nil
 }
@@ -446,7 +445,7 @@ func (c *Cache) fetchManifestOnce(ctx context.Context, repo, ref, accept string,
 		return nil, fmt.Errorf("store manifest %s: %w", d, err)
 	}
 	c.budget.added(int64(len(data)))
-	if err := c.store.PutRecord(ctx, repo, manifestKey(d), []byte(mt)); err != nil {
+	if err := c.store.PutRecord(ctx, repo, layout.Manifest(d), []byte(mt)); err != nil {
 		return nil, fmt.Errorf("store manifest %s: %w", d, err)
 	}
 	return &manifest{digest: d, mediaType: mt, data: data}, nil

@@ -132,16 +132,26 @@ func ParseUpstream(s string) (*url.URL, error) {
 	return u, nil
 }
 
-// ServeHTTP forwards r upstream and streams the answer back.
+// ServeHTTP forwards r upstream and streams the answer back: every path
+// outside /v2/, and the API when nothing stands in front of the proxy.
 func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	p.rp.ServeHTTP(w, r)
 }
 
-// Close drops idle upstream connections.
-func (p *Proxy) Close() {
+// ServeRoute forwards a /v2/ request the gateway let through. The
+// upstream registry parses and authorizes it again by itself, so the
+// request goes as it came (the route and access are not needed).
+func (p *Proxy) ServeRoute(w http.ResponseWriter, r *http.Request, _ *backend.Route, _ backend.Access) {
+	p.rp.ServeHTTP(w, r)
+}
+
+// Close drops idle upstream connections (io.Closer, like the other
+// backends; it never fails).
+func (p *Proxy) Close() error {
 	if t, ok := p.tr.(interface{ CloseIdleConnections() }); ok {
 		t.CloseIdleConnections()
 	}
+	return nil
 }
 
 func (p *Proxy) rewrite(pr *httputil.ProxyRequest) {

@@ -61,7 +61,7 @@ func newPair(t *testing.T, opts Options, upstream http.HandlerFunc, tlsFront boo
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(p.Close)
+	t.Cleanup(func() { _ = p.Close() })
 	if tlsFront {
 		front = httptest.NewTLSServer(p)
 	} else {

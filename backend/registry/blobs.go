@@ -12,16 +12,12 @@ import (
 
 	"github.com/wharf-dev/wharf/backend"
 	"github.com/wharf-dev/wharf/backend/storage"
+	"github.com/wharf-dev/wharf/backend/storage/layout"
 )
-
-func blobKey(d digest.Digest) string { return "blobs/" + string(d.Algorithm()) + "/" + d.Encoded() }
-func manifestKey(d digest.Digest) string {
-	return "manifests/" + string(d.Algorithm()) + "/" + d.Encoded()
-}
 
 // hasBlob reports whether repo links the blob d (and the content exists).
 func (r *Registry) hasBlob(ctx context.Context, repo string, d digest.Digest) (int64, bool, error) {
-	if _, err := r.store.GetRecord(ctx, repo, blobKey(d)); err != nil {
+	if _, err := r.store.GetRecord(ctx, repo, layout.BlobLink(d)); err != nil {
 		if errors.Is(err, storage.ErrNotFound) {
 			return 0, false, nil
 		}
@@ -46,7 +42,7 @@ func blobUnknown(d digest.Digest) error {
 func (r *Registry) getBlob(w http.ResponseWriter, req *http.Request, rt *backend.Route) error {
 	d := rt.Digest
 	ctx := req.Context()
-	if _, err := r.store.GetRecord(ctx, rt.Repo, blobKey(d)); err != nil {
+	if _, err := r.store.GetRecord(ctx, rt.Repo, layout.BlobLink(d)); err != nil {
 		if errors.Is(err, storage.ErrNotFound) {
 			return blobUnknown(d)
 		}
@@ -75,7 +71,7 @@ func (r *Registry) deleteBlob(w http.ResponseWriter, req *http.Request, rt *back
 		return err
 	}
 	d := rt.Digest
-	if err := r.store.DeleteRecord(req.Context(), rt.Repo, blobKey(d)); err != nil {
+	if err := r.store.DeleteRecord(req.Context(), rt.Repo, layout.BlobLink(d)); err != nil {
 		if errors.Is(err, storage.ErrNotFound) {
 			return blobUnknown(d)
 		}
@@ -178,7 +174,7 @@ func (r *Registry) mount(ctx context.Context, rt *backend.Route, d digest.Digest
 		}
 		return false, fmt.Errorf("mount blob: %w", err)
 	}
-	if err := r.store.PutRecord(ctx, rt.Repo, blobKey(d), nil); err != nil {
+	if err := r.store.PutRecord(ctx, rt.Repo, layout.BlobLink(d), nil); err != nil {
 		return false, fmt.Errorf("mount blob: %w", err)
 	}
 	return true, nil
@@ -309,7 +305,7 @@ func (r *Registry) commit(w http.ResponseWriter, req *http.Request, rt *backend.
 		}
 		return fmt.Errorf("commit upload: %w", err)
 	}
-	if err := r.store.PutRecord(ctx, rt.Repo, blobKey(d), nil); err != nil {
+	if err := r.store.PutRecord(ctx, rt.Repo, layout.BlobLink(d), nil); err != nil {
 		return fmt.Errorf("link blob: %w", err)
 	}
 	blobCreated(w, rt.Repo, d)

@@ -14,17 +14,8 @@ import (
 
 	"github.com/wharf-dev/wharf/backend"
 	"github.com/wharf-dev/wharf/backend/storage"
+	"github.com/wharf-dev/wharf/backend/storage/layout"
 )
-
-func tagKey(tag string) string { return "tags/" + tag }
-
-func referrersDir(subject digest.Digest) string {
-	return "referrers/" + string(subject.Algorithm()) + "/" + subject.Encoded()
-}
-
-func referrerKey(subject, d digest.Digest) string {
-	return referrersDir(subject) + "/" + string(d.Algorithm()) + "-" + d.Encoded()
-}
 
 func manifestUnknown(ref string) error {
 	return backend.Errorf(http.StatusNotFound, backend.CodeManifestUnknown, "manifest %q unknown to this repository", clip(ref))
@@ -40,7 +31,7 @@ func (r *Registry) resolve(ctx context.Context, rt *backend.Route) (digest.Diges
 		return rt.Digest, nil
 	}
 	repo, ref := rt.Repo, rt.Tag
-	raw, err := r.store.GetRecord(ctx, repo, tagKey(ref))
+	raw, err := r.store.GetRecord(ctx, repo, layout.Tag(ref))
 	if err != nil {
 		if errors.Is(err, storage.ErrNotFound) {
 			return "", manifestUnknown(ref)
@@ -59,7 +50,7 @@ func (r *Registry) resolve(ctx context.Context, rt *backend.Route) (digest.Diges
 // also by another Registry on the same root); only the immutable content
 // comes from the cache.
 func (r *Registry) loadManifest(ctx context.Context, repo string, d digest.Digest) (*cachedManifest, error) {
-	mt, err := r.store.GetRecord(ctx, repo, manifestKey(d))
+	mt, err := r.store.GetRecord(ctx, repo, layout.Manifest(d))
 	if err != nil {
 		if errors.Is(err, storage.ErrNotFound) {
 			return nil, manifestUnknown(string(d))
@@ -192,7 +183,7 @@ func (r *Registry) putManifest(w http.ResponseWriter, req *http.Request, rt *bac
 	if err := r.store.PutBlob(ctx, d, body); err != nil {
 		return fmt.Errorf("store manifest: %w", err)
 	}
-	if err := r.store.PutRecord(ctx, rt.Repo, manifestKey(d), []byte(mt)); err != nil {
+	if err := r.store.PutRecord(ctx, rt.Repo, layout.Manifest(d), []byte(mt)); err != nil {
 		return fmt.Errorf("link manifest: %w", err)
 	}
 	r.cache.add(d, body)
@@ -211,12 +202,12 @@ func (r *Registry) putManifest(w http.ResponseWriter, req *http.Request, rt *bac
 		if err != nil {
 			return err
 		}
-		if err := r.store.PutRecord(ctx, rt.Repo, referrerKey(m.Subject.Digest, d), raw); err != nil {
+		if err := r.store.PutRecord(ctx, rt.Repo, layout.Referrer(m.Subject.Digest, d), raw); err != nil {
 			return fmt.Errorf("record referrer: %w", err)
 		}
 	}
 	for _, t := range tags {
-		if err := r.store.PutRecord(ctx, rt.Repo, tagKey(t), []byte(d)); err != nil {
+		if err := r.store.PutRecord(ctx, rt.Repo, layout.Tag(t), []byte(d)); err != nil {
 			return fmt.Errorf("tag manifest: %w", err)
 		}
 	}
@@ -237,7 +228,7 @@ func (r *Registry) putManifest(w http.ResponseWriter, req *http.Request, rt *bac
 }
 
 func (r *Registry) hasManifest(ctx context.Context, repo string, d digest.Digest) bool {
-	_, err := r.store.GetRecord(ctx, repo, manifestKey(d))
+	_, err := r.store.GetRecord(ctx, repo, layout.Manifest(d))
 	return err == nil
 }
 
@@ -261,7 +252,7 @@ func (r *Registry) touchReferences(ctx context.Context, repo string, m *backend.
 			return fmt.Errorf("refresh blob %s: %w", c.Digest, err)
 		}
 		if backend.IsIndex(mt) {
-			if err := r.store.TouchRecord(ctx, repo, manifestKey(c.Digest)); err != nil && !errors.Is(err, storage.ErrNotFound) {
+			if err := r.store.TouchRecord(ctx, repo, layout.Manifest(c.Digest)); err != nil && !errors.Is(err, storage.ErrNotFound) {
 				return fmt.Errorf("refresh manifest %s: %w", c.Digest, err)
 			}
 		}
@@ -274,7 +265,7 @@ func (r *Registry) touchReferences(ctx context.Context, repo string, m *backend.
 func (r *Registry) checkReferences(ctx context.Context, repo string, m *backend.Manifest, mt string) error {
 	if backend.IsIndex(mt) {
 		for _, c := range m.Manifests {
-			if _, err := r.store.GetRecord(ctx, repo, manifestKey(c.Digest)); err != nil {
+			if _, err := r.store.GetRecord(ctx, repo, layout.Manifest(c.Digest)); err != nil {
 				if errors.Is(err, storage.ErrNotFound) {
 					return backend.Errorf(http.StatusBadRequest, backend.CodeManifestBlobUnknown, "index lists manifest %s, which is not in the repository", c.Digest)
 				}
@@ -321,7 +312,7 @@ func (r *Registry) Delete(ctx context.Context, repo, ref string) error {
 		return err
 	}
 	if !backend.IsDigestShaped(ref) {
-		if err := r.store.DeleteRecord(ctx, repo, tagKey(ref)); err != nil {
+		if err := r.store.DeleteRecord(ctx, repo, layout.Tag(ref)); err != nil {
 			if errors.Is(err, storage.ErrNotFound) {
 				return manifestUnknown(ref)
 			}
@@ -338,25 +329,25 @@ func (r *Registry) Delete(ctx context.Context, repo, ref string) error {
 		return err
 	}
 	// tags pointing at it go first, so no tag is left dangling
-	tags, err := r.store.ListRecords(ctx, repo, "tags")
+	tags, err := layout.Tags(ctx, r.store, repo)
 	if err != nil {
 		return err
 	}
 	for _, t := range tags {
-		raw, err := r.store.GetRecord(ctx, repo, tagKey(t))
+		raw, err := r.store.GetRecord(ctx, repo, layout.Tag(t))
 		if err == nil && strings.TrimSpace(string(raw)) == string(d) {
-			if err := r.store.DeleteRecord(ctx, repo, tagKey(t)); err != nil && !errors.Is(err, storage.ErrNotFound) {
+			if err := r.store.DeleteRecord(ctx, repo, layout.Tag(t)); err != nil && !errors.Is(err, storage.ErrNotFound) {
 				return err
 			}
 		}
 	}
 	var parsed backend.Manifest
 	if json.Unmarshal(m.data, &parsed) == nil && parsed.Subject != nil && parsed.Subject.Digest.Validate() == nil {
-		if err := r.store.DeleteRecord(ctx, repo, referrerKey(parsed.Subject.Digest, d)); err != nil && !errors.Is(err, storage.ErrNotFound) {
+		if err := r.store.DeleteRecord(ctx, repo, layout.Referrer(parsed.Subject.Digest, d)); err != nil && !errors.Is(err, storage.ErrNotFound) {
 			return err
 		}
 	}
-	if err := r.store.DeleteRecord(ctx, repo, manifestKey(d)); err != nil {
+	if err := r.store.DeleteRecord(ctx, repo, layout.Manifest(d)); err != nil {
 		if errors.Is(err, storage.ErrNotFound) {
 			return manifestUnknown(ref)
 		}
@@ -365,28 +356,14 @@ func (r *Registry) Delete(ctx context.Context, repo, ref string) error {
 	return nil
 }
 
-// repoExists reports whether repo holds anything at all.
-func (r *Registry) repoExists(ctx context.Context, repo string) (bool, error) {
-	for _, dir := range []string{"tags", "manifests", "blobs"} {
-		l, err := r.store.ListRecords(ctx, repo, dir)
-		if err != nil {
-			return false, err
-		}
-		if len(l) > 0 {
-			return true, nil
-		}
-	}
-	return false, nil
-}
-
 func (r *Registry) tagsList(w http.ResponseWriter, req *http.Request, rt *backend.Route) error {
 	ctx := req.Context()
-	tags, err := r.store.ListRecords(ctx, rt.Repo, "tags")
+	tags, err := layout.Tags(ctx, r.store, rt.Repo)
 	if err != nil {
 		return err
 	}
 	if len(tags) == 0 {
-		ok, err := r.repoExists(ctx, rt.Repo)
+		ok, err := layout.RepoExists(ctx, r.store, rt.Repo)
 		if err != nil {
 			return err
 		}
@@ -397,26 +374,26 @@ func (r *Registry) tagsList(w http.ResponseWriter, req *http.Request, rt *backen
 	return backend.ServeTags(w, req, rt.Repo, tags)
 }
 
-func (r *Registry) catalog(w http.ResponseWriter, req *http.Request) error {
+func (r *Registry) catalog(w http.ResponseWriter, req *http.Request, keep func(string) bool) error {
 	ctx := req.Context()
 	repos, err := r.store.ListRepos(ctx)
 	if err != nil {
 		return err
 	}
-	return backend.ServeCatalog(w, req, repos)
+	return backend.ServeCatalog(w, req, repos, keep)
 }
 
 func (r *Registry) referrers(w http.ResponseWriter, req *http.Request, rt *backend.Route) error {
 	ctx := req.Context()
 	subject := rt.Digest
-	names, err := r.store.ListRecords(ctx, rt.Repo, referrersDir(subject))
+	refs, err := layout.ReferrersOfSubject(ctx, r.store, rt.Repo, subject)
 	if err != nil {
 		return err
 	}
 	filter := req.URL.Query()["artifactType"]
-	list := make([]backend.Descriptor, 0, len(names))
-	for _, n := range names {
-		raw, err := r.store.GetRecord(ctx, rt.Repo, referrersDir(subject)+"/"+n)
+	list := make([]backend.Descriptor, 0, len(refs))
+	for _, ref := range refs {
+		raw, err := r.store.GetRecord(ctx, rt.Repo, layout.Referrer(subject, ref))
 		if err != nil {
 			if errors.Is(err, storage.ErrNotFound) {
 				continue // deleted meanwhile
@@ -425,7 +402,7 @@ func (r *Registry) referrers(w http.ResponseWriter, req *http.Request, rt *backe
 		}
 		var d backend.Descriptor
 		if err := json.Unmarshal(raw, &d); err != nil {
-			r.log.Warn().Err(err).Str("repo", rt.Repo).Str("record", n).Msg("registry: bad referrer record")
+			r.log.Warn().Err(err).Str("repo", rt.Repo).Str("referrer", string(ref)).Msg("registry: bad referrer record")
 			continue
 		}
 		if len(filter) > 0 && !contains(filter, d.ArtifactType) {

@@ -2,7 +2,6 @@ package registry
 
 import (
 	"bytes"
-	"context"
 	"encoding/json"
 	"fmt"
 	"net/http"
@@ -331,20 +330,22 @@ func TestTagsAndCatalogPagination(t *testing.T) {
 	e.expect(e.do("GET", "/v2/no/such/tags/list", nil), 404, "NAME_UNKNOWN")
 	e.expect(e.do("GET", "/v2/p/one/tags/list?n=-1", nil), 400, "")
 
-	// the policy's filter hides repositories from the catalog
-	h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		ctx := backend.WithRepoFilter(r.Context(), func(n string) bool { return strings.HasPrefix(n, "p/t") })
-		e.reg.ServeHTTP(w, r.WithContext(ctx))
-	})
+	// the caller's Access.Catalog hides repositories from the catalog
+	rt, perr := backend.ParseRoute("GET", "/v2/_catalog", nil)
+	if perr != nil {
+		t.Fatal(perr)
+	}
 	rec := httptest.NewRecorder()
-	h.ServeHTTP(rec, httptest.NewRequest("GET", "/v2/_catalog", nil))
+	keep := func(n string) bool { return strings.HasPrefix(n, "p/t") }
+	e.reg.ServeRoute(rec, httptest.NewRequest("GET", "/v2/_catalog", nil), rt, backend.Access{Catalog: keep})
 	if got := strings.TrimSpace(rec.Body.String()); got != `{"repositories":["p/three","p/two"]}` {
 		t.Fatalf("filtered catalog %s", got)
 	}
 }
 
-// TestRouteFromContext: a route parsed by the gateway is used as is.
-func TestRouteFromContext(t *testing.T) {
+// TestServeRoute: the registry serves the route it is given, not the
+// request's URL: the gateway parsed it once and the policy decided on it.
+func TestServeRoute(t *testing.T) {
 	e := newEnv(t, Options{})
 	d := e.pushBlob("ctx/repo", []byte("c"))
 	rt, perr := backend.ParseRoute("GET", "/v2/ctx/repo/blobs/"+string(d), nil)
@@ -352,11 +353,50 @@ func TestRouteFromContext(t *testing.T) {
 		t.Fatal(perr)
 	}
 	rec := httptest.NewRecorder()
-	// the URL says something else: the route in the context wins
-	req := httptest.NewRequest("GET", "/somewhere/else", nil).WithContext(backend.WithRoute(context.Background(), rt))
-	e.reg.ServeHTTP(rec, req)
+	e.reg.ServeRoute(rec, httptest.NewRequest("GET", "/somewhere/else", nil), rt, backend.Access{})
 	if rec.Code != 200 || rec.Body.String() != "c" {
 		t.Fatalf("%d %q", rec.Code, rec.Body.String())
+	}
+}
+
+// TestMountAccess: a cross-repository mount reads its source only when
+// the caller's Access allows it; otherwise the client gets a normal
+// upload (202), as from a repository without the blob, and the route it
+// passed in is left as it was.
+func TestMountAccess(t *testing.T) {
+	e := newEnv(t, Options{})
+	d := e.pushBlob("src/secret", []byte("layer"))
+	for i, c := range []struct {
+		name   string
+		access backend.Access
+		status int
+	}{
+		{"may read the source", backend.Access{MayMount: true}, http.StatusCreated},
+		{"may not read the source", backend.Access{}, http.StatusAccepted},
+		{"full access", backend.FullAccess(), http.StatusCreated},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			repo := fmt.Sprintf("dst/m%d", i)
+			path := "/v2/" + repo + "/blobs/uploads/?mount=" + string(d) + "&from=src/secret"
+			req := httptest.NewRequest("POST", path, nil)
+			rt, perr := backend.ParseRequest(req)
+			if perr != nil {
+				t.Fatal(perr)
+			}
+			rec := httptest.NewRecorder()
+			e.reg.ServeRoute(rec, req, rt, c.access)
+			if rec.Code != c.status {
+				t.Fatalf("mount answered %d %s, want %d", rec.Code, rec.Body, c.status)
+			}
+			if rt.MountFrom != "src/secret" {
+				t.Fatalf("the caller's route was changed: MountFrom %q", rt.MountFrom)
+			}
+			want := http.StatusNotFound
+			if c.status == http.StatusCreated {
+				want = http.StatusOK
+			}
+			e.expect(e.do("HEAD", "/v2/"+repo+"/blobs/"+string(d), nil), want, "")
+		})
 	}
 }
 

@@ -66,25 +66,25 @@ func (r *Registry) DeleteEnabled() bool { return r.delete }
 // Close stops the storage's background work.
 func (r *Registry) Close() error { return r.store.Close() }
 
-// ServeHTTP answers one /v2/ request. It uses the Route the gateway parsed
-// (backend.RouteFrom) or parses the request itself.
+// ServeHTTP answers one /v2/ request on its own, with nothing in front of
+// the registry (tests, tools): it parses the request and serves it with
+// full access (backend.ServeStandalone). The gateway calls ServeRoute.
 func (r *Registry) ServeHTTP(w http.ResponseWriter, req *http.Request) {
+	backend.ServeStandalone(r, w, req)
+}
+
+// ServeRoute answers one /v2/ request with the route the gateway parsed and
+// the caller's access: a cross-repository mount reads its source only
+// with a.MayMount, the catalog lists what a.Catalog keeps.
+func (r *Registry) ServeRoute(w http.ResponseWriter, req *http.Request, rt *backend.Route, a backend.Access) {
 	backend.SetAPIVersion(w.Header())
-	rt := backend.RouteFrom(req.Context())
-	if rt == nil {
-		var e *backend.Error
-		rt, e = backend.ParseRequest(req)
-		if e != nil {
-			backend.WriteError(w, req, e)
-			return
-		}
-	}
-	if err := r.serve(w, req, rt); err != nil {
+	rt = rt.ForAccess(a)
+	if err := r.serve(w, req, rt, a); err != nil {
 		r.fail(w, req, rt, err)
 	}
 }
 
-func (r *Registry) serve(w http.ResponseWriter, req *http.Request, rt *backend.Route) error {
+func (r *Registry) serve(w http.ResponseWriter, req *http.Request, rt *backend.Route, a backend.Access) error {
 	m := req.Method
 	get := m == http.MethodGet || m == http.MethodHead
 	switch rt.Kind {
@@ -100,7 +100,7 @@ func (r *Registry) serve(w http.ResponseWriter, req *http.Request, rt *backend.R
 		}
 	case backend.KindCatalog:
 		if get {
-			return r.catalog(w, req)
+			return r.catalog(w, req, a.Catalog)
 		}
 	case backend.KindTags:
 		if get {

@@ -18,11 +18,16 @@ var forbidden = []struct {
 	pkg    string
 	denied []string
 }{
-	{"backend", []string{"gateway", "cmd", "auth", "acme", "policy", "internal/transport"}},
+	// backends see a route and an Access, never users, the UI or webhooks
+	{"backend", []string{"gateway", "cmd", "auth", "acme", "policy", "internal/transport", "ui", "webhook"}},
+	{"ui", []string{"gateway", "cmd", "acme"}},
 	{"policy", []string{"gateway", "cmd", "auth", "acme"}},
 	{"auth", []string{"gateway", "cmd", "acme"}},
 	{"acme", []string{"gateway", "cmd", "auth", "policy", "backend"}},
 	{"gateway", []string{"cmd"}},
+	// the storage interfaces, the layout and the mark-and-sweep sit below
+	// every backend that uses them
+	{"backend/storage", []string{"backend/registry", "backend/cache", "backend/proxy", "ui", "cleanup", "webhook"}},
 	{"internal/conf", []string{""}}, // no wharf package at all
 }
 

@@ -8,6 +8,7 @@ import (
 	digest "github.com/opencontainers/go-digest"
 
 	"github.com/wharf-dev/wharf/backend"
+	"github.com/wharf-dev/wharf/backend/storage/layout"
 	"github.com/wharf-dev/wharf/backend/storage/localfs"
 )
 
@@ -37,15 +38,15 @@ func BenchmarkMark(b *testing.B) {
 			var layers string
 			for l := 0; l < 3; l++ {
 				ld := put([]byte(fmt.Sprintf("layer %d %d %d", r, i, l)))
-				st.PutRecord(ctx, repo, blobKey(ld), nil)
+				st.PutRecord(ctx, repo, layout.BlobLink(ld), nil)
 				layers += fmt.Sprintf(`,{"mediaType":"application/vnd.oci.image.layer.v1.tar+gzip","digest":%q,"size":1}`, ld)
 			}
 			cd := put([]byte(fmt.Sprintf(`{"config":"%d %d"}`, r, i)))
 			m := []byte(fmt.Sprintf(`{"schemaVersion":2,"mediaType":%q,"config":{"mediaType":"application/vnd.oci.image.config.v1+json","digest":%q,"size":1},"layers":[%s]}`,
 				backend.MediaTypeOCIManifest, cd, layers[1:]))
 			md := put(m)
-			st.PutRecord(ctx, repo, manifestKey(md), []byte(backend.MediaTypeOCIManifest))
-			st.PutRecord(ctx, repo, "tags/v"+fmt.Sprint(i), []byte(md))
+			st.PutRecord(ctx, repo, layout.Manifest(md), []byte(backend.MediaTypeOCIManifest))
+			st.PutRecord(ctx, repo, layout.Tag("v"+fmt.Sprint(i)), []byte(md))
 		}
 	}
 	b.ResetTimer()

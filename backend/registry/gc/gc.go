@@ -5,6 +5,10 @@
 //
 // # Algorithm (mark and sweep over one registry root)
 //
+// The walk is package sweep's, shared with cache eviction; this package
+// is the registry's policy: which revisions are roots and when a link
+// goes.
+//
 //  1. Candidates: every blob in the store, with its modification time.
 //  2. Mark, per repository: the roots are all manifest revisions (with
 //     DeleteUntagged: the tagged ones, plus untagged ones younger than the
@@ -25,7 +29,7 @@
 // found with HEAD and did not upload again (docker does that), a
 // cross-repository mount, an upload of content that already exists, a
 // manifest pushed again — gets its modification time refreshed by the
-// registry (storage.Store.TouchBlob; TouchRecord for the children of an
+// registry (storage.Clock.TouchBlob; TouchRecord for the children of an
 // index) before the registry checks that it exists and before the
 // manifest or link is stored. gc removes a blob only through
 // DeleteBlobIfOlder, which decides atomically against such a touch: the
@@ -52,17 +56,16 @@ package gc
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
-	"sort"
 	"strings"
 	"time"
 
 	digest "github.com/opencontainers/go-digest"
 
-	"github.com/wharf-dev/wharf/backend"
 	"github.com/wharf-dev/wharf/backend/storage"
+	"github.com/wharf-dev/wharf/backend/storage/layout"
+	"github.com/wharf-dev/wharf/backend/storage/sweep"
 )
 
 // DefaultGrace is how old an unreferenced blob must be before it is
@@ -115,15 +118,6 @@ type Result struct {
 	Kept, Marked int
 }
 
-// Record keys as backend/registry writes them (see storage/README.md).
-func manifestKey(d digest.Digest) string {
-	return "manifests/" + string(d.Algorithm()) + "/" + d.Encoded()
-}
-func blobKey(d digest.Digest) string { return "blobs/" + string(d.Algorithm()) + "/" + d.Encoded() }
-func referrerKey(subject, d digest.Digest) string {
-	return "referrers/" + string(subject.Algorithm()) + "/" + subject.Encoded() + "/" + string(d.Algorithm()) + "-" + d.Encoded()
-}
-
 // repoState is what the mark phase learned about one repository.
 type repoState struct {
 	name      string
@@ -137,17 +131,31 @@ type repoState struct {
 	drop      []digest.Digest // revisions to remove (DeleteUntagged)
 }
 
+// reach is how marking spreads in a registry: through an index to its
+// children and from a kept manifest to its referrers, and a manifest that
+// does not parse stops the run.
+func (rs *repoState) reach() sweep.Reach {
+	isRev := make(map[digest.Digest]bool, len(rs.revisions))
+	for _, d := range rs.revisions {
+		isRev[d] = true
+	}
+	return sweep.Reach{
+		Index:     true,
+		Referrers: rs.referrers,
+		Revision:  func(d digest.Digest) bool { return isRev[d] },
+	}
+}
+
 type collector struct {
-	st     storage.Store
-	o      Options
-	start  time.Time
-	cutoff time.Time // things modified before this are old enough
-	marked map[digest.Digest]bool
-	res    Result
+	st    sweep.Store
+	o     Options
+	run   *sweep.Run
+	start time.Time
+	res   Result
 }
 
 // Run collects garbage in st once.
-func Run(ctx context.Context, st storage.Store, o Options) (*Result, error) {
+func Run(ctx context.Context, st sweep.Store, o Options) (*Result, error) {
 	grace := o.Grace
 	if grace == 0 {
 		grace = DefaultGrace
@@ -156,28 +164,20 @@ func Run(ctx context.Context, st storage.Store, o Options) (*Result, error) {
 		grace = 0
 	}
 	now := time.Now()
-	c := &collector{st: st, o: o, start: now, cutoff: now.Add(-grace), marked: map[digest.Digest]bool{}}
+	c := &collector{st: st, o: o, start: now, run: sweep.New(st, now.Add(-grace), o.DryRun)}
 
-	var cands []storage.BlobInfo
-	if err := st.ListBlobs(ctx, func(b storage.BlobInfo) error {
-		cands = append(cands, b)
-		return nil
+	if _, _, err := c.run.ListBlobs(ctx); err != nil {
+		return nil, fmt.Errorf("gc: %w", err)
+	}
+	var states []*repoState
+	if err := c.run.Repos(ctx, func(name string) error {
+		rs, err := c.mark(ctx, name)
+		if err == nil {
+			states = append(states, rs)
+		}
+		return err
 	}); err != nil {
 		return nil, fmt.Errorf("gc: %w", err)
-	}
-	sort.Slice(cands, func(i, j int) bool { return cands[i].Digest < cands[j].Digest })
-
-	repos, err := st.ListRepos(ctx)
-	if err != nil {
-		return nil, fmt.Errorf("gc: %w", err)
-	}
-	states := make([]*repoState, 0, len(repos))
-	for _, name := range repos {
-		rs, err := c.mark(ctx, name)
-		if err != nil {
-			return nil, fmt.Errorf("gc: repository %s: %w", name, err)
-		}
-		states = append(states, rs)
 	}
 	if o.beforeSweep != nil {
 		o.beforeSweep()
@@ -189,19 +189,18 @@ func Run(ctx context.Context, st storage.Store, o Options) (*Result, error) {
 		}
 	}
 	gone := map[digest.Digest]bool{}
-	for _, b := range cands {
-		removed, err := c.sweepBlob(ctx, b)
-		if err != nil {
-			return nil, fmt.Errorf("gc: blob %s: %w", b.Digest, err)
+	if err := c.run.SweepBlobs(ctx, nil, func(b storage.BlobInfo) {
+		gone[b.Digest] = true
+		c.res.Blobs++
+		c.res.Bytes += b.Size
+		c.report(Item{Kind: KindBlob, Digest: b.Digest, Size: b.Size})
+	}, func(b storage.BlobInfo) {
+		c.res.Kept++
+		if c.run.Marked(b.Digest) {
+			c.res.Marked++
 		}
-		if removed {
-			gone[b.Digest] = true
-		} else {
-			c.res.Kept++
-			if c.marked[b.Digest] {
-				c.res.Marked++
-			}
-		}
+	}); err != nil {
+		return nil, fmt.Errorf("gc: %w", err)
 	}
 	for _, rs := range states {
 		if err := c.sweepLinks(ctx, rs, gone); err != nil {
@@ -217,37 +216,15 @@ func (c *collector) report(it Item) {
 	}
 }
 
-// listDigests lists records dir/<alg>/<hex> as digests; names that are no
-// valid digest are skipped (the registry never writes them).
-func (c *collector) listDigests(ctx context.Context, repo, dir string) ([]digest.Digest, error) {
-	algs, err := c.st.ListRecords(ctx, repo, dir)
-	if err != nil {
-		return nil, err
-	}
-	var out []digest.Digest
-	for _, a := range algs {
-		hexes, err := c.st.ListRecords(ctx, repo, dir+"/"+a)
-		if err != nil {
-			return nil, err
-		}
-		for _, h := range hexes {
-			if d := digest.NewDigestFromEncoded(digest.Algorithm(a), h); d.Validate() == nil {
-				out = append(out, d)
-			}
-		}
-	}
-	return out, nil
-}
-
 // tagged returns the digests the tags of repo name now.
 func (c *collector) tagged(ctx context.Context, repo string) (map[digest.Digest]bool, error) {
-	tags, err := c.st.ListRecords(ctx, repo, "tags")
+	tags, err := layout.Tags(ctx, c.st, repo)
 	if err != nil {
 		return nil, err
 	}
 	out := map[digest.Digest]bool{}
 	for _, t := range tags {
-		raw, err := c.st.GetRecord(ctx, repo, "tags/"+t)
+		raw, err := c.st.GetRecord(ctx, repo, layout.Tag(t))
 		if err != nil {
 			if errors.Is(err, storage.ErrNotFound) {
 				continue // deleted meanwhile
@@ -264,14 +241,14 @@ func (c *collector) tagged(ctx context.Context, repo string) (map[digest.Digest]
 // young reports whether the revision d of repo was written, or its content
 // refreshed, within the grace period.
 func (c *collector) young(ctx context.Context, repo string, d digest.Digest) (bool, error) {
-	t, err := c.st.StatRecord(ctx, repo, manifestKey(d))
+	t, err := c.st.StatRecord(ctx, repo, layout.Manifest(d))
 	if err != nil {
 		if errors.Is(err, storage.ErrNotFound) {
 			return false, nil
 		}
 		return false, err
 	}
-	if !t.Before(c.cutoff) {
+	if !c.run.Old(t) {
 		return true, nil
 	}
 	bi, err := c.st.StatBlobInfo(ctx, d)
@@ -281,40 +258,23 @@ func (c *collector) young(ctx context.Context, repo string, d digest.Digest) (bo
 		}
 		return false, err
 	}
-	return !bi.ModTime.Before(c.cutoff), nil
+	return !c.run.Old(bi.ModTime), nil
 }
 
 func (c *collector) loadRepo(ctx context.Context, name string) (*repoState, error) {
-	rs := &repoState{
-		name:      name,
-		referrers: map[digest.Digest][]digest.Digest{},
-		subjectOf: map[digest.Digest]digest.Digest{},
-		kept:      map[digest.Digest]bool{},
-	}
+	rs := &repoState{name: name, subjectOf: map[digest.Digest]digest.Digest{}}
 	var err error
-	if rs.revisions, err = c.listDigests(ctx, name, "manifests"); err != nil {
+	if rs.revisions, err = layout.Digests(ctx, c.st, name, layout.ManifestsDir); err != nil {
 		return nil, err
 	}
 	if rs.tagged, err = c.tagged(ctx, name); err != nil {
 		return nil, err
 	}
-	subjects, err := c.listDigests(ctx, name, "referrers")
-	if err != nil {
+	if rs.referrers, err = layout.Referrers(ctx, c.st, name); err != nil {
 		return nil, err
 	}
-	for _, s := range subjects {
-		dir := "referrers/" + string(s.Algorithm()) + "/" + s.Encoded()
-		names, err := c.st.ListRecords(ctx, name, dir)
-		if err != nil {
-			return nil, err
-		}
-		for _, n := range names {
-			alg, hex, ok := strings.Cut(n, "-")
-			d := digest.NewDigestFromEncoded(digest.Algorithm(alg), hex)
-			if !ok || d.Validate() != nil {
-				continue
-			}
-			rs.referrers[s] = append(rs.referrers[s], d)
+	for s, ds := range rs.referrers {
+		for _, d := range ds {
 			rs.subjectOf[d] = s
 		}
 	}
@@ -328,11 +288,7 @@ func (c *collector) mark(ctx context.Context, name string) (*repoState, error) {
 	if err != nil {
 		return nil, err
 	}
-	isRev := map[digest.Digest]bool{}
-	for _, d := range rs.revisions {
-		isRev[d] = true
-	}
-	var queue []digest.Digest
+	var roots []digest.Digest
 	for _, d := range rs.revisions {
 		root := !c.o.DeleteUntagged || rs.tagged[d]
 		if !root {
@@ -343,29 +299,11 @@ func (c *collector) mark(ctx context.Context, name string) (*repoState, error) {
 			root = y
 		}
 		if root {
-			queue = append(queue, d)
+			roots = append(roots, d)
 		}
 	}
-	for len(queue) > 0 {
-		d := queue[0]
-		queue = queue[1:]
-		if rs.kept[d] {
-			continue
-		}
-		rs.kept[d] = true
-		children, err := c.markManifest(ctx, name, d)
-		if err != nil {
-			return nil, err
-		}
-		// children are revisions (the registry checks that); if one was
-		// deleted through the API, what it uses is still kept while the
-		// index lists it
-		queue = append(queue, children...)
-		for _, r := range rs.referrers[d] {
-			if isRev[r] {
-				queue = append(queue, r)
-			}
-		}
+	if rs.kept, err = c.run.Keep(ctx, roots, rs.reach()); err != nil {
+		return nil, err
 	}
 	for _, d := range rs.revisions {
 		if !rs.kept[d] {
@@ -373,37 +311,6 @@ func (c *collector) mark(ctx context.Context, name string) (*repoState, error) {
 		}
 	}
 	return rs, nil
-}
-
-// markManifest marks manifest d's own blob and everything it references,
-// and returns the child manifests of an index. Content that cannot be read
-// (other than missing) stops the whole run: sweeping with an incomplete
-// mark would delete blobs in use.
-func (c *collector) markManifest(ctx context.Context, repo string, d digest.Digest) ([]digest.Digest, error) {
-	c.marked[d] = true
-	data, err := storage.ReadBlob(ctx, c.st, d, backend.MaxManifestSize)
-	if errors.Is(err, storage.ErrNotFound) {
-		return nil, nil // a revision whose content is gone: nothing to keep
-	}
-	if err != nil {
-		return nil, fmt.Errorf("manifest: %w", err)
-	}
-	var m backend.Manifest
-	if err := json.Unmarshal(data, &m); err != nil {
-		return nil, fmt.Errorf("manifest %s of %s does not parse (refusing to collect): %w", d, repo, err)
-	}
-	if m.Config != nil {
-		c.marked[m.Config.Digest] = true
-	}
-	for _, l := range m.Layers {
-		c.marked[l.Digest] = true
-	}
-	var children []digest.Digest
-	for _, ch := range m.Manifests {
-		c.marked[ch.Digest] = true
-		children = append(children, ch.Digest)
-	}
-	return children, nil
 }
 
 // sweepManifests removes the revisions mark did not keep, after checking
@@ -417,38 +324,37 @@ func (c *collector) sweepManifests(ctx context.Context, rs *repoState) error {
 	if err != nil {
 		return err
 	}
+	reach := rs.reach()
 	for _, d := range rs.drop {
 		y, err := c.young(ctx, rs.name, d)
 		if err != nil {
 			return err
 		}
 		if y || tagged[d] {
-			if _, err := c.markManifest(ctx, rs.name, d); err != nil {
+			if _, err := c.run.MarkManifest(ctx, d, reach); err != nil {
 				return err
 			}
 			continue
 		}
-		if !c.o.DryRun {
-			removed, err := c.st.DeleteRecordIfOlder(ctx, rs.name, manifestKey(d), c.cutoff)
-			if errors.Is(err, storage.ErrNotFound) {
-				continue // deleted meanwhile through the API
-			}
-			if err != nil {
+		removed, err := c.run.RemoveRecord(ctx, rs.name, layout.Manifest(d), c.run.Cutoff)
+		if errors.Is(err, storage.ErrNotFound) {
+			continue // deleted meanwhile through the API
+		}
+		if err != nil {
+			return err
+		}
+		if !removed { // pushed again just now: keep it and what it uses
+			if _, err := c.run.MarkManifest(ctx, d, reach); err != nil {
 				return err
 			}
-			if !removed { // pushed again just now: keep it and what it uses
-				if _, err := c.markManifest(ctx, rs.name, d); err != nil {
-					return err
-				}
-				continue
-			}
-			// after the revision, so a referrer never lists a manifest
-			// that is still there but unlisted; a referrer record written
-			// again by a push meanwhile is young and stays
-			if s, ok := rs.subjectOf[d]; ok {
-				if _, err := c.st.DeleteRecordIfOlder(ctx, rs.name, referrerKey(s, d), c.cutoff); err != nil && !errors.Is(err, storage.ErrNotFound) {
-					return err
-				}
+			continue
+		}
+		// after the revision, so a referrer never lists a manifest that
+		// is still there but unlisted; a referrer record written again by
+		// a push meanwhile is young and stays
+		if s, ok := rs.subjectOf[d]; ok && !c.o.DryRun {
+			if _, err := c.st.DeleteRecordIfOlder(ctx, rs.name, layout.Referrer(s, d), c.run.Cutoff); err != nil && !errors.Is(err, storage.ErrNotFound) {
+				return err
 			}
 		}
 		c.res.Manifests++
@@ -457,39 +363,11 @@ func (c *collector) sweepManifests(ctx context.Context, rs *repoState) error {
 	return nil
 }
 
-// sweepBlob removes b if nothing marked it and it is old, also when
-// stat'ed again now.
-func (c *collector) sweepBlob(ctx context.Context, b storage.BlobInfo) (bool, error) {
-	if c.marked[b.Digest] || !b.ModTime.Before(c.cutoff) {
-		return false, nil
-	}
-	var removed bool
-	var err error
-	if c.o.DryRun {
-		var now storage.BlobInfo
-		now, err = c.st.StatBlobInfo(ctx, b.Digest)
-		removed = err == nil && now.ModTime.Before(c.cutoff)
-	} else {
-		// false: in use again since the listing (see the package doc)
-		removed, err = c.st.DeleteBlobIfOlder(ctx, b.Digest, c.cutoff)
-	}
-	if errors.Is(err, storage.ErrNotFound) {
-		return false, nil // removed by someone else
-	}
-	if err != nil || !removed {
-		return false, err
-	}
-	c.res.Blobs++
-	c.res.Bytes += b.Size
-	c.report(Item{Kind: KindBlob, Digest: b.Digest, Size: b.Size})
-	return true, nil
-}
-
 // sweepLinks removes links of rs to blobs whose content is gone: the ones
 // this run removed, or found missing now. A link written after the run
 // started is left alone (a push of that blob is under way).
 func (c *collector) sweepLinks(ctx context.Context, rs *repoState, gone map[digest.Digest]bool) error {
-	links, err := c.listDigests(ctx, rs.name, "blobs")
+	links, err := layout.Digests(ctx, c.st, rs.name, layout.BlobsDir)
 	if err != nil {
 		return err
 	}
@@ -507,7 +385,7 @@ func (c *collector) sweepLinks(ctx context.Context, rs *repoState, gone map[dige
 			}
 			continue
 		}
-		removed, err := c.st.DeleteRecordIfOlder(ctx, rs.name, blobKey(d), c.start)
+		removed, err := c.run.RemoveRecord(ctx, rs.name, layout.BlobLink(d), c.start)
 		if errors.Is(err, storage.ErrNotFound) {
 			continue
 		}

@@ -26,15 +26,17 @@ import (
 	digest "github.com/opencontainers/go-digest"
 
 	"github.com/wharf-dev/wharf/backend"
-	"github.com/wharf-dev/wharf/backend/registry"
 	"github.com/wharf-dev/wharf/backend/storage"
+	"github.com/wharf-dev/wharf/backend/storage/layout"
 )
 
-// BlobImporter is what a store offers to take a blob from a file without
-// streaming it through an upload session (localfs: a hard link or a
-// copy, verified, then renamed into place).
-type BlobImporter interface {
-	ImportBlob(ctx context.Context, d digest.Digest, src string, link, trust bool, buf []byte) (linked bool, size int64, err error)
+// Store is what an import needs of the site's store: blobs to check,
+// upload sessions to stream copies through, records to write. A store
+// that is also a storage.BlobImporter takes files directly.
+type Store interface {
+	storage.BlobReader
+	storage.Uploads
+	storage.Records
 }
 
 // Options configure an import.
@@ -44,7 +46,7 @@ type Options struct {
 	// docker/registry/v2 folder below it.
 	From string
 	// Store is the wharf registry site's store to import into.
-	Store storage.Store
+	Store Store
 	// DryRun reads and verifies everything and reports what would be
 	// imported, writing nothing.
 	DryRun bool
@@ -160,7 +162,7 @@ type tagLink struct {
 type importer struct {
 	o    Options
 	v2   string
-	bi   BlobImporter
+	bi   storage.BlobImporter
 	res  Result
 	mu   sync.Mutex // guards blobs and res's blob counters
 	blob map[digest.Digest]*blobState
@@ -181,7 +183,7 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 		o.Workers = runtime.GOMAXPROCS(0)
 	}
 	im := &importer{o: o, v2: v2, blob: map[digest.Digest]*blobState{}}
-	im.bi, _ = o.Store.(BlobImporter)
+	im.bi, _ = o.Store.(storage.BlobImporter)
 
 	repos, err := im.scanRepos(ctx)
 	if err != nil {
@@ -609,7 +611,7 @@ func (im *importer) importRepo(ctx context.Context, r *repoLinks) (RepoResult, e
 			return nil
 		}
 		linked[d] = true
-		_, err := im.putRecordOnce(ctx, r.name, registry.BlobRecordKey(d), nil)
+		_, err := im.putRecordOnce(ctx, r.name, layout.BlobLink(d), nil)
 		return err
 	}
 	for _, d := range r.layers {
@@ -690,7 +692,7 @@ func (im *importer) importRepo(ctx context.Context, r *repoLinks) (RepoResult, e
 			skip(KindTag, t.tag, "it points at manifest "+string(t.d)+", which is not in the repository (missing or skipped)")
 			continue
 		}
-		present, err := im.putRecordOnce(ctx, r.name, registry.TagRecordKey(t.tag), []byte(t.d))
+		present, err := im.putRecordOnce(ctx, r.name, layout.Tag(t.tag), []byte(t.d))
 		if err != nil {
 			return rr, err
 		}
@@ -783,14 +785,14 @@ func (im *importer) missingChildren(ctx context.Context, repo string, mi *manife
 }
 
 func (im *importer) hasManifest(ctx context.Context, repo string, d digest.Digest) bool {
-	_, err := im.o.Store.GetRecord(ctx, repo, registry.ManifestRecordKey(d))
+	_, err := im.o.Store.GetRecord(ctx, repo, layout.Manifest(d))
 	return err == nil
 }
 
 // putManifest writes the manifest's revision record and, for a manifest
 // with a subject, its referrer record (content is in the store already).
 func (im *importer) putManifest(ctx context.Context, repo string, mi *manifestInfo) (present bool, err error) {
-	present, err = im.putRecordOnce(ctx, repo, registry.ManifestRecordKey(mi.d), []byte(mi.mt))
+	present, err = im.putRecordOnce(ctx, repo, layout.Manifest(mi.d), []byte(mi.mt))
 	if err != nil || mi.m.Subject == nil {
 		return present, err
 	}
@@ -808,7 +810,7 @@ func (im *importer) putManifest(ctx context.Context, repo string, mi *manifestIn
 	if err != nil {
 		return present, err
 	}
-	_, err = im.putRecordOnce(ctx, repo, registry.ReferrerRecordKey(mi.m.Subject.Digest, mi.d), raw)
+	_, err = im.putRecordOnce(ctx, repo, layout.Referrer(mi.m.Subject.Digest, mi.d), raw)
 	return present, err
 }
 

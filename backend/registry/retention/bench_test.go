@@ -11,6 +11,7 @@ import (
 	digest "github.com/opencontainers/go-digest"
 
 	"github.com/wharf-dev/wharf/backend"
+	"github.com/wharf-dev/wharf/backend/storage/layout"
 	"github.com/wharf-dev/wharf/backend/storage/localfs"
 	"github.com/wharf-dev/wharf/internal/conf"
 )
@@ -61,8 +62,8 @@ func benchRetention(b *testing.B, workers int) {
 				b.Fatal(err)
 			}
 			at := now.Add(-time.Duration(perRepo-i) * 24 * time.Hour)
-			record(repo, manifestKey(d), []byte(backend.MediaTypeOCIManifest), at)
-			record(repo, tagKey(fmt.Sprintf("build-%d", i)), []byte(d), at)
+			record(repo, layout.Manifest(d), []byte(backend.MediaTypeOCIManifest), at)
+			record(repo, layout.Tag(fmt.Sprintf("build-%d", i)), []byte(d), at)
 		}
 	}
 	rules := []Rule{{Repos: []string{"ci/*"}, KeepLast: 10, KeepWithin: conf.Duration(5 * 24 * time.Hour), KeepTags: []string{"latest"}, UntaggedAfter: dur(24 * time.Hour)}}

@@ -33,7 +33,7 @@
 //
 // # Safety while serving
 //
-// A tag is removed with storage.Store.DeleteRecordIfOlder at the time
+// A tag is removed with storage.Clock.DeleteRecordIfOlder at the time
 // seen when deciding: if the tag was pushed again since (to any digest),
 // the removal does nothing. Before manifests go, the tags are listed
 // again and everything they reach is kept; a manifest is removed only if
@@ -58,6 +58,8 @@ import (
 
 	"github.com/wharf-dev/wharf/backend"
 	"github.com/wharf-dev/wharf/backend/storage"
+	"github.com/wharf-dev/wharf/backend/storage/layout"
+	"github.com/wharf-dev/wharf/backend/storage/sweep"
 	"github.com/wharf-dev/wharf/internal/glob"
 )
 
@@ -142,17 +144,15 @@ type Result struct {
 	Raced int `json:"raced"`
 }
 
-// Record keys as backend/registry writes them (see storage/README.md).
-func tagKey(t string) string { return "tags/" + t }
-func manifestKey(d digest.Digest) string {
-	return "manifests/" + string(d.Algorithm()) + "/" + d.Encoded()
-}
-func referrerKey(subject, d digest.Digest) string {
-	return "referrers/" + string(subject.Algorithm()) + "/" + subject.Encoded() + "/" + string(d.Algorithm()) + "-" + d.Encoded()
+// Store is what retention needs of a registry site's store: manifests to
+// read, records to list and remove, and the clock to remove them by.
+type Store interface {
+	sweep.Store
+	storage.Records
 }
 
 type run struct {
-	st     storage.Store
+	st     Store
 	o      Options
 	now    time.Time // the rules' clock
 	safe   time.Time // real clock minus grace
@@ -161,7 +161,7 @@ type run struct {
 }
 
 // Apply runs the rules once over every repository of st.
-func Apply(ctx context.Context, st storage.Store, o Options) (*Result, error) {
+func Apply(ctx context.Context, st Store, o Options) (*Result, error) {
 	rules := ForHost(o.Rules, o.Host)
 	total := &Result{}
 	if len(rules) == 0 {
@@ -279,39 +279,20 @@ func (r *run) report(it Item) {
 func (r *run) load(ctx context.Context, repo string) (*repoState, error) {
 	rs := &repoState{
 		revisions: map[digest.Digest]time.Time{},
-		referrers: map[digest.Digest][]digest.Digest{},
 		subjectOf: map[digest.Digest]digest.Digest{},
 	}
-	revs, err := listDigests(ctx, r.st, repo, "manifests")
+	revs, err := sweep.Records(ctx, r.st, repo, layout.ManifestsDir)
 	if err != nil {
 		return nil, err
 	}
-	for _, d := range revs {
-		t, err := r.st.StatRecord(ctx, repo, manifestKey(d))
-		if errors.Is(err, storage.ErrNotFound) {
-			continue
-		}
-		if err != nil {
-			return nil, err
-		}
-		rs.revisions[d] = t
+	for _, rec := range revs {
+		rs.revisions[rec.Digest] = rec.ModTime
 	}
-	subjects, err := listDigests(ctx, r.st, repo, "referrers")
-	if err != nil {
+	if rs.referrers, err = layout.Referrers(ctx, r.st, repo); err != nil {
 		return nil, err
 	}
-	for _, s := range subjects {
-		names, err := r.st.ListRecords(ctx, repo, "referrers/"+string(s.Algorithm())+"/"+s.Encoded())
-		if err != nil {
-			return nil, err
-		}
-		for _, n := range names {
-			alg, hex, ok := strings.Cut(n, "-")
-			d := digest.NewDigestFromEncoded(digest.Algorithm(alg), hex)
-			if !ok || d.Validate() != nil {
-				continue
-			}
-			rs.referrers[s] = append(rs.referrers[s], d)
+	for s, ds := range rs.referrers {
+		for _, d := range ds {
 			rs.subjectOf[d] = s
 		}
 	}
@@ -333,20 +314,20 @@ func (r *run) load(ctx context.Context, repo string) (*repoState, error) {
 // before the content: a push in between makes the time newer, so a
 // removal at that time does not remove the new content.
 func (r *run) readTags(ctx context.Context, repo string) ([]tagInfo, error) {
-	names, err := r.st.ListRecords(ctx, repo, "tags")
+	names, err := layout.Tags(ctx, r.st, repo)
 	if err != nil {
 		return nil, err
 	}
 	out := make([]tagInfo, 0, len(names))
 	for _, n := range names {
-		t, err := r.st.StatRecord(ctx, repo, tagKey(n))
+		t, err := r.st.StatRecord(ctx, repo, layout.Tag(n))
 		if errors.Is(err, storage.ErrNotFound) {
 			continue
 		}
 		if err != nil {
 			return nil, err
 		}
-		raw, err := r.st.GetRecord(ctx, repo, tagKey(n))
+		raw, err := r.st.GetRecord(ctx, repo, layout.Tag(n))
 		if errors.Is(err, storage.ErrNotFound) {
 			continue
 		}
@@ -444,7 +425,7 @@ func (r *run) repo(ctx context.Context, rule Numbered, repo string) error {
 		keys := make([]string, len(drop))
 		cutoffs := make([]time.Time, len(drop))
 		for i, t := range drop {
-			keys[i], cutoffs[i] = tagKey(t.name), t.pushed.Add(time.Nanosecond)
+			keys[i], cutoffs[i] = layout.Tag(t.name), t.pushed.Add(time.Nanosecond)
 		}
 		gone, err := r.deleteIfOlder(ctx, repo, keys, cutoffs)
 		if err != nil {
@@ -611,7 +592,7 @@ func (r *run) dropManifests(ctx context.Context, rule Numbered, repo string, rs 
 			continue // written within the grace period: a push may be using it
 		}
 		victims = append(victims, d)
-		keys = append(keys, manifestKey(d))
+		keys = append(keys, layout.Manifest(d))
 		cutoffs = append(cutoffs, seen.Add(time.Nanosecond))
 	}
 	gone := make([]bool, len(victims))
@@ -633,7 +614,7 @@ func (r *run) dropManifests(ctx context.Context, rule Numbered, repo string, rs 
 		if s, ok := rs.subjectOf[d]; ok && !r.o.DryRun {
 			// after the revision, so a referrer never lists a manifest
 			// that is still there but unlisted
-			if err := r.st.DeleteRecord(ctx, repo, referrerKey(s, d)); err != nil && !errors.Is(err, storage.ErrNotFound) {
+			if err := r.st.DeleteRecord(ctx, repo, layout.Referrer(s, d)); err != nil && !errors.Is(err, storage.ErrNotFound) {
 				return err
 			}
 		}
@@ -707,25 +688,4 @@ func ago(now, t time.Time) string {
 	default:
 		return fmt.Sprintf("%ds", int(d/time.Second))
 	}
-}
-
-// listDigests lists records dir/<alg>/<hex> as digests.
-func listDigests(ctx context.Context, st storage.Store, repo, dir string) ([]digest.Digest, error) {
-	algs, err := st.ListRecords(ctx, repo, dir)
-	if err != nil {
-		return nil, err
-	}
-	var out []digest.Digest
-	for _, a := range algs {
-		hexes, err := st.ListRecords(ctx, repo, dir+"/"+a)
-		if err != nil {
-			return nil, err
-		}
-		for _, h := range hexes {
-			if d := digest.NewDigestFromEncoded(digest.Algorithm(a), h); d.Validate() == nil {
-				out = append(out, d)
-			}
-		}
-	}
-	return out, nil
 }

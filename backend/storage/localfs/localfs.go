@@ -65,7 +65,11 @@ type Store struct {
 	afterGCRename func(moved string)
 }
 
-var _ storage.Store = (*Store)(nil)
+var (
+	_ storage.Store        = (*Store)(nil)
+	_ storage.FileBlob     = (*Blob)(nil)
+	_ storage.BlobImporter = (*Store)(nil)
+)
 
 const (
 	dirBlobs   = "blobs"
