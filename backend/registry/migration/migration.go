@@ -33,8 +33,8 @@ import (
 	digest "github.com/opencontainers/go-digest"
 
 	"github.com/wharf-dev/wharf/backend"
-	"github.com/wharf-dev/wharf/backend/registry"
 	"github.com/wharf-dev/wharf/backend/storage"
+	"github.com/wharf-dev/wharf/backend/storage/layout"
 )
 
 // Source is what a migration reads: the narrowest part of storage.Store
@@ -113,7 +113,6 @@ const (
 	KindManifest = "manifest"
 	KindReferrer = "referrer"
 	KindTag      = "tag"
-	KindRecord   = "record"
 )
 
 // Skipped is one thing left out and why.
@@ -489,29 +488,14 @@ func (r *repoRun) skip(kind, name, reason string) {
 	r.m.skip(Skipped{Kind: kind, Repo: r.repo, Name: name, Reason: reason})
 }
 
-// digests lists the records <dir>/<alg>/<hex> of the source as digests;
-// malformed names are reported and left out.
-func (r *repoRun) digests(ctx context.Context, dir, kind string) ([]digest.Digest, error) {
-	algs, err := r.m.o.From.ListRecords(ctx, r.repo, dir)
+// digests lists the source's records <dir>/<alg>/<hex> (dir one of
+// layout's) as digests.
+func (r *repoRun) digests(ctx context.Context, dir string) ([]digest.Digest, error) {
+	ds, err := layout.Digests(ctx, r.m.o.From, r.repo, dir)
 	if err != nil {
 		return nil, fmt.Errorf("source: list %s: %w", dir, err)
 	}
-	var out []digest.Digest
-	for _, alg := range algs {
-		hexes, err := r.m.o.From.ListRecords(ctx, r.repo, dir+"/"+alg)
-		if err != nil {
-			return nil, fmt.Errorf("source: list %s/%s: %w", dir, alg, err)
-		}
-		for _, h := range hexes {
-			d := digest.NewDigestFromEncoded(digest.Algorithm(alg), h)
-			if d.Validate() != nil {
-				r.skip(kind, dir+"/"+alg+"/"+h, "not a digest")
-				continue
-			}
-			out = append(out, d)
-		}
-	}
-	return out, nil
+	return ds, nil
 }
 
 // destHas reports whether the destination holds the record.
@@ -560,7 +544,7 @@ func (r *repoRun) link(ctx context.Context, d digest.Digest, e *blobEntry) error
 	if r.linked[d] {
 		return nil
 	}
-	key := registry.BlobRecordKey(d)
+	key := layout.BlobLink(d)
 	has, err := r.destHas(ctx, key)
 	if err != nil {
 		return err
@@ -591,7 +575,7 @@ func (r *repoRun) link(ctx context.Context, d digest.Digest, e *blobEntry) error
 }
 
 func (r *repoRun) links(ctx context.Context) error {
-	ds, err := r.digests(ctx, "blobs", KindLink)
+	ds, err := r.digests(ctx, layout.BlobsDir)
 	if err != nil {
 		return err
 	}
@@ -615,13 +599,13 @@ func (r *repoRun) links(ctx context.Context) error {
 // config and layers are at the destination, then indexes once every
 // manifest they list is.
 func (r *repoRun) manifests(ctx context.Context) error {
-	ds, err := r.digests(ctx, "manifests", KindManifest)
+	ds, err := r.digests(ctx, layout.ManifestsDir)
 	if err != nil {
 		return err
 	}
 	var images, indexes []*manifestInfo
 	for _, d := range ds {
-		key := registry.ManifestRecordKey(d)
+		key := layout.Manifest(d)
 		has, err := r.destHas(ctx, key)
 		if err != nil {
 			return err
@@ -691,7 +675,7 @@ func (r *repoRun) manifests(ctx context.Context) error {
 // readManifest copies manifest d's content (if need be) and parses it. A
 // nil result with no reason: the record went away at the source.
 func (r *repoRun) readManifest(ctx context.Context, d digest.Digest) (*manifestInfo, string, error) {
-	v, err := r.m.o.From.GetRecord(ctx, r.repo, registry.ManifestRecordKey(d))
+	v, err := r.m.o.From.GetRecord(ctx, r.repo, layout.Manifest(d))
 	if errors.Is(err, storage.ErrNotFound) {
 		return nil, "", nil
 	}
@@ -760,7 +744,7 @@ func (r *repoRun) missingChild(ctx context.Context, mi *manifestInfo) (digest.Di
 		if r.have[c.Digest] {
 			continue
 		}
-		has, err := r.destHas(ctx, registry.ManifestRecordKey(c.Digest))
+		has, err := r.destHas(ctx, layout.Manifest(c.Digest))
 		if err != nil {
 			return "", err
 		}
@@ -773,7 +757,7 @@ func (r *repoRun) missingChild(ctx context.Context, mi *manifestInfo) (digest.Di
 }
 
 func (r *repoRun) putManifest(ctx context.Context, mi *manifestInfo) error {
-	key := registry.ManifestRecordKey(mi.d)
+	key := layout.Manifest(mi.d)
 	if err := r.m.o.To.PutRecord(ctx, r.repo, key, []byte(mi.mt)); err != nil {
 		return fmt.Errorf("destination: write %s: %w", key, err)
 	}
@@ -782,27 +766,21 @@ func (r *repoRun) putManifest(ctx context.Context, mi *manifestInfo) error {
 	return nil
 }
 
-// referrers copies referrers/<alg>/<subject hex>/<alg>-<hex> records whose
+// referrers copies the referrer records (layout.Referrer) whose
 // referring manifest is at the destination (the subject need not be).
 func (r *repoRun) referrers(ctx context.Context) error {
-	subjects, err := r.digests(ctx, "referrers", KindReferrer)
+	subjects, err := r.digests(ctx, layout.ReferrersDir)
 	if err != nil {
 		return err
 	}
 	for _, s := range subjects {
-		dir := "referrers/" + string(s.Algorithm()) + "/" + s.Encoded()
-		names, err := r.m.o.From.ListRecords(ctx, r.repo, dir)
+		refs, err := layout.ReferrersOfSubject(ctx, r.m.o.From, r.repo, s)
 		if err != nil {
-			return fmt.Errorf("source: list %s: %w", dir, err)
+			return fmt.Errorf("source: list the referrers of %s: %w", s, err)
 		}
-		for _, n := range names {
-			d := parseReferrerName(n)
-			if d == "" {
-				r.skip(KindReferrer, dir+"/"+n, "not <alg>-<hex>")
-				continue
-			}
+		for _, d := range refs {
 			if !r.have[d] {
-				has, err := r.destHas(ctx, registry.ManifestRecordKey(d))
+				has, err := r.destHas(ctx, layout.Manifest(d))
 				if err != nil {
 					return err
 				}
@@ -812,7 +790,7 @@ func (r *repoRun) referrers(ctx context.Context) error {
 				}
 				r.have[d] = true
 			}
-			written, err := r.copyRecord(ctx, registry.ReferrerRecordKey(s, d))
+			written, err := r.copyRecord(ctx, layout.Referrer(s, d))
 			if err != nil {
 				return err
 			}
@@ -822,19 +800,6 @@ func (r *repoRun) referrers(ctx context.Context) error {
 		}
 	}
 	return nil
-}
-
-func parseReferrerName(n string) digest.Digest {
-	for i := 0; i < len(n); i++ {
-		if n[i] == '-' {
-			d := digest.NewDigestFromEncoded(digest.Algorithm(n[:i]), n[i+1:])
-			if d.Validate() == nil {
-				return d
-			}
-			return ""
-		}
-	}
-	return ""
 }
 
 type tagInfo struct {
@@ -851,13 +816,13 @@ type tagInfo struct {
 // the source's was written later: a later write at the destination (a
 // push after the switch-over) wins.
 func (r *repoRun) tags(ctx context.Context) error {
-	names, err := r.m.o.From.ListRecords(ctx, r.repo, "tags")
+	names, err := layout.Tags(ctx, r.m.o.From, r.repo)
 	if err != nil {
 		return fmt.Errorf("source: list tags: %w", err)
 	}
 	var ts []tagInfo
 	for _, n := range names {
-		key := registry.TagRecordKey(n)
+		key := layout.Tag(n)
 		v, err := r.m.o.From.GetRecord(ctx, r.repo, key)
 		if errors.Is(err, storage.ErrNotFound) {
 			continue // deleted meanwhile
@@ -882,7 +847,7 @@ func (r *repoRun) tags(ctx context.Context) error {
 	sort.SliceStable(ts, func(i, j int) bool { return ts[i].at.Before(ts[j].at) })
 	for _, t := range ts {
 		if !r.have[t.d] {
-			has, err := r.destHas(ctx, registry.ManifestRecordKey(t.d))
+			has, err := r.destHas(ctx, layout.Manifest(t.d))
 			if err != nil {
 				return err
 			}
@@ -892,7 +857,7 @@ func (r *repoRun) tags(ctx context.Context) error {
 			}
 			r.have[t.d] = true
 		}
-		key := registry.TagRecordKey(t.name)
+		key := layout.Tag(t.name)
 		old, err := r.m.o.To.GetRecord(ctx, r.repo, key)
 		moved := false
 		switch {

@@ -25,6 +25,7 @@ import (
 	"github.com/wharf-dev/wharf/backend"
 	"github.com/wharf-dev/wharf/backend/registry"
 	"github.com/wharf-dev/wharf/backend/storage"
+	"github.com/wharf-dev/wharf/backend/storage/layout"
 	"github.com/wharf-dev/wharf/backend/storage/localfs"
 	"github.com/wharf-dev/wharf/backend/storage/s3store"
 	"github.com/wharf-dev/wharf/e2e/harness"
@@ -303,7 +304,7 @@ func TestCorruptSourceBlob(t *testing.T) {
 		if n, err := to.st.StatBlob(context.Background(), odd); err != nil || n != csize+5 {
 			t.Fatalf("the destination's odd blob was touched: %d %v", n, err)
 		}
-		if _, err := to.st.GetRecord(context.Background(), "app", registry.TagRecordKey("v2")); !errors.Is(err, storage.ErrNotFound) {
+		if _, err := to.st.GetRecord(context.Background(), "app", layout.Tag("v2")); !errors.Is(err, storage.ErrNotFound) {
 			t.Fatalf("tag app:v2 is at the destination though its layer is not: %v", err)
 		}
 		delete(f.images, "app:v2")
@@ -490,7 +491,7 @@ func countRecords(t *testing.T, st storage.Store) int {
 	}
 	n := 0
 	for _, repo := range repos {
-		for _, dir := range []string{"blobs", "manifests", "referrers", "tags"} {
+		for _, dir := range []string{layout.BlobsDir, layout.ManifestsDir, layout.ReferrersDir, layout.TagsDir} {
 			n += walk(repo, dir)
 		}
 	}
@@ -509,46 +510,45 @@ func checkConsistent(t *testing.T, st storage.Store) {
 	}
 	for _, repo := range repos {
 		hasManifest := func(d digest.Digest) bool {
-			_, err := st.GetRecord(ctx, repo, registry.ManifestRecordKey(d))
+			_, err := st.GetRecord(ctx, repo, layout.Manifest(d))
 			return err == nil
 		}
 		linked := func(d digest.Digest) bool {
-			_, err := st.GetRecord(ctx, repo, registry.BlobRecordKey(d))
+			_, err := st.GetRecord(ctx, repo, layout.BlobLink(d))
 			_, errB := st.StatBlob(ctx, d)
 			return err == nil && errB == nil
 		}
-		tags, _ := st.ListRecords(ctx, repo, "tags")
+		tags, _ := layout.Tags(ctx, st, repo)
 		for _, tag := range tags {
-			v, err := st.GetRecord(ctx, repo, registry.TagRecordKey(tag))
+			v, err := st.GetRecord(ctx, repo, layout.Tag(tag))
 			if err != nil || !hasManifest(digest.Digest(v)) {
 				t.Fatalf("%s:%s names %s, which the repository does not hold (%v)", repo, tag, v, err)
 			}
 		}
-		algs, _ := st.ListRecords(ctx, repo, "manifests")
-		for _, alg := range algs {
-			hexes, _ := st.ListRecords(ctx, repo, "manifests/"+alg)
-			for _, h := range hexes {
-				d := digest.NewDigestFromEncoded(digest.Algorithm(alg), h)
-				data, err := storage.ReadBlob(ctx, st, d, backend.MaxManifestSize)
-				if err != nil {
-					t.Fatalf("%s@%s: manifest record without content: %v", repo, d, err)
+		ds, err := layout.Digests(ctx, st, repo, layout.ManifestsDir)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, d := range ds {
+			data, err := storage.ReadBlob(ctx, st, d, backend.MaxManifestSize)
+			if err != nil {
+				t.Fatalf("%s@%s: manifest record without content: %v", repo, d, err)
+			}
+			m, _, perr := backend.ParseManifest("", data)
+			if perr != nil {
+				t.Fatalf("%s@%s: %v", repo, d, perr)
+			}
+			for _, c := range m.Manifests {
+				if !hasManifest(c.Digest) {
+					t.Fatalf("%s@%s lists %s, which is missing", repo, d, c.Digest)
 				}
-				m, _, perr := backend.ParseManifest("", data)
-				if perr != nil {
-					t.Fatalf("%s@%s: %v", repo, d, perr)
-				}
-				for _, c := range m.Manifests {
-					if !hasManifest(c.Digest) {
-						t.Fatalf("%s@%s lists %s, which is missing", repo, d, c.Digest)
-					}
-				}
-				if m.Config != nil && !linked(m.Config.Digest) {
-					t.Fatalf("%s@%s: config %s missing or not linked", repo, d, m.Config.Digest)
-				}
-				for _, l := range m.Layers {
-					if !linked(l.Digest) {
-						t.Fatalf("%s@%s: layer %s missing or not linked", repo, d, l.Digest)
-					}
+			}
+			if m.Config != nil && !linked(m.Config.Digest) {
+				t.Fatalf("%s@%s: config %s missing or not linked", repo, d, m.Config.Digest)
+			}
+			for _, l := range m.Layers {
+				if !linked(l.Digest) {
+					t.Fatalf("%s@%s: layer %s missing or not linked", repo, d, l.Digest)
 				}
 			}
 		}
@@ -593,7 +593,7 @@ func TestBlobGoneAtDestination(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, key := range []string{registry.TagRecordKey("1.0"), registry.ManifestRecordKey(digest.Digest(d.String())), registry.BlobRecordKey(digest.Digest(cfg.String()))} {
+	for _, key := range []string{layout.Tag("1.0"), layout.Manifest(digest.Digest(d.String())), layout.BlobLink(digest.Digest(cfg.String()))} {
 		if err := to.st.DeleteRecord(ctx, ref, key); err != nil {
 			t.Fatal(err)
 		}
@@ -608,7 +608,7 @@ func TestBlobGoneAtDestination(t *testing.T) {
 	if !link || !manifest || !tag {
 		t.Fatalf("skipped %v: want the link, the manifest and the tag", skipped)
 	}
-	if _, err := to.st.GetRecord(ctx, ref, registry.TagRecordKey("1.0")); !errors.Is(err, storage.ErrNotFound) {
+	if _, err := to.st.GetRecord(ctx, ref, layout.Tag("1.0")); !errors.Is(err, storage.ErrNotFound) {
 		t.Fatalf("tag written though its image is incomplete: %v", err)
 	}
 	checkConsistent(t, to.st)
