@@ -37,9 +37,11 @@ func ServeBlob(w http.ResponseWriter, req *http.Request, d digest.Digest, src io
 			return nil, fmt.Errorf("seek blob: %w", err)
 		}
 	}
-	if start == 0 && length == size {
-		// The whole file: hand over the *os.File itself, so that writers
-		// in between that add an io.LimitedReader still reach sendfile.
+	if end == size {
+		// To the end (the whole blob, or a resumed download): src itself
+		// goes to io.Copy, so that an *os.File reaches sendfile through
+		// writers that add an io.LimitedReader, and a source with its
+		// own WriteTo (S3: splice) is used.
 		_, err := io.Copy(w, src)
 		return nil, err
 	}

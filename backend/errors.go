@@ -7,7 +7,7 @@ import (
 )
 
 // Error codes of the OCI distribution spec, plus the ones Docker's registry
-// adds (UNAUTHORIZED, DENIED, UNSUPPORTED, TOOMANYREQUESTS).
+// adds (UNAUTHORIZED, DENIED, UNSUPPORTED, TOOMANYREQUESTS, UNAVAILABLE).
 const (
 	CodeBlobUnknown         = "BLOB_UNKNOWN"
 	CodeBlobUploadInvalid   = "BLOB_UPLOAD_INVALID"
@@ -24,6 +24,7 @@ const (
 	CodeUnsupported         = "UNSUPPORTED"
 	CodeTooManyRequests     = "TOOMANYREQUESTS"
 	CodeRangeInvalid        = "RANGE_INVALID"
+	CodeUnavailable         = "UNAVAILABLE"
 	CodeUnknown             = "UNKNOWN"
 )
 

@@ -308,13 +308,23 @@ func ServeStandalone(h RouteHandler, w http.ResponseWriter, r *http.Request) {
 // ForAccess is rt as a caller with a may use it: without MayMount the
 // mount source is dropped (a copy; rt is left as it is), so the upload
 // cannot read a repository the caller may not pull. MountFromGiven stays
-// set, so no other repository is searched instead.
+// set, so no other repository is searched instead. A mount without from=
+// (the registry would link the blob from wherever it is stored) also
+// needs MayMount, which only FullAccess grants: a digest seen in a build
+// log must not open a layer of a repository the caller may not pull.
 func (rt *Route) ForAccess(a Access) *Route {
-	if rt.MountFrom == "" || a.MayMount {
+	if a.MayMount || rt.MountDigest == "" {
 		return rt
 	}
 	cp := *rt
-	cp.MountFrom = ""
+	switch {
+	case rt.MountFrom != "":
+		cp.MountFrom = ""
+	case !rt.MountFromGiven:
+		cp.MountDigest = "" // a plain upload session instead
+	default:
+		return rt
+	}
 	return &cp
 }
 

@@ -98,24 +98,28 @@ func TestAccepts(t *testing.T) {
 // and the caller's route is never changed.
 func TestForAccess(t *testing.T) {
 	for _, c := range []struct {
-		name     string
-		from     string
-		access   Access
-		wantFrom string
+		name      string
+		from      string
+		given     bool
+		access    Access
+		wantFrom  string
+		wantMount bool
 	}{
-		{"may mount", "src/a", Access{MayMount: true}, "src/a"},
-		{"may not mount", "src/a", Access{}, ""},
-		{"full access", "src/a", FullAccess(), "src/a"},
-		{"no source", "", Access{}, ""},
+		{"may mount", "src/a", true, Access{MayMount: true}, "src/a", true},
+		{"may not mount", "src/a", true, Access{}, "", true},
+		{"full access", "src/a", true, FullAccess(), "src/a", true},
+		{"invalid from", "", true, Access{}, "", true},
+		{"no from, full access", "", false, FullAccess(), "", true},
+		{"no from, a guarded caller", "", false, Access{}, "", false},
 	} {
 		t.Run(c.name, func(t *testing.T) {
-			rt := &Route{Kind: KindUploadStart, Repo: "dst/b", MountDigest: dA, MountFrom: c.from, MountFromGiven: c.from != ""}
+			rt := &Route{Kind: KindUploadStart, Repo: "dst/b", MountDigest: dA, MountFrom: c.from, MountFromGiven: c.given}
 			got := rt.ForAccess(c.access)
-			if got.MountFrom != c.wantFrom || got.MountFromGiven != rt.MountFromGiven || got.Repo != rt.Repo || got.MountDigest != rt.MountDigest {
+			if got.MountFrom != c.wantFrom || got.MountFromGiven != rt.MountFromGiven || got.Repo != rt.Repo || (got.MountDigest != "") != c.wantMount {
 				t.Fatalf("ForAccess gives %+v", got)
 			}
-			if rt.MountFrom != c.from {
-				t.Fatalf("the caller's route changed: MountFrom %q", rt.MountFrom)
+			if rt.MountFrom != c.from || rt.MountDigest != dA {
+				t.Fatalf("the caller's route changed: %+v", rt)
 			}
 		})
 	}

@@ -218,13 +218,16 @@ allow = ["pull", "push"]
 		t.Fatalf("alice's push: %d %s", rec.Code, rec.Body)
 	}
 	for _, c := range []struct {
-		user, to string
-		status   int
+		user, to, from string
+		status         int
 	}{
-		{"bob", "public/x", http.StatusAccepted}, // bob may not pull team/app: no mount
-		{"alice", "public/y", http.StatusCreated},
+		{"bob", "public/x", "&from=team/app", http.StatusAccepted}, // bob may not pull team/app: no mount
+		{"alice", "public/y", "&from=team/app", http.StatusCreated},
+		// without from= the registry would link the blob from wherever it
+		// lies: a guarded caller gets an upload session instead
+		{"bob", "public/z", "", http.StatusAccepted},
 	} {
-		rec := do(c.user, "POST", "/v2/"+c.to+"/blobs/uploads/?mount="+d+"&from=team/app", nil)
+		rec := do(c.user, "POST", "/v2/"+c.to+"/blobs/uploads/?mount="+d+c.from, nil)
 		if rec.Code != c.status {
 			t.Fatalf("%s mounts into %s: %d %s, want %d", c.user, c.to, rec.Code, rec.Body, c.status)
 		}

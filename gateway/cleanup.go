@@ -68,7 +68,7 @@ func (c *Config) CleanupJob() cleanup.Job {
 			job.Sites = append(job.Sites, cleanup.Site{Host: p.Site.Host, Registry: true, Root: loc, Remote: p.Root == "", Open: p.OpenStore})
 		case KindCache:
 			age, size := p.Site.Cache.MaxAge.Std(), int64(p.Site.Cache.MaxSize)
-			if i, dup := seen[p.Root]; dup {
+			if i, dup := seen[loc]; dup {
 				cs := &job.Sites[i]
 				if cs.Registry {
 					continue
@@ -81,8 +81,8 @@ func (c *Config) CleanupJob() cleanup.Job {
 				}
 				continue
 			}
-			seen[p.Root] = len(job.Sites)
-			job.Sites = append(job.Sites, cleanup.Site{Host: p.Site.Host, Root: p.Root, MaxAge: age, MaxSize: size, Open: p.OpenStore})
+			seen[loc] = len(job.Sites)
+			job.Sites = append(job.Sites, cleanup.Site{Host: p.Site.Host, Root: loc, Remote: p.Root == "", MaxAge: age, MaxSize: size, Open: p.OpenStore})
 		}
 	}
 	return job

@@ -76,3 +76,31 @@ func TestClusterSharedDir(t *testing.T) {
 		t.Fatalf("acme data dir with shared_dir: %s", got)
 	}
 }
+
+// TestCacheS3Config: [site.cache] storage = "s3" takes the registry's s3
+// table; the plan has no root, names the bucket prefix as the location,
+// and the cleanup job evicts it there once, as a remote site, with the
+// limits of every site on that prefix (no max_age if one has none).
+func TestCacheS3Config(t *testing.T) {
+	const cfg = "[listen]\nhttp = \":80\"\n[[site]]\nhost = \"m.example\"\nbackend = \"cache\"\ntls = \"off\"\n[site.cache]\nupstream = \"https://r.example\"\nmax_age = \"720h\"\nstorage = \"s3\"\n[site.cache.s3]\nbucket = \"wharf\"\nendpoint = \"http://127.0.0.1:7070\"\n" +
+		"[[site]]\nhost = \"m2.example\"\nbackend = \"cache\"\ntls = \"off\"\n[site.cache]\nupstream = \"https://r.example\"\nmax_size = \"1GiB\"\nstorage = \"s3\"\n[site.cache.s3]\nbucket = \"wharf\"\nprefix = \"m.example\"\nendpoint = \"http://127.0.0.1:7070\"\n"
+	c, err := ParseConfig("gw.toml", []byte(cfg))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s3 := c.Sites[0].Cache.S3; s3.Prefix != "m.example" || s3.Region != "us-east-1" {
+		t.Fatalf("defaults not applied: %+v", s3)
+	}
+	p := c.Plan()[0]
+	if p.Root != "" || p.Location() != "s3://wharf/m.example" {
+		t.Fatalf("plan: root %q location %q", p.Root, p.Location())
+	}
+	job := c.CleanupJob()
+	if len(job.Sites) != 1 {
+		t.Fatalf("two cache sites on one prefix are one cleanup site, got %+v", job.Sites)
+	}
+	s := job.Sites[0]
+	if s.Registry || !s.Remote || s.Root != "s3://wharf/m.example" || s.MaxAge != 0 || s.MaxSize != 1<<30 {
+		t.Fatalf("cleanup site %+v", s)
+	}
+}

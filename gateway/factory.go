@@ -18,7 +18,6 @@ import (
 	"github.com/wharf-dev/wharf/backend/proxy"
 	"github.com/wharf-dev/wharf/backend/registry"
 	"github.com/wharf-dev/wharf/backend/storage"
-	"github.com/wharf-dev/wharf/backend/storage/localfs"
 	"github.com/wharf-dev/wharf/internal/conf"
 )
 
@@ -42,11 +41,14 @@ type SitePlan struct {
 }
 
 // Location names where the site's data lives: its root directory, or
-// s3://bucket/prefix for a registry on S3; "" for a proxy site. Two sites
-// with one location share their data.
+// s3://bucket/prefix for a registry or cache on S3; "" for a proxy site.
+// Two sites with one location share their data.
 func (p *SitePlan) Location() string {
-	if p.Site.Backend == KindRegistry && !p.Site.Registry.Local() {
+	switch {
+	case p.Site.Backend == KindRegistry && !p.Site.Registry.Local():
 		return "s3://" + p.Site.Registry.S3.Bucket + "/" + p.Site.Registry.S3.Prefix
+	case p.Site.Backend == KindCache && !p.Site.Cache.Local():
+		return "s3://" + p.Site.Cache.S3.Bucket + "/" + p.Site.Cache.S3.Prefix
 	}
 	return p.Root
 }
@@ -63,7 +65,9 @@ func (c *Config) Plan() []SitePlan {
 				p.Root = c.DataPath(s.Registry.Root)
 			}
 		case KindCache:
-			p.Root = c.DataPath(s.Cache.Root)
+			if s.Cache.Local() {
+				p.Root = c.DataPath(s.Cache.Root)
+			}
 		}
 		if p.Root != "" {
 			if abs, err := filepath.Abs(p.Root); err == nil {
@@ -105,13 +109,17 @@ func (p *SitePlan) Open(ctx context.Context, env conf.Env, log zerolog.Logger) (
 		if err != nil {
 			return nil, fmt.Errorf("cache: %w", err)
 		}
+		st, err := s.Cache.OpenStore(ctx, env, p.Root, log)
+		if err != nil {
+			return nil, fmt.Errorf("open cache storage: %w", err)
+		}
 		c, err := cache.New(ctx, cache.Options{
+			Store:     st,
 			Upstream:  s.Cache.Upstream,
 			Upstreams: ups,
 			TTL:       s.Cache.TTL.Std(),
 			Username:  s.Cache.Username,
 			Password:  pw,
-			Root:      p.Root,
 			MaxAge:    s.Cache.MaxAge.Std(),
 			MaxSize:   int64(s.Cache.MaxSize),
 			Metrics:   p.CacheMetrics,
@@ -119,6 +127,7 @@ func (p *SitePlan) Open(ctx context.Context, env conf.Env, log zerolog.Logger) (
 			Logger:    log,
 		})
 		if err != nil {
+			st.Close()
 			return nil, fmt.Errorf("open cache: %w", err)
 		}
 		return c, nil
@@ -135,13 +144,13 @@ func (p *SitePlan) Open(ctx context.Context, env conf.Env, log zerolog.Logger) (
 // OpenStore opens the site's storage as its backend does (`wharf gc`).
 // A proxy site has none.
 func (p *SitePlan) OpenStore() (storage.Store, error) {
-	switch {
-	case p.Site.Backend == KindRegistry:
+	switch p.Site.Backend {
+	case KindRegistry:
 		return p.Site.Registry.OpenStore(context.Background(), p.Env, p.Root, zerolog.Nop())
-	case p.Root == "":
-		return nil, fmt.Errorf("site %s: backend %q keeps no data", p.Site.Host, p.Site.Backend)
+	case KindCache:
+		return p.Site.Cache.OpenStore(context.Background(), p.Env, p.Root, zerolog.Nop())
 	}
-	return localfs.New(localfs.Options{Root: p.Root})
+	return nil, fmt.Errorf("site %s: backend %q keeps no data", p.Site.Host, p.Site.Backend)
 }
 
 // validateRoots refuses storage roots of different sites that lie inside
@@ -163,20 +172,30 @@ func (c *Config) validateRoots(v *validation) {
 	}
 	for i := range plans {
 		for j := 0; j < i; j++ {
-			a, b := plans[j], plans[i]
-			if a.Root == "" || b.Root == "" {
-				continue
-			}
-			key := fmt.Sprintf("site[%d].%s.root", i, b.Site.Backend)
-			switch {
-			case a.Root == b.Root && a.Site.Backend != b.Site.Backend:
-				v.add(key, "storage root %s is also the root of %s site %s (line %d): a %s and a %s cannot share data",
-					b.Root, a.Site.Backend, a.Site.Host, c.lineOf(fmt.Sprintf("site[%d]", j)), a.Site.Backend, b.Site.Backend)
-			case a.Root != b.Root && (within(a.Root, b.Root) || within(b.Root, a.Root)):
-				v.add(key, "storage root %s overlaps the root %s of site %s (line %d): give each site its own folder",
-					b.Root, a.Root, a.Site.Host, c.lineOf(fmt.Sprintf("site[%d]", j)))
-			}
+			c.dataClash(v, plans[j], j, plans[i], i)
 		}
+	}
+}
+
+// dataClash refuses site b (number i) keeping its data where site a
+// (number j) does: a root, or a bucket prefix of an S3 site.
+func (c *Config) dataClash(v *validation, a SitePlan, j int, b SitePlan, i int) {
+	la, lb := a.Location(), b.Location()
+	if la == "" || lb == "" || (a.Root == "") != (b.Root == "") {
+		return
+	}
+	what, short, own, key := "storage root", "root", "folder", fmt.Sprintf("site[%d].%s.root", i, b.Site.Backend)
+	if b.Root == "" {
+		what, short, own, key = "bucket prefix", "prefix", "prefix", fmt.Sprintf("site[%d].%s.s3.prefix", i, b.Site.Backend)
+		la, lb = strings.TrimRight(la, "/"), strings.TrimRight(lb, "/")
+	}
+	switch {
+	case la == lb && a.Site.Backend != b.Site.Backend:
+		v.add(key, "%s %s is also the %s of %s site %s (line %d): a %s and a %s cannot share data",
+			what, lb, short, a.Site.Backend, a.Site.Host, c.lineOf(fmt.Sprintf("site[%d]", j)), a.Site.Backend, b.Site.Backend)
+	case la != lb && (within(la, lb) || within(lb, la)):
+		v.add(key, "%s %s overlaps the %s %s of site %s (line %d): give each site its own %s",
+			what, lb, short, la, a.Site.Host, c.lineOf(fmt.Sprintf("site[%d]", j)), own)
 	}
 }
 

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"path/filepath"
 	"strconv"
 	"time"
 
@@ -243,11 +242,18 @@ func (c *Cache) spoolBlob(ctx context.Context, w http.ResponseWriter, req *http.
 }
 
 // streamBlob stores a big blob while every client that wants it, this
-// request's included, reads the growing data file (serveFlight): the
+// request's included, reads the growing upload (serveFlight): the
 // download runs at the upstream's and the disk's pace, not at the pace of
 // whichever client came first, and each client gets the bytes from the
 // page cache by sendfile. Each client's last byte waits for the digest
 // check; on a mismatch every stream is cut before it.
+//
+// A store that cannot read an upload while it is written (S3) gets the
+// bytes as they come instead: this request's client receives them as
+// they go to the store (teeWriter; the download then moves at that
+// client's pace), and the requests following it are served the verified
+// blob from the store once it is committed. Nothing is held in memory
+// beyond the store's write buffer.
 func (c *Cache) streamBlob(ctx context.Context, w http.ResponseWriter, req *http.Request, repo string, d digest.Digest, body io.Reader, watch *time.Timer, size int64, f *blobFlight) error {
 	if size >= 0 {
 		// this request's own Range, checked before anything starts
@@ -259,12 +265,24 @@ func (c *Cache) streamBlob(ctx context.Context, w http.ResponseWriter, req *http
 	if err != nil {
 		return fmt.Errorf("start storing blob %s: %w", d, err)
 	}
-	f.streaming(filepath.Join(c.root, "uploads", u.ID(), "data"), size)
+	var tee *teeWriter
+	if tu, ok := u.(storage.TailUpload); ok {
+		f.streaming(tu.OpenTail, size)
+	} else if size >= 0 && req.Method == http.MethodGet && req.Header.Get("Range") == "" {
+		// fillBlob's idleReader runs around this, so the upstream's
+		// idle time is measured without the time the client takes.
+		tee = newTeeWriter(w, d, size, watch, c.idle, f.leaderLeft)
+		body = io.TeeReader(body, tee)
+	}
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
 		c.fillBlob(ctx, u, repo, d, body, watch, size, f)
 	}()
+	if tee != nil {
+		<-done
+		return tee.finish(f)
+	}
 	// The download goes on for followers when this client leaves; this
 	// handler returns (or is cut off) only after it ended.
 	defer func() { <-done }()
@@ -359,6 +377,13 @@ func (i *idleReader) Read(p []byte) (int, error) {
 	i.t.Reset(i.d)
 	n, err := i.r.Read(p)
 	i.since += int64(n)
-	i.t.Reset(i.d)
+	if err != nil {
+		// The upstream is done (or failed): what remains is the store's
+		// work (an S3 store uploads its last part now), which is not the
+		// upstream being idle.
+		i.t.Stop()
+	} else {
+		i.t.Reset(i.d)
+	}
 	return n, err
 }

@@ -14,7 +14,6 @@ import (
 	"fmt"
 	"net/http"
 	"net/url"
-	"path/filepath"
 	"strings"
 	"sync"
 	"time"
@@ -49,7 +48,12 @@ type Options struct {
 	// Username and Password are the upstream credentials; empty means
 	// anonymous.
 	Username, Password string
-	// Root is the directory holding the cached data (created if missing).
+	// Store is where the cached data lives (Config.OpenStore opens it);
+	// the cache owns it and closes it on Close. Nil: a local file system
+	// store below Root.
+	Store storage.Store
+	// Root is the directory holding the cached data (created if missing)
+	// when Store is nil.
 	Root string
 	// Logger receives stale answers, upstream errors and bad upstream
 	// content; zero value = quiet.
@@ -108,7 +112,6 @@ type Cache struct {
 	manifests flightGroup[*manifest]  // shared manifest GETs
 	heads     flightGroup[*tagRecord] // shared manifest HEADs
 
-	root       string // absolute store root (for following a download's data file)
 	blobsMu    sync.Mutex
 	blobs      map[string]*blobFlight // downloads in progress by repo@digest
 	blobJoined func(key string)       // tests: a request follows another's download
@@ -182,16 +185,13 @@ func New(ctx context.Context, o Options) (*Cache, error) {
 	if o.IdleTimeout <= 0 {
 		o.IdleTimeout = DefaultIdleTimeout
 	}
-	// Downloads are never resumed: a session left by a crash is garbage
-	// after an hour (an active one is written to all the time).
-	st, err := localfs.New(localfs.Options{Root: o.Root, UploadTTL: time.Hour, SyncBlobs: o.SyncBlobs, Logger: o.Logger})
-	if err != nil {
-		return nil, fmt.Errorf("cache: %w", err)
-	}
-	root, err := filepath.Abs(o.Root)
-	if err != nil {
-		st.Close()
-		return nil, fmt.Errorf("cache: root %q: %w", o.Root, err)
+	st := o.Store
+	if st == nil {
+		var err error
+		st, err = localfs.New(localfs.Options{Root: o.Root, UploadTTL: uploadTTL, SyncBlobs: o.SyncBlobs, Logger: o.Logger})
+		if err != nil {
+			return nil, fmt.Errorf("cache: %w", err)
+		}
 	}
 	c.store = st
 	c.log = o.Logger
@@ -202,7 +202,6 @@ func New(ctx context.Context, o Options) (*Cache, error) {
 	c.now = time.Now
 	c.touchEvery = touchInterval(o.MaxAge, o.MaxSize > 0)
 	c.tr = tr
-	c.root = root
 	c.blobs = map[string]*blobFlight{}
 	c.metrics = o.Metrics.site(o.Site)
 	if c.def != nil {

@@ -1,6 +1,7 @@
 package cache
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"math"
@@ -8,8 +9,14 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"time"
+
+	"github.com/rs/zerolog"
 
 	"github.com/wharf-dev/wharf/backend"
+	"github.com/wharf-dev/wharf/backend/storage"
+	"github.com/wharf-dev/wharf/backend/storage/localfs"
+	"github.com/wharf-dev/wharf/backend/storage/s3store"
 	"github.com/wharf-dev/wharf/internal/conf"
 )
 
@@ -27,9 +34,15 @@ type Config struct {
 	Username     string      `toml:"username"`
 	Password     conf.Secret `toml:"password"`
 	PasswordFile string      `toml:"password_file"`
+	// Storage is where the cached data lives: "filesystem" (default,
+	// below Root) or "s3" (the [site.cache.s3] bucket, with the same keys
+	// and rules as [site.registry.s3]).
+	Storage string `toml:"storage"`
 	// Root is the storage root, relative to data_dir unless absolute;
-	// default "cache/<host>".
+	// default "cache/<host>". Unused with storage = "s3".
 	Root string `toml:"root"`
+	// S3 is the bucket of storage = "s3".
+	S3 *s3store.Config `toml:"s3"`
 	// MaxAge: `wharf gc` evicts cached tags, manifests and blobs not used
 	// for this long. Zero (the default) never evicts anything.
 	MaxAge conf.Duration `toml:"max_age"`
@@ -52,6 +65,35 @@ func (c *Config) SetDefaults(host string) {
 	if c.Root == "" {
 		c.Root = filepath.Join("cache", host)
 	}
+	s3store.SetStorageDefaults(&c.Storage, &c.S3, host)
+}
+
+// Local reports whether the cached data lives on the local file system
+// (below Root).
+func (c *Config) Local() bool { return c.Storage != s3store.StorageS3 }
+
+// uploadTTL: the cache never resumes a download, so an upload session
+// left by a crash is garbage after an hour (an active one is written to
+// all the time). On S3 a session's age is its last acknowledged chunk and
+// the start of its multipart upload, which a download in progress does
+// not refresh: there the store's default (24 h) applies, so that a long
+// download of a big layer is not expired under it.
+const uploadTTL = time.Hour
+
+// OpenStore opens the storage the section describes, as the cache and
+// `wharf gc` use it: the local file system below root (already resolved
+// against data_dir) or the S3 bucket, which this contacts (a wrong
+// bucket or key fails here, saying which).
+func (c *Config) OpenStore(ctx context.Context, env conf.Env, root string, log zerolog.Logger) (storage.Store, error) {
+	if c.Local() {
+		return localfs.New(localfs.Options{Root: root, UploadTTL: uploadTTL, Logger: log})
+	}
+	o, err := c.S3.Options(env)
+	if err != nil {
+		return nil, err
+	}
+	o.Logger = log
+	return s3store.New(ctx, o)
 }
 
 // UpstreamPassword is the upstream password: password, or the content
@@ -65,7 +107,7 @@ func (c *Config) UpstreamPassword(env conf.Env) (string, error) {
 
 // Validate reports every problem of the section (keys relative to it).
 func (c *Config) Validate(env conf.Env) conf.Problems {
-	var ps conf.Problems
+	ps := s3store.ValidateStorage(c.Storage, c.S3, "site.cache", env)
 	if c.Upstream == "" && len(c.Upstreams) == 0 {
 		ps.Add("upstream", "backend = \"cache\" needs [site.cache] upstream (or [site.cache.upstreams])")
 	} else if c.Upstream != "" {

@@ -48,6 +48,22 @@ func (r *Registry) getBlob(w http.ResponseWriter, req *http.Request, rt *backend
 		}
 		return err
 	}
+	if req.Method == http.MethodHead {
+		// The size is all a HEAD needs: no GET of the content (on S3 a
+		// GET opened only to be closed costs a connection).
+		size, err := r.store.StatBlob(ctx, d)
+		if err != nil {
+			if errors.Is(err, storage.ErrNotFound) {
+				return blobUnknown(d)
+			}
+			return err
+		}
+		re, _ := backend.ServeBlob(w, req, d, nil, size)
+		if re != nil {
+			return re
+		}
+		return nil
+	}
 	b, err := r.store.OpenBlob(ctx, d)
 	if err != nil {
 		if errors.Is(err, storage.ErrNotFound) {

@@ -156,6 +156,12 @@ func (r *Registry) fail(w http.ResponseWriter, req *http.Request, rt *backend.Ro
 		// show the status and message, and may retry once space is freed.
 		be = backend.Errorf(http.StatusInsufficientStorage, backend.CodeUnknown, "registry storage is full; nothing was stored, upload sessions can resume once space is freed")
 		r.log.Error().Err(err).Str("repo", rt.Repo).Msg("registry: storage full")
+	case errors.Is(err, storage.ErrUnavailable):
+		// The storage service (S3) refused still after the store's
+		// retries: a clean 503 the client may retry, not a 500.
+		be = backend.Errorf(http.StatusServiceUnavailable, backend.CodeUnavailable, "registry storage is temporarily unavailable; retry later")
+		be.Header = http.Header{"Retry-After": {"5"}}
+		r.log.Warn().Err(err).Str("method", req.Method).Str("path", req.URL.Path).Msg("registry: storage unavailable")
 	case errors.Is(err, context.Canceled):
 		be = backend.Errorf(http.StatusBadRequest, backend.CodeUnknown, "request cancelled")
 	default:

@@ -33,6 +33,10 @@ var (
 	ErrInterrupted = errors.New("upload interrupted")
 	// ErrTooLarge: ReadBlob's blob is larger than the caller allows.
 	ErrTooLarge = errors.New("larger than allowed")
+	// ErrUnavailable: the storage service refused or could not be
+	// reached, still after the store's own retries (S3 503 SlowDown); a
+	// later try may work.
+	ErrUnavailable = errors.New("storage temporarily unavailable")
 )
 
 // ReadBlob reads the whole of a small blob (a manifest) of at most max

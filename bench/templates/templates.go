@@ -1,6 +1,6 @@
 // Package templates holds the configuration files the benchmark suite
 // writes for each server it starts: wharf's gateway.toml, docker-registry
-// (registry 2.8) and registry:3 YAML, and nginx in its two roles (static
+// (registry 2.8) and registry:3 YAML, zot's JSON, and nginx in its two roles (static
 // file server, and the classic TLS + auth_basic proxy in front of a
 // registry).
 package templates
@@ -8,6 +8,7 @@ package templates
 import (
 	"bytes"
 	"embed"
+	"encoding/json"
 	"fmt"
 	"os"
 	"text/template"
@@ -16,7 +17,13 @@ import (
 //go:embed *.tmpl
 var files embed.FS
 
-var all = template.Must(template.ParseFS(files, "*.tmpl"))
+// all holds every template; "json" quotes a string for JSON files (zot).
+var all = template.Must(template.New("").Funcs(template.FuncMap{"json": jsonString}).ParseFS(files, "*.tmpl"))
+
+func jsonString(s string) (string, error) {
+	b, err := json.Marshal(s)
+	return string(b), err
+}
 
 // Render executes the named template with data.
 func Render(name string, data any) ([]byte, error) {
@@ -71,6 +78,12 @@ type DockerRegistry struct {
 // pull-through cache of Remote, plain HTTP).
 type Registry3Proxy struct {
 	Root, Addr, Remote string
+}
+
+// Zot is the data of zot.json.tmpl (zot with its own TLS and htpasswd).
+type Zot struct {
+	Root, Cert, Key, Htpasswd string
+	Port                      int // on 127.0.0.1
 }
 
 // Registry3 is the data of registry3.yml.tmpl (distribution v3 with its

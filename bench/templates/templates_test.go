@@ -1,6 +1,7 @@
 package templates
 
 import (
+	"encoding/json"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -69,6 +70,8 @@ func TestRegistryConfigs(t *testing.T) {
 			[]string{"rootdirectory: /r", "addr: 127.0.0.1:5", "remoteurl: http://127.0.0.1:6"}},
 		{"registry3.yml.tmpl", Registry3{Root: "/r", Addr: "127.0.0.1:5", Cert: "/c", Key: "/k", Htpasswd: "/h"},
 			[]string{"rootdirectory: /r", "certificate: /c", "key: /k", "path: /h"}},
+		{"zot.json.tmpl", Zot{Root: `/r"x`, Port: 5, Cert: "/c", Key: "/k", Htpasswd: "/h"},
+			[]string{`"rootDirectory": "/r\"x"`, `"port": "5"`, `"compat": ["docker2s2"]`, `"cert": "/c"`, `"key": "/k"`, `"path": "/h"`}},
 	}
 	for _, tt := range tests {
 		b, err := Render(tt.tmpl, tt.data)
@@ -118,5 +121,24 @@ func TestWharfConfig(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// TestZotConfigIsJSON checks zot's config parses as JSON whatever the paths
+// hold (zot refuses a malformed file at start).
+func TestZotConfigIsJSON(t *testing.T) {
+	b, err := Render("zot.json.tmpl", Zot{Root: `/tmp/a "b"\c`, Port: 443, Cert: "/c", Key: "/k", Htpasswd: "/h"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var v struct {
+		Storage struct{ RootDirectory string }
+		HTTP    struct{ Port string }
+	}
+	if err := json.Unmarshal(b, &v); err != nil {
+		t.Fatalf("not JSON: %v\n%s", err, b)
+	}
+	if v.Storage.RootDirectory != `/tmp/a "b"\c` || v.HTTP.Port != "443" {
+		t.Fatalf("parsed %+v from\n%s", v, b)
 	}
 }

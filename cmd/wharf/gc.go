@@ -77,7 +77,8 @@ func cmdGC(args []string, stdout, stderr io.Writer) int {
 	return 0
 }
 
-// cacheLimits gives each cache root its eviction limits. Config validation
+// cacheLimits gives each cache location (root or bucket prefix) its
+// eviction limits. Config validation
 // refuses a cache root that is also a registry root; a root shared by cache
 // sites is evicted with the longest max_age among them (none if one of them
 // has none) and the smallest max_size.
@@ -87,12 +88,13 @@ func cacheLimits(plans []gateway.SitePlan) (maxAge map[string]time.Duration, max
 		if p.Site.Backend != gateway.KindCache {
 			continue
 		}
-		age, seen := maxAge[p.Root]
+		loc := p.Location()
+		age, seen := maxAge[loc]
 		if a := p.Site.Cache.MaxAge.Std(); !seen || age > 0 && (a == 0 || a > age) {
-			maxAge[p.Root] = a
+			maxAge[loc] = a
 		}
-		if m := int64(p.Site.Cache.MaxSize); m > 0 && (maxSize[p.Root] == 0 || m < maxSize[p.Root]) {
-			maxSize[p.Root] = m
+		if m := int64(p.Site.Cache.MaxSize); m > 0 && (maxSize[loc] == 0 || m < maxSize[loc]) {
+			maxSize[loc] = m
 		}
 	}
 	return maxAge, maxSize
@@ -123,9 +125,9 @@ func collectSites(ctx context.Context, cfg *gateway.Config, verb string, o gc.Op
 				return sites, code
 			}
 		case gateway.KindCache:
-			maxAge, maxSize := cacheAge[p.Root], cacheSize[p.Root]
+			maxAge, maxSize := cacheAge[loc], cacheSize[loc]
 			if maxAge == 0 && maxSize == 0 {
-				fmt.Fprintf(stdout, "site %s (%s): cache without max_age or max_size; nothing evicted\n", p.Site.Host, p.Root)
+				fmt.Fprintf(stdout, "site %s (%s): cache without max_age or max_size; nothing evicted\n", p.Site.Host, loc)
 				continue
 			}
 			sites++

@@ -300,6 +300,26 @@ type trickle struct {
 	gap   time.Duration
 	left  int // bytes left of the current chunk
 	began bool
+	// When the client asked for each chunk after the first (before its
+	// sleep) and when the chunk went out (after it): on a failure they
+	// tell a client that overslept or could not write from a server that
+	// stopped reading.
+	mu               sync.Mutex
+	asked, startedAt []time.Time
+}
+
+// pacing describes the client's side of the upload, relative to start.
+func (s *trickle) pacing(start time.Time) string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	rel := func(ts []time.Time) string {
+		var out []string
+		for _, t := range ts {
+			out = append(out, t.Sub(start).Round(time.Millisecond).String())
+		}
+		return strings.Join(out, " ")
+	}
+	return fmt.Sprintf("client asked for chunks 2.. at %s; chunks went out at %s (gap %s)", rel(s.asked), rel(s.startedAt), s.gap)
 }
 
 func (s *trickle) Read(p []byte) (int, error) {
@@ -308,10 +328,16 @@ func (s *trickle) Read(p []byte) (int, error) {
 	}
 	if s.left == 0 {
 		if s.began {
+			s.mu.Lock()
+			s.asked = append(s.asked, time.Now())
+			s.mu.Unlock()
 			time.Sleep(s.gap)
 		}
 		s.began = true
 		s.left = s.chunk
+		s.mu.Lock()
+		s.startedAt = append(s.startedAt, time.Now())
+		s.mu.Unlock()
 	}
 	n := min(len(p), s.left, len(s.data))
 	copy(p, s.data[:n])
@@ -320,18 +346,33 @@ func (s *trickle) Read(p []byte) (int, error) {
 	return n, nil
 }
 
+// piece bounds every call into assembly or the vDSO on large test data.
+// Such a call cannot be preempted, and a goroutine inside it keeps its P's
+// timers from firing: crypto/rand.Read or sha256.Sum256 over the 64 MiB
+// blob of the stopped-reader test, running in parallel with the slow
+// upload, made the slow upload's 500 ms sleep between chunks last 3-6 s
+// on a machine at load 25-30 (GOMAXPROCS=2), so the client itself went
+// quiet for longer than progress_timeout and wharf rightly cut it. In
+// 1 MiB pieces the worst oversleep there was ~0.25 s.
+const piece = 1 << 20
+
 func randomBytes(t *testing.T, n int) []byte {
 	t.Helper()
 	b := make([]byte, n)
-	if _, err := rand.Read(b); err != nil {
-		t.Fatal(err)
+	for i := 0; i < n; i += piece {
+		if _, err := rand.Read(b[i:min(i+piece, n)]); err != nil {
+			t.Fatal(err)
+		}
 	}
 	return b
 }
 
 func digestOf(b []byte) string {
-	sum := sha256.Sum256(b)
-	return "sha256:" + hex.EncodeToString(sum[:])
+	h := sha256.New()
+	for i := 0; i < len(b); i += piece {
+		h.Write(b[i:min(i+piece, len(b))])
+	}
+	return "sha256:" + hex.EncodeToString(h.Sum(nil))
 }
 
 // do sends one request with ctx bounded by hangBound and checks the
@@ -483,7 +524,13 @@ func testSlowUpload(t *testing.T, tr *transport, repo string) {
 	data := randomBytes(t, chunk*chunks)
 	d := digestOf(data)
 	start := time.Now()
-	tr.pushChunked(t, c, repo, &trickle{data: data, chunk: chunk, gap: gap}, d)
+	body := &trickle{data: data, chunk: chunk, gap: gap}
+	defer func() {
+		if t.Failed() {
+			t.Log(body.pacing(start))
+		}
+	}()
+	tr.pushChunked(t, c, repo, body, d)
 	took := time.Since(start)
 	if took <= progressTimeout+headerTimeout {
 		// The body is paced by the test itself, so this only guards the

@@ -33,6 +33,19 @@ const (
 // missing versitygw ends the test through MissingPeer.
 func StartVersityGW(t testing.TB, buckets ...string) *VersityGW {
 	t.Helper()
+	return startVersityGW(t, false, buckets)
+}
+
+// StartVersityGWKeepAlive is StartVersityGW with HTTP keep-alive on
+// (versitygw closes every connection after one answer by default; AWS
+// S3, MinIO and Ceph keep them open): for tests of connection reuse.
+func StartVersityGWKeepAlive(t testing.TB, buckets ...string) *VersityGW {
+	t.Helper()
+	return startVersityGW(t, true, buckets)
+}
+
+func startVersityGW(t testing.TB, keepAlive bool, buckets []string) *VersityGW {
+	t.Helper()
 	bin := Require(t, "versitygw")
 	dir := t.TempDir()
 	g := &VersityGW{
@@ -48,11 +61,14 @@ func StartVersityGW(t testing.TB, buckets ...string) *VersityGW {
 			t.Fatalf("create bucket %s: %v", b, err)
 		}
 	}
+	args := []string{"--access", g.AccessKey, "--secret", g.SecretKey, "--port", g.Addr}
+	if keepAlive {
+		args = append(args, "--keep-alive")
+	}
 	g.Process = &Process{
-		Name: "versitygw",
-		Path: bin,
-		Args: []string{"--access", g.AccessKey, "--secret", g.SecretKey, "--port", g.Addr,
-			"posix", "--sidecar", filepath.Join(dir, "meta"), g.Dir},
+		Name:       "versitygw",
+		Path:       bin,
+		Args:       append(args, "posix", "--sidecar", filepath.Join(dir, "meta"), g.Dir),
 		Dir:        dir,
 		ReadyAddrs: []string{g.Addr},
 		LogPath:    filepath.Join(dir, "versitygw.log"),

@@ -89,6 +89,33 @@ type upload struct {
 // when there is more to read.
 func (u *upload) SetProgress(fn func(size int64)) { u.written = fn }
 
+// OpenTail opens the upload's data file (storage.TailUpload): an open
+// file survives the rename that commits it and the removal that cancels
+// it, and net/http sends it with sendfile.
+func (u *upload) OpenTail(ctx context.Context) (storage.Tail, error) {
+	f, err := os.Open(filepath.Join(u.s.uploadDir(u.sess.id), "data"))
+	if errors.Is(err, os.ErrNotExist) {
+		return nil, fmt.Errorf("upload %s: %w", u.sess.id, storage.ErrNotFound)
+	}
+	if err != nil {
+		return nil, err
+	}
+	return tail{f}, nil
+}
+
+// tail is an open upload data file. It embeds the *os.File so that
+// net/http still finds the descriptor to sendfile from.
+type tail struct{ *os.File }
+
+// Written is the data file's length now.
+func (t tail) Written() (int64, error) {
+	fi, err := t.Stat()
+	if err != nil {
+		return 0, err
+	}
+	return fi.Size(), nil
+}
+
 func (s *Store) uploadDir(id string) string { return filepath.Join(s.root, dirUploads, id) }
 
 // session returns the in-memory entry for id, creating it.
@@ -522,3 +549,5 @@ func (s *Store) expireUploads(now time.Time) {
 		u.Close()
 	}
 }
+
+var _ storage.TailUpload = (*upload)(nil)

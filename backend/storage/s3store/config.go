@@ -57,11 +57,17 @@ var bucketName = regexp.MustCompile(`^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$`)
 // It reads the key files but does not contact the server: `wharf check`
 // stays offline; start-up (New) says whether the bucket and the
 // credentials work.
-func (c *Config) Validate(env conf.Env) conf.Problems {
+//
+// Its messages name the registry's table; ValidateStorage names the
+// table of the section it checks ([site.cache.s3]).
+func (c *Config) Validate(env conf.Env) conf.Problems { return c.validate(env, "site.registry.s3") }
+
+// validate is Validate naming the table ("site.cache.s3") in messages.
+func (c *Config) validate(env conf.Env, table string) conf.Problems {
 	var ps conf.Problems
 	switch {
 	case c.Bucket == "":
-		ps.Add("bucket", "storage = \"s3\" needs [site.registry.s3] bucket")
+		ps.Add("bucket", "storage = \"s3\" needs [%s] bucket", table)
 	case !bucketName.MatchString(c.Bucket):
 		ps.Add("bucket", "invalid bucket name %q (3-63 lower-case letters, digits, '.' and '-')", c.Bucket)
 	}
@@ -100,4 +106,66 @@ func parseEndpoint(s string) (host string, secure bool, err error) {
 		return "", false, fmt.Errorf("invalid endpoint %q: want http(s)://host[:port]", s)
 	}
 	return u.Host, u.Scheme == "https", nil
+}
+
+// Storage kinds: the storage key of every site section that keeps data
+// ([site.registry], [site.cache]; backend/registry has the same names).
+const (
+	StorageFilesystem = "filesystem"
+	StorageS3         = "s3"
+)
+
+// SetStorageDefaults is the defaults step of a site section's storage
+// choice: kind "" becomes filesystem; with s3, a missing table is created
+// (Validate then names its missing bucket) and filled in for host.
+func SetStorageDefaults(kind *string, c **Config, host string) {
+	if *kind == "" {
+		*kind = StorageFilesystem
+	}
+	if *kind == StorageS3 {
+		if *c == nil {
+			*c = &Config{}
+		}
+		(*c).SetDefaults(host)
+	}
+}
+
+// ValidateStorage checks a site section's storage key and its s3 table
+// together (keys relative to the section); section is its TOML name
+// ("site.cache"). Every section that keeps data shares these rules.
+func ValidateStorage(kind string, c *Config, section string, env conf.Env) conf.Problems {
+	var ps conf.Problems
+	switch kind {
+	case StorageFilesystem, "":
+		if c != nil {
+			ps.Add("s3", "[%s.s3] is set but storage is %q: add storage = \"s3\"", section, kind)
+		}
+	case StorageS3:
+		if c == nil {
+			ps.Add("s3", "storage = \"s3\" needs a [%s.s3] table", section)
+			break
+		}
+		ps.Merge("s3", c.validate(env, section+".s3"))
+	default:
+		ps.Add("storage", "invalid storage %q: want %s", kind, conf.OneOf(StorageFilesystem, StorageS3))
+	}
+	return ps
+}
+
+// Options are the store options the table describes, with the static
+// credentials read from the key files (through env) when they are set.
+// The caller adds what is not configuration (Logger, UploadTTL).
+func (c *Config) Options(env conf.Env) (Options, error) {
+	o := Options{Config: *c}
+	if c.AccessKeyFile == "" {
+		return o, nil
+	}
+	var err error
+	if o.AccessKey, err = conf.ReadSecretFile(env, c.AccessKeyFile); err != nil {
+		return o, fmt.Errorf("s3: access_key_file: %w", err)
+	}
+	if o.SecretKey, err = conf.ReadSecretFile(env, c.SecretKeyFile); err != nil {
+		return o, fmt.Errorf("s3: secret_key_file: %w", err)
+	}
+	return o, nil
 }

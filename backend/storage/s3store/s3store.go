@@ -45,7 +45,8 @@ type Options struct {
 	// PartSize is the multipart part size and so the memory one
 	// streaming write holds; default 8 MiB, at least 5 MiB.
 	PartSize uint64
-	// Transport replaces the HTTP transport (tests: fault injection).
+	// Transport replaces the HTTP transport (tests: fault injection);
+	// blob reads then go through it too, not the direct path.
 	Transport http.RoundTripper
 	// Logger receives background-work messages; zero value = quiet.
 	Logger zerolog.Logger
@@ -60,6 +61,7 @@ type Store struct {
 	partSize uint64
 	sse      encrypt.ServerSide
 	log      zerolog.Logger
+	direct   *direct // blob reads on a plain-HTTP endpoint; nil: through minio-go
 
 	mu    sync.Mutex
 	locks map[string]chan struct{} // upload sessions held in this process
@@ -103,7 +105,11 @@ func New(ctx context.Context, o Options) (*Store, error) {
 		// An IP address cannot carry the bucket as a subdomain.
 		lookup = minio.BucketLookupPath
 	}
+	var dr *direct
 	if o.Transport == nil {
+		if !secure {
+			dr = newDirect(host)
+		}
 		tr, err := minio.DefaultTransport(secure)
 		if err != nil {
 			return nil, fmt.Errorf("s3: %w", err)
@@ -127,7 +133,7 @@ func New(ctx context.Context, o Options) (*Store, error) {
 		o.PartSize = minPart
 	}
 	s := &Store{
-		c: c, bucket: o.Bucket, ttl: o.UploadTTL, partSize: o.PartSize, log: o.Logger,
+		c: c, bucket: o.Bucket, ttl: o.UploadTTL, partSize: o.PartSize, log: o.Logger, direct: dr,
 		locks: map[string]chan struct{}{}, stop: make(chan struct{}), done: make(chan struct{}),
 	}
 	if p := strings.Trim(o.Prefix, "/"); p != "" {
@@ -180,6 +186,9 @@ func (s *Store) Close() error {
 		close(s.stop)
 	}
 	<-s.done
+	if s.direct != nil {
+		s.direct.close()
+	}
 	return nil
 }
 
@@ -226,14 +235,23 @@ func (s *Store) recordKey(repo, key string) (string, error) {
 
 func (s *Store) uploadKey(id, name string) string { return s.prefix + "uploads/" + id + "/" + name }
 
-// mapErr turns S3's "no such key" into storage.ErrNotFound.
+// mapErr turns S3's "no such key" into storage.ErrNotFound, and a
+// refusal to serve (503 SlowDown, still after minio-go's retries) or an
+// unreachable server into storage.ErrUnavailable.
 func mapErr(err error) error {
 	if err == nil {
 		return nil
 	}
-	switch minio.ToErrorResponse(err).Code {
+	er := minio.ToErrorResponse(err)
+	switch er.Code {
 	case "NoSuchKey", "NotFound", "NoSuchUpload":
 		return fmt.Errorf("%w: %v", storage.ErrNotFound, err)
+	case "SlowDown", "SlowDownRead", "SlowDownWrite", "ServiceUnavailable", "RequestTimeout":
+		return fmt.Errorf("%w: %v", storage.ErrUnavailable, err)
+	}
+	var ne net.Error // *url.Error is one too: a request that never got an answer
+	if er.StatusCode == http.StatusServiceUnavailable || errors.As(err, &ne) && !errors.Is(err, context.Canceled) {
+		return fmt.Errorf("%w: %v", storage.ErrUnavailable, err)
 	}
 	return err
 }
@@ -371,37 +389,68 @@ func (s *Store) StatBlob(ctx context.Context, d digest.Digest) (int64, error) {
 
 // blob is an open S3 object read straight from the response body (no
 // read-ahead goroutine, no copy); a Seek to another offset reopens it
-// with a Range. Reads past a cut connection fail, they never return
-// other bytes.
+// with a Range. On a plain-HTTP endpoint the body comes through the
+// direct path (direct.go), whose WriteTo splices it to the client. Reads
+// past a cut connection fail, they never return other bytes.
 type blob struct {
 	ctx  context.Context
 	s    *Store
 	key  string
 	size int64
 	off  int64
-	body io.ReadCloser
+	body io.ReadCloser // through minio-go, or
+	db   *directBody   // through the direct path
 }
 
 func (b *blob) Size() int64 { return b.size }
+
+// open starts reading at b.off: the direct path where there is one,
+// else (or when it gets no usable answer) minio-go with its retries.
+func (b *blob) open() error {
+	if b.s.direct != nil {
+		db, size, err := b.s.openDirect(b.ctx, b.key, b.off)
+		if err == nil {
+			b.db, b.size = db, size
+			return nil
+		}
+		b.s.log.Debug().Err(err).Str("key", b.key).Msg("s3: direct read, asking through the client")
+	}
+	var o minio.GetObjectOptions
+	if b.off > 0 { // SetRange(0, 0) would ask for one byte
+		if err := o.SetRange(b.off, 0); err != nil {
+			return err
+		}
+	}
+	body, info, _, err := minio.Core{Client: b.s.c}.GetObject(b.ctx, b.s.bucket, b.key, o)
+	if err != nil {
+		return mapErr(err)
+	}
+	if b.off == 0 {
+		b.size = info.Size
+	}
+	b.body = body
+	return nil
+}
 
 func (b *blob) Read(p []byte) (int, error) {
 	if b.off >= b.size {
 		return 0, io.EOF
 	}
-	if b.body == nil {
-		var o minio.GetObjectOptions
-		if b.off > 0 { // SetRange(0, 0) would ask for one byte
-			if err := o.SetRange(b.off, 0); err != nil {
-				return 0, err
-			}
+	if b.body == nil && b.db == nil {
+		if err := b.open(); err != nil {
+			return 0, err
 		}
-		body, _, _, err := minio.Core{Client: b.s.c}.GetObject(b.ctx, b.s.bucket, b.key, o)
-		if err != nil {
-			return 0, mapErr(err)
-		}
-		b.body = body
 	}
-	n, err := b.body.Read(p)
+	var n int
+	var err error
+	if b.db != nil {
+		n, err = b.db.Read(b.ctx, p)
+		if b.db.left == 0 {
+			b.db.release(b.s.direct)
+		}
+	} else {
+		n, err = b.body.Read(p)
+	}
 	b.off += int64(n)
 	if err == io.EOF && b.off < b.size {
 		err = io.ErrUnexpectedEOF
@@ -409,10 +458,23 @@ func (b *blob) Read(p []byte) (int, error) {
 	return n, err
 }
 
-// WriteTo streams the rest of the blob to w in 256 KiB writes: io.Copy
-// would use 32 KiB ones, each a trip through the gateway's response
-// writers.
+// WriteTo streams the rest of the blob to w: spliced from the direct
+// path's connection, else in 256 KiB writes (io.Copy would use 32 KiB
+// ones, each a trip through the gateway's response writers).
 func (b *blob) WriteTo(w io.Writer) (int64, error) {
+	if b.off < b.size && b.body == nil && b.db == nil {
+		if err := b.open(); err != nil {
+			return 0, err
+		}
+	}
+	if b.db != nil {
+		n, err := b.db.WriteTo(b.ctx, w)
+		b.off += n
+		if b.db.left == 0 {
+			b.db.release(b.s.direct)
+		}
+		return n, err
+	}
 	buf := make([]byte, 256<<10)
 	var n int64
 	for {
@@ -443,30 +505,36 @@ func (b *blob) Seek(offset int64, whence int) (int64, error) {
 	if offset < 0 {
 		return 0, errors.New("seek before the start of the blob")
 	}
-	if offset != b.off && b.body != nil {
-		b.body.Close()
-		b.body = nil
+	if offset != b.off {
+		b.closeBody()
 	}
 	b.off = offset
 	return offset, nil
 }
 
-func (b *blob) Close() error {
+func (b *blob) closeBody() error {
+	var err error
 	if b.body != nil {
-		return b.body.Close()
+		err = b.body.Close()
+		b.body = nil
 	}
-	return nil
+	if b.db != nil {
+		b.db.release(b.s.direct)
+		b.db = nil
+	}
+	return err
 }
+
+func (b *blob) Close() error { return b.closeBody() }
 
 // OpenBlob opens a blob: one GET whose answer gives the size and whose
 // body a full read streams.
 func (s *Store) OpenBlob(ctx context.Context, d digest.Digest) (storage.Blob, error) {
-	key := s.blobKey(d)
-	body, info, _, err := minio.Core{Client: s.c}.GetObject(ctx, s.bucket, key, minio.GetObjectOptions{})
-	if err != nil {
-		return nil, mapErr(err)
+	b := &blob{ctx: ctx, s: s, key: s.blobKey(d)}
+	if err := b.open(); err != nil {
+		return nil, err
 	}
-	return &blob{ctx: ctx, s: s, key: key, size: info.Size, body: body}, nil
+	return b, nil
 }
 
 // PutBlob stores small content after checking its digest; an existing

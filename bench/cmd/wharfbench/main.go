@@ -62,6 +62,7 @@ type config struct {
 	duration          time.Duration
 	conns, pulls      int
 	wharf, registry3  string
+	zot               string // zot binary; "" = section B runs without zot
 	versitygw         string
 	dockerRegistry    string
 	nginx, htpasswdBn string
@@ -99,6 +100,7 @@ func runCmd(ctx context.Context, args []string) error {
 	fs.IntVar(&c.pulls, "pulls", 8, "parallel pulls")
 	fs.StringVar(&c.wharf, "wharf", "", "wharf binary (empty: wharf scenarios report not available)")
 	fs.StringVar(&c.registry3, "registry3", "", "registry:3 binary (distribution v3.1.2)")
+	fs.StringVar(&c.zot, "zot", "", "zot binary (built from its source; empty: section B says zot was not run)")
 	fs.StringVar(&c.versitygw, "versitygw", "", "versitygw binary, the S3 server of section D")
 	fs.StringVar(&c.dockerRegistry, "docker-registry", "/usr/bin/docker-registry", "Debian's registry 2.8 binary")
 	fs.StringVar(&c.nginx, "nginx", "/usr/sbin/nginx", "nginx binary")
@@ -152,7 +154,7 @@ func runCmd(ctx context.Context, args []string) error {
 	}
 	b.blob = blob
 	if sections["B"] || sections["C"] {
-		if b.ca, err = tlsca.New(tmp, []string{hostRegistry, hostProxy, hostNginx, hostR3, hostStatic, "localhost", "127.0.0.1"}); err != nil {
+		if b.ca, err = tlsca.New(tmp, []string{hostRegistry, hostProxy, hostNginx, hostR3, hostZot, hostStatic, "localhost", "127.0.0.1"}); err != nil {
 			return err
 		}
 		b.htpasswd = filepath.Join(tmp, "htpasswd")
@@ -173,7 +175,7 @@ func runCmd(ctx context.Context, args []string) error {
 	}
 	b.env = &servers.Env{
 		TempRoot: tmp, WharfBin: c.wharf, DockerRegistryBin: c.dockerRegistry,
-		Registry3Bin: c.registry3, NginxBin: c.nginx, VersityGWBin: c.versitygw,
+		Registry3Bin: c.registry3, ZotBin: c.zot, NginxBin: c.nginx, VersityGWBin: c.versitygw,
 		Poll: newPollClient(pollOpts),
 	}
 
@@ -237,6 +239,7 @@ const (
 	hostProxy    = "proxy.bench.test"
 	hostNginx    = "nginx.bench.test"
 	hostR3       = "registry3.bench.test"
+	hostZot      = "zot.bench.test"
 	hostStatic   = "static.bench.test"
 )
 

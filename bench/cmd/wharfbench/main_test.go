@@ -1,6 +1,7 @@
 package main
 
 import (
+	"io"
 	"math"
 	"os"
 	"path/filepath"
@@ -152,5 +153,45 @@ func TestDerivePullBound(t *testing.T) {
 	}
 	if !math.IsNaN(pullBound(0)) {
 		t.Error("pullBound(0): want NaN")
+	}
+}
+
+// TestZotTargets: with zot in the run, section B's zot targets are ratios
+// to its figures in the same run (and wharf's push CPU is checked against
+// zot's); without it they fall back to the issue's absolute figures.
+func TestZotTargets(t *testing.T) {
+	details := func(withZot bool) map[string]string {
+		b := &bench{cfg: config{runs: 1}, blob: &Blob{Size: mib}, out: io.Discard}
+		s := newSection("B", "t", 1, "wharf-registry", "registry3", "zot")
+		s.put("wharf-registry", "push_mbs", 0, 700)
+		s.put("wharf-registry", "cpu_push", 0, 1.6)
+		s.put("registry3", "cpu_push", 0, 2.0)
+		if withZot {
+			s.put("zot", "push_mbs", 0, 500)
+			s.put("zot", "cpu_push", 0, 2.2)
+		}
+		b.printB(s)
+		out := map[string]string{}
+		for _, c := range s.Checks {
+			out[c.Target] = string(c.Verdict) + " " + c.Detail
+		}
+		return out
+	}
+	with := details(true)
+	if got := with["registry push >= 1.3x zot"]; !strings.HasPrefix(got, "PASS wharf-registry 700 / zot 500 = 1.40x") {
+		t.Errorf("push vs zot: %q", got)
+	}
+	if got := with["registry CPU per pushed GiB <= zot (#9)"]; !strings.HasPrefix(got, "PASS") {
+		t.Errorf("push CPU vs zot: %q", got)
+	}
+	if got := with["registry CPU per pushed GiB <= 0.85x registry3 (#9)"]; !strings.HasPrefix(got, "PASS wharf-registry 1.60 / registry3 2.00 = 0.80x") {
+		t.Errorf("push CPU vs registry3: %q", got)
+	}
+	without := details(false)
+	if got := without["registry push >= 1.3x zot (issue: 670 MB/s)"]; !strings.HasPrefix(got, "PASS") {
+		t.Errorf("absolute push target without zot: %q (all: %v)", got, without)
+	}
+	if _, ok := without["registry CPU per pushed GiB <= zot (#9)"]; ok {
+		t.Error("zot CPU target present without zot figures")
 	}
 }

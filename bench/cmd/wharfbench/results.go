@@ -157,6 +157,19 @@ func (s *Section) ratioCheck(target, setup, metric, ref, refMetric string, facto
 	s.Checks = append(s.Checks, Check{target, v, d})
 }
 
+// ratioAtMost: setup's metric <= factor x ref's metric (costs: CPU, memory).
+func (s *Section) ratioAtMost(target, setup, metric, ref, refMetric string, factor float64) {
+	got, base := s.med(setup, metric), s.med(ref, refMetric)
+	v := stats.AtMost(got, factor*base)
+	d := fmt.Sprintf("%s %s / %s %s = %sx (need <= %.2fx)", setup, fmtNum(got, 2), ref, fmtNum(base, 2), fmtNum(got/base, 2), factor)
+	s.Checks = append(s.Checks, Check{target, v, d})
+}
+
+// has reports whether setup has at least one figure of metric in this run.
+func (s *Section) has(setup, metric string) bool {
+	return !math.IsNaN(s.med(setup, metric))
+}
+
 // atLeast: setup's metric >= want.
 func (s *Section) atLeast(target, setup, metric string, want float64, unit string) {
 	got := s.med(setup, metric)

@@ -107,6 +107,7 @@ type Env struct {
 	WharfBin          string // wharf binary ("" = not built)
 	DockerRegistryBin string // registry 2.8 binary
 	Registry3Bin      string // registry:3 binary ("" = not built)
+	ZotBin            string // zot binary ("" = not given; section B skips zot)
 	NginxBin          string // nginx binary
 	VersityGWBin      string // versitygw binary ("" = not installed; section D)
 	Poll              *http.Client
@@ -160,6 +161,37 @@ func (e *Env) DockerRegistry(ctx context.Context) (s *Stack, base string, err er
 		return nil, "", s.fail(err)
 	}
 	return s, "http://" + addr, nil
+}
+
+// Zot starts zot (built from its source by whoever runs the suite) with
+// its own TLS and htpasswd on host's name; it answers on base.
+func (e *Env) Zot(ctx context.Context, host, cert, key, htpasswd string) (s *Stack, base string, err error) {
+	if e.ZotBin == "" {
+		return nil, "", fmt.Errorf("no zot binary given: %w", ErrUnavailable)
+	}
+	s, err = e.newStack("zot")
+	if err != nil {
+		return nil, "", err
+	}
+	port, err := FreePort()
+	if err != nil {
+		return nil, "", s.fail(err)
+	}
+	cfg := filepath.Join(s.Dir, "zot.json")
+	data := templates.Zot{Root: filepath.Join(s.Dir, "data"), Port: port, Cert: cert, Key: key, Htpasswd: htpasswd}
+	if err := templates.Write(cfg, "zot.json.tmpl", data); err != nil {
+		return nil, "", s.fail(err)
+	}
+	p, err := Start("zot", s.Dir, e.ZotBin, "serve", cfg)
+	if err != nil {
+		return nil, "", s.fail(err)
+	}
+	s.Procs = append(s.Procs, p)
+	base = fmt.Sprintf("https://%s:%d", host, port)
+	if err := p.WaitHTTP(ctx, e.Poll, base+"/v2/", startTimeout); err != nil {
+		return nil, "", s.fail(err)
+	}
+	return s, base, nil
 }
 
 // Registry3 starts registry:3 with its own TLS and htpasswd on host's
