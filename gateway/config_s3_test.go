@@ -12,17 +12,19 @@ func TestRegistryS3Config(t *testing.T) {
 	tests := []struct {
 		name, body string
 		err        string // substring of the error, with file:line; "" = valid
+		local      bool   // valid, still served from the file system (a migrate-storage target)
 	}{
-		{"s3", "storage = \"s3\"\n[site.registry.s3]\nbucket = \"wharf\"\nendpoint = \"http://127.0.0.1:7070\"\npath_style = true\n", ""},
-		{"no bucket", "storage = \"s3\"\n[site.registry.s3]\nregion = \"eu-west-1\"\n", "gw.toml:9: storage = \"s3\" needs [site.registry.s3] bucket"},
-		{"no table", "storage = \"s3\"\n", "needs [site.registry.s3] bucket"},
-		{"bad storage", "storage = \"gcs\"\n", "gw.toml:8: invalid storage \"gcs\""},
-		{"table without storage", "[site.registry.s3]\nbucket = \"wharf\"\n", "add storage = \"s3\""},
-		{"bad endpoint", "storage = \"s3\"\n[site.registry.s3]\nbucket = \"wharf\"\nendpoint = \"s3.example\"\n", "gw.toml:11: invalid endpoint"},
-		{"key file missing", "storage = \"s3\"\n[site.registry.s3]\nbucket = \"wharf\"\naccess_key_file = \"/nonexistent/a\"\nsecret_key_file = \"/nonexistent/s\"\n", "gw.toml:11:"},
-		{"sse-kms and redirect", "storage = \"s3\"\n[site.registry.s3]\nbucket = \"wharf\"\nsse = \"aws:kms\"\nsse_kms_key_id = \"alias/wharf\"\nredirect = true\nredirect_expiry = \"5m\"\n", ""},
-		{"bad redirect_expiry", "storage = \"s3\"\n[site.registry.s3]\nbucket = \"wharf\"\nredirect_expiry = \"10ms\"\n", "gw.toml:11: redirect_expiry 10ms out of range"},
-		{"misspelt", "storage = \"s3\"\n[site.registry.s3]\nbucket = \"wharf\"\npathstyle = true\n", "unknown key \"site.registry.s3.pathstyle\""},
+		{"s3", "storage = \"s3\"\n[site.registry.s3]\nbucket = \"wharf\"\nendpoint = \"http://127.0.0.1:7070\"\npath_style = true\n", "", false},
+		{"no bucket", "storage = \"s3\"\n[site.registry.s3]\nregion = \"eu-west-1\"\n", "gw.toml:9: storage = \"s3\" needs [site.registry.s3] bucket", false},
+		{"no table", "storage = \"s3\"\n", "needs [site.registry.s3] bucket", false},
+		{"bad storage", "storage = \"gcs\"\n", "gw.toml:8: invalid storage \"gcs\"", false},
+		{"table without storage: a migration target", "[site.registry.s3]\nbucket = \"wharf\"\n", "", true},
+		{"migration target checked too", "storage = \"filesystem\"\n[site.registry.s3]\nbucket = \"Bad_Bucket\"\n", "gw.toml:10: invalid bucket name", false},
+		{"bad endpoint", "storage = \"s3\"\n[site.registry.s3]\nbucket = \"wharf\"\nendpoint = \"s3.example\"\n", "gw.toml:11: invalid endpoint", false},
+		{"key file missing", "storage = \"s3\"\n[site.registry.s3]\nbucket = \"wharf\"\naccess_key_file = \"/nonexistent/a\"\nsecret_key_file = \"/nonexistent/s\"\n", "gw.toml:11:", false},
+		{"sse-kms and redirect", "storage = \"s3\"\n[site.registry.s3]\nbucket = \"wharf\"\nsse = \"aws:kms\"\nsse_kms_key_id = \"alias/wharf\"\nredirect = true\nredirect_expiry = \"5m\"\n", "", false},
+		{"bad redirect_expiry", "storage = \"s3\"\n[site.registry.s3]\nbucket = \"wharf\"\nredirect_expiry = \"10ms\"\n", "gw.toml:11: redirect_expiry 10ms out of range", false},
+		{"misspelt", "storage = \"s3\"\n[site.registry.s3]\nbucket = \"wharf\"\npathstyle = true\n", "unknown key \"site.registry.s3.pathstyle\"", false},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -41,6 +43,12 @@ func TestRegistryS3Config(t *testing.T) {
 				t.Fatalf("defaults not applied: %+v", s3)
 			}
 			p := c.Plan()[0]
+			if tt.local {
+				if p.Root == "" || p.Location() != p.Root {
+					t.Fatalf("a file system site with a bucket: root %q location %q", p.Root, p.Location())
+				}
+				return
+			}
 			if p.Root != "" || p.Location() != "s3://wharf/r.example" {
 				t.Fatalf("plan: root %q location %q", p.Root, p.Location())
 			}

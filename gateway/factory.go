@@ -87,6 +87,10 @@ func (p *SitePlan) Open(ctx context.Context, env conf.Env, log zerolog.Logger) (
 	log = log.With().Str("site", s.Host).Logger()
 	switch s.Backend {
 	case KindRegistry:
+		if s.Registry.Local() && s.Registry.S3 != nil {
+			log.Info().Str("root", p.Root).Str("bucket", s.Registry.S3.Bucket).
+				Msg("serving from the file system; [site.registry.s3] is only the target of wharf migrate-storage until storage = \"s3\"")
+		}
 		st, err := s.Registry.OpenStore(ctx, env, p.Root, log)
 		if err != nil {
 			return nil, fmt.Errorf("open registry storage: %w", err)

@@ -31,7 +31,9 @@ type Config struct {
 	Root string `toml:"root"`
 	// Delete allows DELETE of manifests, tags and blobs.
 	Delete bool `toml:"delete"`
-	// S3 is the bucket of storage = "s3".
+	// S3 is the bucket of storage = "s3". With storage = "filesystem" it
+	// is the destination of `wharf migrate-storage -to s3` (the site
+	// still serves from Root until storage says "s3").
 	S3 *s3store.Config `toml:"s3"`
 }
 
@@ -43,10 +45,10 @@ func (c *Config) SetDefaults(host string) {
 	if c.Root == "" {
 		c.Root = filepath.Join("registry", host)
 	}
-	if c.Storage == StorageS3 {
-		if c.S3 == nil {
-			c.S3 = &s3store.Config{}
-		}
+	if c.Storage == StorageS3 && c.S3 == nil {
+		c.S3 = &s3store.Config{}
+	}
+	if c.S3 != nil {
 		c.S3.SetDefaults(host)
 	}
 }
@@ -64,8 +66,11 @@ func (c *Config) Validate(env conf.Env) conf.Problems {
 	var ps conf.Problems
 	switch c.Storage {
 	case StorageFilesystem, "":
+		// A bucket next to a file system site is where `wharf
+		// migrate-storage -to s3` copies it to: checked the same way,
+		// so the switch-over (storage = "s3") cannot fail on it.
 		if c.S3 != nil {
-			ps.Add("s3", "[site.registry.s3] is set but storage is %q: add storage = \"s3\"", c.Storage)
+			ps.Merge("s3", c.S3.Validate(env))
 		}
 	case StorageS3:
 		if c.S3 == nil {
@@ -85,7 +90,22 @@ func (c *Config) Validate(env conf.Env) conf.Problems {
 // saying which).
 func (c *Config) OpenStore(ctx context.Context, env conf.Env, root string, log zerolog.Logger) (storage.Store, error) {
 	if c.Local() {
-		return localfs.New(localfs.Options{Root: root, Logger: log})
+		return c.OpenLocal(root, log)
+	}
+	return c.OpenS3(ctx, env, log)
+}
+
+// OpenLocal opens the file system store below root whatever Storage
+// says (`wharf migrate-storage` copies between it and the bucket).
+func (c *Config) OpenLocal(root string, log zerolog.Logger) (storage.Store, error) {
+	return localfs.New(localfs.Options{Root: root, Logger: log})
+}
+
+// OpenS3 opens the [site.registry.s3] bucket whatever Storage says,
+// contacting it (a wrong bucket or key fails here, saying which).
+func (c *Config) OpenS3(ctx context.Context, env conf.Env, log zerolog.Logger) (storage.Store, error) {
+	if c.S3 == nil {
+		return nil, fmt.Errorf("no [site.registry.s3] table")
 	}
 	o := s3store.Options{Config: *c.S3, Logger: log}
 	if c.S3.AccessKeyFile != "" {

@@ -138,6 +138,10 @@ var checkServeCases = []checkServeCase{
 	{"negative max_header_bytes", csHead + "max_header_bytes = -1\n" + csSite, "gw.toml:4: must be positive"},
 	{"acme ca not https", csData + "[acme]\nca = \"http://ca.example/dir\"\n" + csListen + csSite, "gw.toml:3: invalid ACME directory URL"},
 	{"acme ca_root missing", csData + "[acme]\nca_root = \"DIR/nope.pem\"\n" + csListen + csSite, "gw.toml:3: cannot read ACME CA root"},
+	// [site.registry.s3] next to storage = "filesystem": the target of
+	// wharf migrate-storage, checked as with storage = "s3"
+	{"migration target bad bucket", csHead + csSite + "[site.registry]\n[site.registry.s3]\nbucket = \"Bad_Bucket\"\n", `gw.toml:10: invalid bucket name "Bad_Bucket"`},
+	{"migration target one key file", csHead + csSite + "[site.registry]\n[site.registry.s3]\nbucket = \"wharf\"\naccess_key_file = \"DIR/secret\"\n", "set both access_key_file and secret_key_file"},
 	{"acme ca_root not pem", csData + "[acme]\nca_root = \"DIR/garbage\"\n" + csListen + csSite, "holds no PEM certificate"},
 	// S3 storage (issue #15): sse, redirect (valid S3 configs are not
 	// here: serve would contact the bucket)
@@ -153,6 +157,7 @@ var checkServeCases = []checkServeCase{
 	{"ok policy host glob", csHead + csAuth + strings.Replace(csSite, "a.example", "a.example.com", 1) + policy(`"*.example.com"`, `"alice"`, `"pull"`), ""},
 	{"ok registries share a root", csHead + csSite + "[site.registry]\nroot = \"r\"\n" + strings.Replace(csSite, "a.example", "b.example", 1) + "[site.registry]\nroot = \"r\"\n", ""},
 	{"ok manual tls", csHead + "https = \":0\"\n" + tlsSite("tls = \"manual\"\ncert = \"DIR/cert.pem\"\nkey = \"DIR/key.pem\"\n"), ""},
+	{"ok migration target (serve does not contact it)", csHead + csSite + "[site.registry]\n[site.registry.s3]\nbucket = \"wharf\"\nendpoint = \"http://127.0.0.1:9\"\npath_style = true\n", ""},
 	{"ok proxy", csHead + proxySite("http://127.0.0.1:5000"), ""},
 	{"ok password_file", csHead + cacheSite("https://r.example") + "username = \"u\"\npassword_file = \"DIR/secret\"\n", ""},
 	{"ok password from env", csHead + cacheSite("https://r.example") + "username = \"u\"\npassword = \"${WHARF_TEST_SECRET}\"\n", ""},

@@ -39,6 +39,9 @@ Usage:
         [-dry-run] [-delete-untagged] [-grace 1h]
   wharf import -from DIR -config gateway.toml -site HOST [-dry-run]
                                        take over a registry:2/registry:3 storage root
+  wharf migrate-storage -config gateway.toml -site HOST -to s3|filesystem [-workers 4]
+                                       copy a registry site between its root and its
+                                       [site.registry.s3] bucket, while serving
   wharf healthcheck -config gateway.toml
                                        exit 0 when the admin listener's /healthz answers 200
   wharf version                        print version, commit and Go version
@@ -64,6 +67,8 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		return cmdGC(args[1:], stdout, stderr)
 	case "import":
 		return cmdImport(args[1:], stdout, stderr)
+	case "migrate-storage":
+		return cmdMigrateStorage(args[1:], stdout, stderr)
 	case "healthcheck":
 		return cmdHealthcheck(args[1:], stdout, stderr)
 	case "version", "-version", "--version":
