@@ -66,8 +66,11 @@ type Summary struct {
 	Bytes           int64 // freed
 	Evicted         int   // cache tags and manifests evicted
 	Refused         int   // repositories a rule would have emptied
-	Errors          int
-	Duration        time.Duration
+	// Skipped counts shared sites (S3) whose gc lease another
+	// collection held: that one collects them.
+	Skipped  int
+	Errors   int
+	Duration time.Duration
 }
 
 // Metrics are the clean-up's Prometheus series.
@@ -150,6 +153,11 @@ func Run(ctx context.Context, job Job, log zerolog.Logger) (*Summary, error) {
 		} else if site.MaxAge > 0 || site.MaxSize > 0 {
 			err = cacheSite(ctx, site, s, l)
 		}
+		if errors.Is(err, storage.ErrGCRunning) {
+			s.Skipped++
+			l.Warn().Err(err).Msg("gc: site skipped")
+			continue
+		}
 		if err != nil {
 			if ctx.Err() != nil {
 				return s, ctx.Err()
@@ -168,6 +176,11 @@ func registrySite(ctx context.Context, job Job, site Site, s *Summary, log zerol
 		return err
 	}
 	defer st.Close()
+	ctx, release, err := LockStore(ctx, st, "scheduled gc")
+	if err != nil {
+		return err
+	}
+	defer release()
 	if len(retention.ForHost(job.Rules, site.Host)) > 0 {
 		res, err := retention.Apply(ctx, st, retention.Options{
 			Host:  site.Host,
@@ -200,6 +213,11 @@ func cacheSite(ctx context.Context, site Site, s *Summary, log zerolog.Logger) e
 		return err
 	}
 	defer st.Close()
+	ctx, release, err := LockStore(ctx, st, "scheduled eviction")
+	if err != nil {
+		return err
+	}
+	defer release()
 	res, err := cache.Evict(ctx, st, cache.EvictOptions{MaxAge: site.MaxAge, MaxSize: site.MaxSize})
 	if err != nil {
 		return err
@@ -287,7 +305,7 @@ func (s *Scheduler) loop(ctx context.Context, o SchedulerOptions) {
 		default:
 			o.Log.Info().Int("tags_removed", sum.Tags).Int("manifests_removed", sum.Manifests).
 				Int("blobs_removed", sum.Blobs).Int64("bytes_freed", sum.Bytes).Int("refused", sum.Refused).
-				Int("errors", sum.Errors).Dur("duration", sum.Duration).Msg("gc: scheduled run done")
+				Int("errors", sum.Errors).Int("skipped", sum.Skipped).Dur("duration", sum.Duration).Msg("gc: scheduled run done")
 		}
 		if o.Ran != nil {
 			o.Ran(sum, err)
@@ -300,8 +318,12 @@ func (s *Scheduler) loop(ctx context.Context, o SchedulerOptions) {
 
 // String is a one-line summary for logs and the CLI.
 func (s *Summary) String() string {
-	return fmt.Sprintf("%d tags, %d manifests, %d blobs (%d bytes) removed; %d refused; %d errors; %s",
-		s.Tags, s.Manifests, s.Blobs, s.Bytes, s.Refused, s.Errors, s.Duration.Round(time.Millisecond))
+	skipped := ""
+	if s.Skipped > 0 {
+		skipped = fmt.Sprintf("; %d sites skipped (gc running elsewhere)", s.Skipped)
+	}
+	return fmt.Sprintf("%d tags, %d manifests, %d blobs (%d bytes) removed; %d refused; %d errors%s; %s",
+		s.Tags, s.Manifests, s.Blobs, s.Bytes, s.Refused, s.Errors, skipped, s.Duration.Round(time.Millisecond))
 }
 
 // LastRunFile below data_dir holds when the last clean-up finished

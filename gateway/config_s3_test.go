@@ -22,6 +22,8 @@ func TestRegistryS3Config(t *testing.T) {
 		{"migration target checked too", "storage = \"filesystem\"\n[site.registry.s3]\nbucket = \"Bad_Bucket\"\n", "gw.toml:10: invalid bucket name", false},
 		{"bad endpoint", "storage = \"s3\"\n[site.registry.s3]\nbucket = \"wharf\"\nendpoint = \"s3.example\"\n", "gw.toml:11: invalid endpoint", false},
 		{"key file missing", "storage = \"s3\"\n[site.registry.s3]\nbucket = \"wharf\"\naccess_key_file = \"/nonexistent/a\"\nsecret_key_file = \"/nonexistent/s\"\n", "gw.toml:11:", false},
+		{"sse-kms and redirect", "storage = \"s3\"\n[site.registry.s3]\nbucket = \"wharf\"\nsse = \"aws:kms\"\nsse_kms_key_id = \"alias/wharf\"\nredirect = true\nredirect_expiry = \"5m\"\n", "", false},
+		{"bad redirect_expiry", "storage = \"s3\"\n[site.registry.s3]\nbucket = \"wharf\"\nredirect_expiry = \"10ms\"\n", "gw.toml:11: redirect_expiry 10ms out of range", false},
 		{"misspelt", "storage = \"s3\"\n[site.registry.s3]\nbucket = \"wharf\"\npathstyle = true\n", "unknown key \"site.registry.s3.pathstyle\"", false},
 	}
 	for _, tt := range tests {

@@ -95,7 +95,7 @@ func (p *SitePlan) Open(ctx context.Context, env conf.Env, log zerolog.Logger) (
 		if err != nil {
 			return nil, fmt.Errorf("open registry storage: %w", err)
 		}
-		r, err := registry.New(ctx, registry.Options{Store: st, Delete: s.Registry.Delete, Logger: log})
+		r, err := registry.New(ctx, registry.Options{Store: st, Delete: s.Registry.Delete, Redirect: s.Registry.Redirect(), Logger: log})
 		if err != nil {
 			return nil, fmt.Errorf("open registry: %w", err)
 		}

@@ -108,6 +108,11 @@ func (c *Config) UpstreamPassword(env conf.Env) (string, error) {
 // Validate reports every problem of the section (keys relative to it).
 func (c *Config) Validate(env conf.Env) conf.Problems {
 	ps := s3store.ValidateStorage(c.Storage, c.S3, "site.cache", env)
+	if c.S3 != nil && c.S3.Redirect {
+		// A cache serves blobs it may still be fetching; only the
+		// registry answers with pre-signed URLs.
+		ps.Add("s3.redirect", "redirect is only for registry sites; remove it from [site.cache.s3]")
+	}
 	if c.Upstream == "" && len(c.Upstreams) == 0 {
 		ps.Add("upstream", "backend = \"cache\" needs [site.cache] upstream (or [site.cache.upstreams])")
 	} else if c.Upstream != "" {

@@ -40,6 +40,9 @@ func blobUnknown(d digest.Digest) error {
 // getBlob serves GET and HEAD of a blob, with a single Range if asked. The
 // body is copied from the *os.File so plain HTTP uses sendfile.
 func (r *Registry) getBlob(w http.ResponseWriter, req *http.Request, rt *backend.Route) error {
+	if r.redirect != nil && req.Method == http.MethodGet {
+		return r.redirectBlob(w, req, rt)
+	}
 	d := rt.Digest
 	ctx := req.Context()
 	if _, err := r.store.GetRecord(ctx, rt.Repo, layout.BlobLink(d)); err != nil {

@@ -57,6 +57,10 @@ func (c *Config) SetDefaults(host string) {
 // Root).
 func (c *Config) Local() bool { return c.Storage != StorageS3 }
 
+// Redirect reports whether blob GETs answer with a redirect to the
+// storage ([site.registry.s3] redirect).
+func (c *Config) Redirect() bool { return c.Storage == StorageS3 && c.S3 != nil && c.S3.Redirect }
+
 // Validate reports every problem of the section (keys relative to it).
 func (c *Config) Validate(env conf.Env) conf.Problems {
 	var ps conf.Problems

@@ -33,6 +33,10 @@ type Options struct {
 	DirectIO bool
 	// Store replaces the local file system store (Root is then unused).
 	Store storage.Store
+	// Redirect answers blob GETs with 307 to a URL of the storage
+	// itself when Store is a storage.Redirector (S3: a pre-signed URL;
+	// [site.registry.s3] redirect); ignored for other stores.
+	Redirect bool
 }
 
 // Registry serves the distribution API. It is an http.Handler.
@@ -41,6 +45,8 @@ type Registry struct {
 	delete bool
 	log    zerolog.Logger
 	cache  *cache
+	// redirect, when set, serves blob GETs by redirection (redirect.go).
+	redirect storage.Redirector
 }
 
 // New opens the registry's storage under o.Root.
@@ -53,7 +59,11 @@ func New(ctx context.Context, o Options) (*Registry, error) {
 		}
 		st = fs
 	}
-	return &Registry{store: st, delete: o.Delete, log: o.Logger, cache: newCache()}, nil
+	r := &Registry{store: st, delete: o.Delete, log: o.Logger, cache: newCache()}
+	if rd, ok := st.(storage.Redirector); ok && o.Redirect {
+		r.redirect = rd
+	}
+	return r, nil
 }
 
 // Store is the registry's storage, for readers inside the process (the

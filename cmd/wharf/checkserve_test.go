@@ -27,6 +27,8 @@ const (
 	csHead   = csData + csListen
 	csSite   = "[[site]]\nhost = \"a.example\"\nbackend = \"registry\"\ntls = \"off\"\n"
 	csAuth   = "[auth]\nhtpasswd = \"DIR/htpasswd\"\n"
+	// csS3 is a registry site on S3 (lines 4-13).
+	csS3 = csSite + "[site.registry]\nstorage = \"s3\"\n[site.registry.s3]\nbucket = \"wharf\"\nendpoint = \"http://127.0.0.1:1\"\npath_style = true\n"
 )
 
 // cacheSite and proxySite are a site of that kind with the given
@@ -124,7 +126,7 @@ var checkServeCases = []checkServeCase{
 	{"cache s3 bad endpoint", csHead + cacheSite("https://r.example") + "storage = \"s3\"\n[site.cache.s3]\nbucket = \"wharf\"\nendpoint = \"s3.example\"\n", `gw.toml:13: invalid endpoint "s3.example"`},
 	{"cache s3 one key file", csHead + cacheSite("https://r.example") + "storage = \"s3\"\n[site.cache.s3]\nbucket = \"wharf\"\naccess_key_file = \"DIR/secret\"\n", "set both access_key_file and secret_key_file"},
 	{"cache s3 key file missing", csHead + cacheSite("https://r.example") + "storage = \"s3\"\n[site.cache.s3]\nbucket = \"wharf\"\naccess_key_file = \"DIR/secret\"\nsecret_key_file = \"DIR/nope\"\n", "gw.toml:14: cannot read secret file"},
-	{"cache s3 bad sse", csHead + cacheSite("https://r.example") + "storage = \"s3\"\n[site.cache.s3]\nbucket = \"wharf\"\nsse = \"aws:kms\"\n", `invalid sse "aws:kms"`},
+	{"cache s3 bad sse", csHead + cacheSite("https://r.example") + "storage = \"s3\"\n[site.cache.s3]\nbucket = \"wharf\"\nsse = \"aes256\"\n", `invalid sse "aes256"`},
 	{"cache s3 table without storage", csHead + cacheSite("https://r.example") + "[site.cache.s3]\nbucket = \"wharf\"\n", `[site.cache.s3] is set but storage is "filesystem": add storage = "s3"`},
 	{"cache bad storage", csHead + cacheSite("https://r.example") + "storage = \"gcs\"\n", `gw.toml:10: invalid storage "gcs"`},
 	{"cache s3 misspelt", csHead + cacheSite("https://r.example") + "storage = \"s3\"\n[site.cache.s3]\nbucket = \"wharf\"\npathstyle = true\n", `unknown key "site.cache.s3.pathstyle"`},
@@ -141,6 +143,13 @@ var checkServeCases = []checkServeCase{
 	{"migration target bad bucket", csHead + csSite + "[site.registry]\n[site.registry.s3]\nbucket = \"Bad_Bucket\"\n", `gw.toml:10: invalid bucket name "Bad_Bucket"`},
 	{"migration target one key file", csHead + csSite + "[site.registry]\n[site.registry.s3]\nbucket = \"wharf\"\naccess_key_file = \"DIR/secret\"\n", "set both access_key_file and secret_key_file"},
 	{"acme ca_root not pem", csData + "[acme]\nca_root = \"DIR/garbage\"\n" + csListen + csSite, "holds no PEM certificate"},
+	// S3 storage (issue #15): sse, redirect (valid S3 configs are not
+	// here: serve would contact the bucket)
+	{"s3 bad sse", csHead + csS3 + "sse = \"aes256\"\n", `gw.toml:14: invalid sse "aes256"`},
+	{"s3 kms key without kms", csHead + csS3 + "sse = \"AES256\"\nsse_kms_key_id = \"k\"\n", `gw.toml:15: sse_kms_key_id is set but sse is "AES256"`},
+	{"s3 redirect_expiry too long", csHead + csS3 + "redirect = true\nredirect_expiry = \"200h\"\n", "gw.toml:15: redirect_expiry 200h0m0s out of range"},
+	{"s3 redirect on a cache", csHead + cacheSite("https://r.example") + "storage = \"s3\"\n[site.cache.s3]\nbucket = \"wharf\"\nredirect = true\n", "redirect is only for registry sites"},
+	{"s3 redirect not bool", csHead + csS3 + "redirect = \"yes\"\n", "gw.toml:14: incompatible types"},
 
 	// valid: both accept, including the two configs of issue #10
 	{"ok minimal", csHead + csSite, ""},

@@ -14,6 +14,7 @@ import (
 
 	"github.com/wharf-dev/wharf/backend/cache"
 	"github.com/wharf-dev/wharf/backend/registry/gc"
+	"github.com/wharf-dev/wharf/backend/storage"
 	"github.com/wharf-dev/wharf/cleanup"
 	"github.com/wharf-dev/wharf/gateway"
 )
@@ -118,10 +119,7 @@ func collectSites(ctx context.Context, cfg *gateway.Config, verb string, o gc.Op
 		switch p.Site.Backend {
 		case gateway.KindRegistry:
 			sites++
-			if code := retainSite(ctx, cfg, p, o.DryRun, stdout, stderr); code != 0 {
-				return sites, code
-			}
-			if code := gcRegistrySite(ctx, p, verb, o, stdout, stderr); code != 0 {
+			if code := collectRegistrySite(ctx, cfg, p, verb, o, stdout, stderr); code != 0 {
 				return sites, code
 			}
 		case gateway.KindCache:
@@ -137,6 +135,41 @@ func collectSites(ctx context.Context, cfg *gateway.Config, verb string, o gc.Op
 		}
 	}
 	return sites, 0
+}
+
+// collectRegistrySite runs retention and gc on one registry root, under
+// the site's gc lease when its storage is shared by several instances
+// (S3; the data directory's flock does not reach them). A lease held by
+// another collection skips the site with a message: that one collects
+// it.
+func collectRegistrySite(ctx context.Context, cfg *gateway.Config, p *gateway.SitePlan, verb string, o gc.Options, stdout, stderr io.Writer) int {
+	if !o.DryRun && p.Root == "" {
+		st, err := p.OpenStore()
+		if err != nil {
+			fmt.Fprintf(stderr, "wharf gc: site %s (%s): %v\n", p.Site.Host, p.Location(), err)
+			return 1
+		}
+		defer st.Close()
+		lctx, release, err := cleanup.LockStore(ctx, st, "wharf gc")
+		if errors.Is(err, storage.ErrGCRunning) {
+			fmt.Fprintf(stdout, "site %s (%s): skipped: %v\n", p.Site.Host, p.Location(), err)
+			return 0
+		}
+		if err != nil {
+			fmt.Fprintf(stderr, "wharf gc: site %s (%s): %v\n", p.Site.Host, p.Location(), err)
+			return 1
+		}
+		defer release()
+		ctx = lctx
+	}
+	if code := retainSite(ctx, cfg, p, o.DryRun, stdout, stderr); code != 0 {
+		return code
+	}
+	code := gcRegistrySite(ctx, p, verb, o, stdout, stderr)
+	if code != 0 && ctx.Err() != nil {
+		fmt.Fprintf(stderr, "wharf gc: site %s (%s): stopped: %v\n", p.Site.Host, p.Location(), context.Cause(ctx))
+	}
+	return code
 }
 
 // gcRegistrySite collects one registry root and prints what went.
@@ -189,6 +222,19 @@ func evictCacheSite(ctx context.Context, p *gateway.SitePlan, verb string, o cac
 		return 1
 	}
 	defer st.Close()
+	if !o.DryRun { // a cache on S3 is shared by several instances: one eviction at a time
+		lctx, release, err := cleanup.LockStore(ctx, st, "wharf gc")
+		if errors.Is(err, storage.ErrGCRunning) {
+			fmt.Fprintf(stdout, "site %s (%s): skipped: %v\n", host, root, err)
+			return 0
+		}
+		if err != nil {
+			fmt.Fprintf(stderr, "wharf gc: site %s (%s): %v\n", host, root, err)
+			return 1
+		}
+		defer release()
+		ctx = lctx
+	}
 	res, err := cache.Evict(ctx, st, o)
 	if err != nil {
 		fmt.Fprintf(stderr, "wharf gc: site %s (%s): %v\n", host, root, err)

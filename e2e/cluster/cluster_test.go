@@ -66,6 +66,12 @@ type cluster struct {
 // front of them.
 func startCluster(t *testing.T, n int) *cluster {
 	t.Helper()
+	return startClusterConfig(t, n, config)
+}
+
+// startClusterConfig is startCluster with another config template.
+func startClusterConfig(t *testing.T, n int, config string) *cluster {
+	t.Helper()
 	harness.Require(t, "nginx")
 	gw := harness.StartVersityGW(t, bucket)
 	dir := t.TempDir()

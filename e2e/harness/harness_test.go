@@ -122,7 +122,8 @@ func TestTargets(t *testing.T) {
 		{"docker-registry", []string{"docker-registry"}},
 		{"docker-registry, wharf", []string{"docker-registry", "wharf"}},
 		{"wharf-s3", []string{"wharf-s3"}},
-		{"all", []string{"wharf", "wharf-proxy", "docker-registry", "wharf-s3"}},
+		{"wharf-s3-redirect", []string{"wharf-s3-redirect"}},
+		{"all", []string{"wharf", "wharf-proxy", "docker-registry", "wharf-s3", "wharf-s3-redirect"}},
 	}
 	for _, tc := range tests {
 		t.Run(tc.env, func(t *testing.T) {

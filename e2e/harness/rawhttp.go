@@ -65,6 +65,27 @@ func (c *RawClient) Do(t testing.TB, method, path string, header http.Header, bo
 	return &Response{Status: resp.StatusCode, Header: resp.Header, Body: b}
 }
 
+// GetBlob GETs a blob as a registry client does: a 307 to the storage
+// (wharf on S3 with redirect = true) is followed, without the
+// registry's headers; the other answers are returned as they are.
+func (c *RawClient) GetBlob(t testing.TB, repo, digest string) *Response {
+	t.Helper()
+	r := c.Do(t, http.MethodGet, "/v2/"+repo+"/blobs/"+digest, nil, nil)
+	if r.Status != http.StatusTemporaryRedirect || r.Header.Get("Location") == "" {
+		return r
+	}
+	res, err := c.HTTP.Get(r.Header.Get("Location"))
+	if err != nil {
+		t.Fatalf("GET blob %s: follow the redirect: %v", digest, err)
+	}
+	defer res.Body.Close()
+	b, err := io.ReadAll(res.Body)
+	if err != nil {
+		t.Fatalf("GET blob %s: read the redirected body: %v", digest, err)
+	}
+	return &Response{Status: res.StatusCode, Header: res.Header, Body: b}
+}
+
 // PushBlob uploads b to repo in one POST ?digest= request (falling back to
 // POST + PUT if the registry answers 202 without taking the blob) and
 // returns its descriptor with mediaType.

@@ -148,23 +148,36 @@ endpoint        = "{{.Vars.endpoint}}"
 path_style      = true
 access_key_file = "{{.Vars.accessFile}}"
 secret_key_file = "{{.Vars.secretFile}}"
-`
+{{if index .Vars "redirect"}}redirect        = true
+{{end}}`
 
 // s3Registry is wharf with its registry site on versitygw.
 type s3Registry struct {
 	*Wharf
-	S3 *VersityGW
+	S3       *VersityGW
+	redirect bool
 }
 
-func (r s3Registry) Name() string { return "wharf-s3" }
+func (r s3Registry) Name() string {
+	if r.redirect {
+		return "wharf-s3-redirect"
+	}
+	return "wharf-s3"
+}
 
 // StartWharfS3 starts versitygw with a bucket and wharf serving S3Config
 // on it.
 func StartWharfS3(t testing.TB) (*Wharf, *VersityGW) {
 	t.Helper()
+	return startWharfS3(t, false)
+}
+
+// startWharfS3 is StartWharfS3, with redirect = true if redirect.
+func startWharfS3(t testing.TB, redirect bool) (*Wharf, *VersityGW) {
+	t.Helper()
 	gw := StartVersityGW(t, "wharf")
 	dir := t.TempDir()
-	vars := map[string]any{"bucket": "wharf", "endpoint": gw.Endpoint,
+	vars := map[string]any{"bucket": "wharf", "endpoint": gw.Endpoint, "redirect": redirect,
 		"accessFile": filepath.Join(dir, "access"), "secretFile": filepath.Join(dir, "secret")}
 	for f, v := range map[string]string{"access": gw.AccessKey, "secret": gw.SecretKey} {
 		if err := os.WriteFile(filepath.Join(dir, f), []byte(v+"\n"), 0o600); err != nil {
@@ -182,6 +195,18 @@ var WharfS3Target = Target{
 	Start: func(t testing.TB) Registry {
 		w, gw := StartWharfS3(t)
 		return s3Registry{Wharf: w, S3: gw}
+	},
+}
+
+// WharfS3RedirectTarget is WharfS3Target with [site.registry.s3]
+// redirect = true: every blob GET of the suite is answered 307 to a
+// pre-signed versitygw URL. Opt-in: WHARF_E2E_TARGETS=wharf-s3-redirect
+// or all.
+var WharfS3RedirectTarget = Target{
+	Name: "wharf-s3-redirect",
+	Start: func(t testing.TB) Registry {
+		w, gw := startWharfS3(t, true)
+		return s3Registry{Wharf: w, S3: gw, redirect: true}
 	},
 }
 
@@ -207,11 +232,13 @@ func Targets(t testing.TB) []Target {
 			out = append(out, DockerRegistryTarget)
 		case "wharf-s3":
 			out = append(out, WharfS3Target)
+		case "wharf-s3-redirect":
+			out = append(out, WharfS3RedirectTarget)
 		case "all":
-			out = append(out, WharfTarget, WharfProxyTarget, DockerRegistryTarget, WharfS3Target)
+			out = append(out, WharfTarget, WharfProxyTarget, DockerRegistryTarget, WharfS3Target, WharfS3RedirectTarget)
 		case "":
 		default:
-			t.Fatalf("WHARF_E2E_TARGETS: unknown target %q (want wharf, wharf-proxy, docker-registry, wharf-s3 or all)", n)
+			t.Fatalf("WHARF_E2E_TARGETS: unknown target %q (want wharf, wharf-proxy, docker-registry, wharf-s3, wharf-s3-redirect or all)", n)
 		}
 	}
 	return out

@@ -111,14 +111,14 @@ func TestKillDuringUpload(t *testing.T) {
 		if r.Status != http.StatusCreated {
 			t.Fatalf("PUT to finish A: %d %s", r.Status, r.Body)
 		}
-		got := raw.Do(t, http.MethodGet, "/v2/"+repo+"/blobs/"+digestA.String(), nil, nil)
+		got := raw.GetBlob(t, repo, digestA.String())
 		if got.Status != http.StatusOK || !bytes.Equal(got.Body, blobA) {
 			t.Fatalf("GET resumed blob A: %d, %d bytes, equal=%v", got.Status, len(got.Body), bytes.Equal(got.Body, blobA))
 		}
 
 		// B is pushed again from scratch and comes back intact.
 		raw.PushBlob(t, repo, "application/octet-stream", blobB)
-		got = raw.Do(t, http.MethodGet, "/v2/"+repo+"/blobs/"+digestB.String(), nil, nil)
+		got = raw.GetBlob(t, repo, digestB.String())
 		if got.Status != http.StatusOK || !bytes.Equal(got.Body, blobB) {
 			t.Fatalf("GET re-pushed blob B: %d, %d bytes", got.Status, len(got.Body))
 		}

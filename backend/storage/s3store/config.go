@@ -5,6 +5,7 @@ import (
 	"net/url"
 	"regexp"
 	"strings"
+	"time"
 
 	"github.com/wharf-dev/wharf/internal/conf"
 )
@@ -31,10 +32,35 @@ type Config struct {
 	// credentials file and instance roles are used.
 	AccessKeyFile string `toml:"access_key_file"`
 	SecretKeyFile string `toml:"secret_key_file"`
-	// SSE asks for server-side encryption of every object: "" (the
-	// bucket's default) or "AES256" (SSE-S3).
+	// SSE asks for server-side encryption of every object wharf writes
+	// (puts, multipart uploads, server-side copies): "" (the bucket's
+	// default), "AES256" (SSE-S3) or "aws:kms" (SSE-KMS).
 	SSE string `toml:"sse"`
+	// SSEKMSKeyID is the KMS key of sse = "aws:kms"; empty: the
+	// account's default key for S3 (aws/s3).
+	SSEKMSKeyID string `toml:"sse_kms_key_id"`
+	// Redirect answers a blob GET with 307 Temporary Redirect to a
+	// pre-signed URL of the object, after the usual authorization and
+	// checks, so the bytes flow from S3 to the client and not through
+	// wharf. Off by default (as in distribution): the client must be
+	// able to reach the endpoint.
+	Redirect bool `toml:"redirect"`
+	// RedirectExpiry is how long a pre-signed URL stays valid; default
+	// 20 minutes, at most 7 days (the SigV4 limit).
+	RedirectExpiry conf.Duration `toml:"redirect_expiry"`
 }
+
+// Server-side encryption modes of sse.
+const (
+	SSES3  = "AES256"
+	SSEKMS = "aws:kms"
+)
+
+// DefaultRedirectExpiry is the validity of a pre-signed blob URL.
+const DefaultRedirectExpiry = 20 * time.Minute
+
+// maxRedirectExpiry is the longest validity SigV4 allows.
+const maxRedirectExpiry = 7 * 24 * time.Hour
 
 // SetDefaults fills in what the user left out for the site named host.
 func (c *Config) SetDefaults(host string) {
@@ -46,6 +72,9 @@ func (c *Config) SetDefaults(host string) {
 	}
 	if c.Endpoint == "" {
 		c.Endpoint = "https://s3." + c.Region + ".amazonaws.com"
+	}
+	if c.RedirectExpiry == 0 {
+		c.RedirectExpiry = conf.Duration(DefaultRedirectExpiry)
 	}
 }
 
@@ -91,9 +120,15 @@ func (c *Config) validate(env conf.Env, table string) conf.Problems {
 		}
 	}
 	switch c.SSE {
-	case "", "AES256":
+	case "", SSES3, SSEKMS:
 	default:
-		ps.Add("sse", "invalid sse %q: want \"\" or \"AES256\"", c.SSE)
+		ps.Add("sse", "invalid sse %q: want %s (\"\": the bucket's default)", c.SSE, conf.OneOf("", SSES3, SSEKMS))
+	}
+	if c.SSEKMSKeyID != "" && c.SSE != SSEKMS {
+		ps.Add("sse_kms_key_id", "sse_kms_key_id is set but sse is %q: set sse = %q", c.SSE, SSEKMS)
+	}
+	if e := c.RedirectExpiry.Std(); e != 0 && (e < time.Second || e > maxRedirectExpiry) {
+		ps.Add("redirect_expiry", "redirect_expiry %s out of range: want 1s to %s", e, maxRedirectExpiry)
 	}
 	return ps
 }

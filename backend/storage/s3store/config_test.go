@@ -5,6 +5,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/wharf-dev/wharf/internal/conf"
 )
@@ -29,7 +30,15 @@ func TestConfigValidate(t *testing.T) {
 		{"one key file", Config{Bucket: "wharf", AccessKeyFile: "key"}, "access_key_file"},
 		{"missing key file", Config{Bucket: "wharf", AccessKeyFile: "key", SecretKeyFile: "nope"}, "secret_key_file"},
 		{"bad prefix", Config{Bucket: "wharf", Prefix: "/abs"}, "prefix"},
-		{"bad sse", Config{Bucket: "wharf", SSE: "aws:kms"}, "sse"},
+		{"sse-kms", Config{Bucket: "wharf", SSE: "aws:kms"}, ""},
+		{"sse-kms with key", Config{Bucket: "wharf", SSE: "aws:kms", SSEKMSKeyID: "arn:aws:kms:us-east-1:1:key/k"}, ""},
+		{"bad sse", Config{Bucket: "wharf", SSE: "aes256"}, "sse"},
+		{"sse-c not offered", Config{Bucket: "wharf", SSE: "SSE-C"}, "sse"},
+		{"kms key without kms", Config{Bucket: "wharf", SSE: "AES256", SSEKMSKeyID: "k"}, "sse_kms_key_id"},
+		{"kms key without sse", Config{Bucket: "wharf", SSEKMSKeyID: "k"}, "sse_kms_key_id"},
+		{"redirect", Config{Bucket: "wharf", Redirect: true, RedirectExpiry: conf.Duration(time.Hour)}, ""},
+		{"redirect expiry too long", Config{Bucket: "wharf", Redirect: true, RedirectExpiry: conf.Duration(8 * 24 * time.Hour)}, "redirect_expiry"},
+		{"redirect expiry too short", Config{Bucket: "wharf", Redirect: true, RedirectExpiry: conf.Duration(time.Millisecond)}, "redirect_expiry"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			tc.c.SetDefaults("registry.test")
@@ -50,7 +59,7 @@ func TestConfigValidate(t *testing.T) {
 	}
 	var c Config
 	c.SetDefaults("registry.test")
-	if c.Prefix != "registry.test" || c.Region != "us-east-1" || !strings.HasPrefix(c.Endpoint, "https://s3.") {
+	if c.Prefix != "registry.test" || c.Region != "us-east-1" || !strings.HasPrefix(c.Endpoint, "https://s3.") || c.RedirectExpiry.Std() != DefaultRedirectExpiry {
 		t.Fatalf("defaults: %+v", c)
 	}
 }

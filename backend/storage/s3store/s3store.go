@@ -62,6 +62,10 @@ type Store struct {
 	sse      encrypt.ServerSide
 	log      zerolog.Logger
 	direct   *direct // blob reads on a plain-HTTP endpoint; nil: through minio-go
+	// redirectExpiry is the validity of pre-signed blob URLs (presign.go).
+	redirectExpiry time.Duration
+	// leaseTTL replaces the gc lease's TTL (lease.go; tests).
+	leaseTTL time.Duration
 
 	mu    sync.Mutex
 	locks map[string]chan struct{} // upload sessions held in this process
@@ -139,9 +143,10 @@ func New(ctx context.Context, o Options) (*Store, error) {
 	if p := strings.Trim(o.Prefix, "/"); p != "" {
 		s.prefix = p + "/"
 	}
-	if o.SSE == "AES256" {
-		s.sse = encrypt.NewSSE()
+	if s.sse, err = serverSide(o.Config); err != nil {
+		return nil, err
 	}
+	s.redirectExpiry = o.RedirectExpiry.Std()
 	if err := s.probe(ctx); err != nil {
 		return nil, err
 	}
