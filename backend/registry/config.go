@@ -13,10 +13,11 @@ import (
 	"github.com/wharf-dev/wharf/internal/conf"
 )
 
-// Storage kinds of [site.registry] storage.
+// Storage kinds of [site.registry] storage (the names every site
+// section that keeps data shares, package s3store).
 const (
-	StorageFilesystem = "filesystem"
-	StorageS3         = "s3"
+	StorageFilesystem = s3store.StorageFilesystem
+	StorageS3         = s3store.StorageS3
 )
 
 // Config is the [site.registry] table of a gateway.toml site with
@@ -61,27 +62,18 @@ func (c *Config) Local() bool { return c.Storage != StorageS3 }
 // storage ([site.registry.s3] redirect).
 func (c *Config) Redirect() bool { return c.Storage == StorageS3 && c.S3 != nil && c.S3.Redirect }
 
-// Validate reports every problem of the section (keys relative to it).
+// Validate reports every problem of the section (keys relative to it):
+// the storage rules every data-keeping section shares, except that a
+// bucket next to a file system site is allowed. It is where `wharf
+// migrate-storage -to s3` copies the site to, checked the same way, so
+// the switch-over (storage = "s3") cannot fail on it.
 func (c *Config) Validate(env conf.Env) conf.Problems {
-	var ps conf.Problems
-	switch c.Storage {
-	case StorageFilesystem, "":
-		// A bucket next to a file system site is where `wharf
-		// migrate-storage -to s3` copies it to: checked the same way,
-		// so the switch-over (storage = "s3") cannot fail on it.
-		if c.S3 != nil {
-			ps.Merge("s3", c.S3.Validate(env))
-		}
-	case StorageS3:
-		if c.S3 == nil {
-			ps.Add("s3", "storage = \"s3\" needs a [site.registry.s3] table")
-			break
-		}
+	if c.Storage == StorageFilesystem && c.S3 != nil {
+		var ps conf.Problems
 		ps.Merge("s3", c.S3.Validate(env))
-	default:
-		ps.Add("storage", "invalid storage %q: want %s", c.Storage, conf.OneOf(StorageFilesystem, StorageS3))
+		return ps
 	}
-	return ps
+	return s3store.ValidateStorage(c.Storage, c.S3, "site.registry", env)
 }
 
 // OpenStore opens the storage the section describes: the local file
@@ -107,15 +99,10 @@ func (c *Config) OpenS3(ctx context.Context, env conf.Env, log zerolog.Logger) (
 	if c.S3 == nil {
 		return nil, fmt.Errorf("no [site.registry.s3] table")
 	}
-	o := s3store.Options{Config: *c.S3, Logger: log}
-	if c.S3.AccessKeyFile != "" {
-		var err error
-		if o.AccessKey, err = conf.ReadSecretFile(env, c.S3.AccessKeyFile); err != nil {
-			return nil, fmt.Errorf("s3: access_key_file: %w", err)
-		}
-		if o.SecretKey, err = conf.ReadSecretFile(env, c.S3.SecretKeyFile); err != nil {
-			return nil, fmt.Errorf("s3: secret_key_file: %w", err)
-		}
+	o, err := c.S3.Options(env)
+	if err != nil {
+		return nil, err
 	}
+	o.Logger = log
 	return s3store.New(ctx, o)
 }
