@@ -24,6 +24,7 @@ import (
 	"time"
 
 	digest "github.com/opencontainers/go-digest"
+	"golang.org/x/sync/errgroup"
 
 	"github.com/wharf-dev/wharf/backend"
 	"github.com/wharf-dev/wharf/backend/storage"
@@ -219,49 +220,28 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 // importRepos runs importRepo for every repository, max(Workers, 4) at
 // a time; the first error (the store failing, ctx ending) stops the rest.
 func (im *importer) importRepos(ctx context.Context, repos []*repoLinks) error {
-	n := im.o.Workers
-	if n < 4 {
-		n = 4
-	}
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	work := make(chan *repoLinks)
-	var (
-		wg       sync.WaitGroup
-		errOnce  sync.Once
-		firstErr error
-	)
-	for i := 0; i < n; i++ {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for r := range work {
-				rr, err := im.importRepo(ctx, r)
-				if err != nil {
-					errOnce.Do(func() { firstErr = fmt.Errorf("repository %s: %w", r.name, err); cancel() })
-					continue
-				}
-				im.reportMu.Lock()
-				im.res.Repos++
-				if im.o.Repo != nil {
-					im.o.Repo(rr)
-				}
-				im.reportMu.Unlock()
-			}
-		}()
-	}
-feed:
+	g, gctx := errgroup.WithContext(ctx)
+	g.SetLimit(max(im.o.Workers, 4))
 	for _, r := range repos {
-		select {
-		case work <- r:
-		case <-ctx.Done():
-			break feed
+		if gctx.Err() != nil {
+			break
 		}
+		g.Go(func() error {
+			rr, err := im.importRepo(gctx, r)
+			if err != nil {
+				return fmt.Errorf("repository %s: %w", r.name, err)
+			}
+			im.reportMu.Lock()
+			defer im.reportMu.Unlock()
+			im.res.Repos++
+			if im.o.Repo != nil {
+				im.o.Repo(rr)
+			}
+			return nil
+		})
 	}
-	close(work)
-	wg.Wait()
-	if firstErr != nil {
-		return firstErr
+	if err := g.Wait(); err != nil {
+		return err
 	}
 	return ctx.Err()
 }
