@@ -371,75 +371,11 @@ func TestFollowDownload(t *testing.T) {
 				layer := randBytes(t, 512<<10)
 				im := up.pushImage("team/app", "v1", backend.MediaTypeOCIManifest, layer)
 				d := im.layers[0]
-				gate := make(chan struct{})
-				inFlight := make(chan struct{})
-				var once sync.Once
-				up.wrap = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-					if r.Method != "GET" || r.URL.Path != "/v2/team/app/blobs/"+string(d) {
-						up.direct(w, r)
-						return
-					}
-					up.mu.Lock()
-					up.counts["GET blob"]++
-					up.mu.Unlock()
-					body := append([]byte(nil), layer...)
-					if corrupt {
-						body[len(body)-1] ^= 0xff
-					}
-					w.Header().Set("Content-Length", strconv.Itoa(len(body)))
-					w.WriteHeader(http.StatusOK)
-					_, _ = w.Write(body[:len(body)/2])
-					w.(http.Flusher).Flush()
-					once.Do(func() { close(inFlight) })
-					<-gate
-					_, _ = w.Write(body[len(body)/2:])
-				})
+				gate, inFlight := gatedBlob(up, "team/app", d, layer, corrupt)
 				ce := newCache(t, Options{Upstream: up.srv.URL})
 				ce.c.spoolLimit = bp.spool
 				const followers = 4
-				joined := make(chan string, 100)
-				ce.c.blobJoined = func(k string) { joined <- k }
-
-				type result struct {
-					status int
-					body   []byte
-					err    error
-				}
-				results := make(chan result, followers+1)
-				get := func(hdr ...string) {
-					res, body, err := ce.get("/v2/team/app/blobs/"+string(d), hdr...)
-					r := result{body: body, err: err}
-					if res != nil {
-						r.status = res.StatusCode
-					}
-					results <- r
-				}
-				go get()
-				<-inFlight
-				for i := 0; i < followers; i++ {
-					if i == 0 {
-						go get("Range: bytes=100-199")
-					} else {
-						go get()
-					}
-				}
-				for i := 0; i < followers; i++ {
-					<-joined
-				}
-				close(gate)
-				for i := 0; i < followers+1; i++ {
-					r := <-results
-					switch {
-					case corrupt && r.err == nil && r.status < 300 && (len(r.body) == len(layer) || len(r.body) == 100):
-						t.Errorf("a client got a complete response from a corrupt download (%d bytes, status %d)", len(r.body), r.status)
-					case !corrupt && (r.err != nil || (r.status != 200 && r.status != 206)):
-						t.Errorf("status %d, err %v", r.status, r.err)
-					case !corrupt && r.status == 200 && !bytes.Equal(r.body, layer):
-						t.Errorf("full body differs (%d bytes)", len(r.body))
-					case !corrupt && r.status == 206 && !bytes.Equal(r.body, layer[100:200]):
-						t.Errorf("ranged body differs")
-					}
-				}
+				followDownload(t, ce, d, layer, corrupt, gate, inFlight, followers)
 				if got := up.count("GET blob"); got != 1 {
 					t.Errorf("%d upstream GETs for %d clients, want 1", got, followers+1)
 				}

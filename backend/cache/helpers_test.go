@@ -9,6 +9,7 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -316,3 +317,86 @@ func expect(t *testing.T, r *resp, status int, code string) {
 
 // acceptAllHdr is what docker, crane and skopeo send.
 var acceptAllHdr = "Accept: " + acceptAll
+
+// gatedBlob makes the upstream send blob d of repo in two halves, the
+// second only once gate is closed; inFlight is closed when the first half
+// is out. The last byte is flipped when corrupt.
+func gatedBlob(up *upstreamEnv, repo string, d digest.Digest, layer []byte, corrupt bool) (gate, inFlight chan struct{}) {
+	gate, inFlight = make(chan struct{}), make(chan struct{})
+	var once sync.Once
+	up.wrap = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Method != "GET" || r.URL.Path != "/v2/"+repo+"/blobs/"+string(d) {
+			up.direct(w, r)
+			return
+		}
+		up.mu.Lock()
+		up.counts["GET blob"]++
+		up.mu.Unlock()
+		body := append([]byte(nil), layer...)
+		if corrupt {
+			body[len(body)-1] ^= 0xff
+		}
+		w.Header().Set("Content-Length", strconv.Itoa(len(body)))
+		w.WriteHeader(http.StatusOK)
+		_, _ = w.Write(body[:len(body)/2])
+		w.(http.Flusher).Flush()
+		once.Do(func() { close(inFlight) })
+		<-gate
+		_, _ = w.Write(body[len(body)/2:])
+	})
+	return gate, inFlight
+}
+
+// followDownload pulls blob d through ce with one leader and followers
+// more clients (the first follower asks for bytes 100-199) while the
+// upstream is held at gate (gatedBlob), and checks every answer against
+// layer: byte-identical when the upstream is sound, never complete when
+// it is corrupt. It returns how many clients got the whole blob.
+func followDownload(t *testing.T, ce *cacheEnv, d digest.Digest, layer []byte, corrupt bool, gate, inFlight chan struct{}, followers int) (full int) {
+	t.Helper()
+	joined := make(chan string, 100)
+	ce.c.blobJoined = func(k string) { joined <- k }
+	type result struct {
+		status int
+		body   []byte
+		err    error
+	}
+	results := make(chan result, followers+1)
+	get := func(hdr ...string) {
+		res, body, err := ce.get("/v2/team/app/blobs/"+string(d), hdr...)
+		r := result{body: body, err: err}
+		if res != nil {
+			r.status = res.StatusCode
+		}
+		results <- r
+	}
+	go get()
+	<-inFlight
+	for i := 0; i < followers; i++ {
+		if i == 0 {
+			go get("Range: bytes=100-199")
+		} else {
+			go get()
+		}
+	}
+	for i := 0; i < followers; i++ {
+		<-joined
+	}
+	close(gate)
+	for i := 0; i < followers+1; i++ {
+		r := <-results
+		switch {
+		case corrupt && r.err == nil && r.status < 300 && (len(r.body) == len(layer) || len(r.body) == 100):
+			t.Errorf("a client got a complete response from a corrupt download (%d bytes, status %d)", len(r.body), r.status)
+		case !corrupt && (r.err != nil || (r.status != 200 && r.status != 206)):
+			t.Errorf("status %d, err %v", r.status, r.err)
+		case !corrupt && r.status == 200 && !bytes.Equal(r.body, layer):
+			t.Errorf("full body differs (%d bytes)", len(r.body))
+		case !corrupt && r.status == 206 && !bytes.Equal(r.body, layer[100:200]):
+			t.Errorf("ranged body differs")
+		case !corrupt && r.status == 200:
+			full++
+		}
+	}
+	return full
+}

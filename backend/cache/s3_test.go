@@ -10,7 +10,6 @@ import (
 	"net/http/httptest"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -74,35 +73,6 @@ func (e *s3Env) objects(t *testing.T, prefix, sub string) int {
 	return n
 }
 
-// gatedBlob makes the upstream send blob d of repo in two halves, the
-// second only once gate is closed; inFlight is closed when the first half
-// is out. The last byte is flipped when corrupt.
-func gatedBlob(up *upstreamEnv, repo string, d digest.Digest, layer []byte, corrupt bool) (gate, inFlight chan struct{}) {
-	gate, inFlight = make(chan struct{}), make(chan struct{})
-	var once sync.Once
-	up.wrap = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if r.Method != "GET" || r.URL.Path != "/v2/"+repo+"/blobs/"+string(d) {
-			up.direct(w, r)
-			return
-		}
-		up.mu.Lock()
-		up.counts["GET blob"]++
-		up.mu.Unlock()
-		body := append([]byte(nil), layer...)
-		if corrupt {
-			body[len(body)-1] ^= 0xff
-		}
-		w.Header().Set("Content-Length", strconv.Itoa(len(body)))
-		w.WriteHeader(http.StatusOK)
-		_, _ = w.Write(body[:len(body)/2])
-		w.(http.Flusher).Flush()
-		once.Do(func() { close(inFlight) })
-		<-gate
-		_, _ = w.Write(body[len(body)/2:])
-	})
-	return gate, inFlight
-}
-
 // TestS3FollowDownload: on a cache site on S3, whose uploads cannot be
 // read before they are committed, a cold pull that four more requests
 // join (one with a Range) is fetched from the upstream once, every
@@ -131,52 +101,7 @@ func TestS3FollowDownload(t *testing.T) {
 				ce := newCache(t, Options{Upstream: up.srv.URL, Store: st})
 				ce.c.spoolLimit = bp.spool
 				const followers = 4
-				joined := make(chan string, 100)
-				ce.c.blobJoined = func(k string) { joined <- k }
-
-				type result struct {
-					status int
-					body   []byte
-					err    error
-				}
-				results := make(chan result, followers+1)
-				get := func(hdr ...string) {
-					res, body, err := ce.get("/v2/team/app/blobs/"+string(d), hdr...)
-					r := result{body: body, err: err}
-					if res != nil {
-						r.status = res.StatusCode
-					}
-					results <- r
-				}
-				go get()
-				<-inFlight
-				for i := 0; i < followers; i++ {
-					if i == 0 {
-						go get("Range: bytes=100-199")
-					} else {
-						go get()
-					}
-				}
-				for i := 0; i < followers; i++ {
-					<-joined
-				}
-				close(gate)
-				full := 0
-				for i := 0; i < followers+1; i++ {
-					r := <-results
-					switch {
-					case corrupt && r.err == nil && r.status < 300 && (len(r.body) == len(layer) || len(r.body) == 100):
-						t.Errorf("a client got a complete response from a corrupt download (%d bytes, status %d)", len(r.body), r.status)
-					case !corrupt && (r.err != nil || (r.status != 200 && r.status != 206)):
-						t.Errorf("status %d, err %v", r.status, r.err)
-					case !corrupt && r.status == 200 && !bytes.Equal(r.body, layer):
-						t.Errorf("full body differs (%d bytes)", len(r.body))
-					case !corrupt && r.status == 206 && !bytes.Equal(r.body, layer[100:200]):
-						t.Errorf("ranged body differs")
-					case !corrupt && r.status == 200:
-						full++
-					}
-				}
+				full := followDownload(t, ce, d, layer, corrupt, gate, inFlight, followers)
 				if !corrupt && full != followers {
 					t.Errorf("%d complete answers, want %d", full, followers)
 				}
