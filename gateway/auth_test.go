@@ -22,13 +22,7 @@ import (
 // the user.
 func TestGatewayAuthWiring(t *testing.T) {
 	dir := t.TempDir()
-	line, err := auth.PasswdLine("alice", []byte("pw"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(filepath.Join(dir, "htpasswd"), []byte(line+"\n"), 0o600); err != nil {
-		t.Fatal(err)
-	}
+	writeHtpasswd(t, filepath.Join(dir, "htpasswd"), "alice")
 	cfg, err := ParseConfig(filepath.Join(dir, "gw.toml"), []byte(`
 data_dir = "data"
 [listen]
@@ -107,8 +101,7 @@ allow = ["pull", "push"]
 // A reload applies a new policy to a site whose backend it keeps.
 func TestReloadAppliesNewPolicy(t *testing.T) {
 	dir := t.TempDir()
-	line, _ := auth.PasswdLine("alice", []byte("pw"))
-	os.WriteFile(filepath.Join(dir, "htpasswd"), []byte(line+"\n"), 0o600)
+	writeHtpasswd(t, filepath.Join(dir, "htpasswd"), "alice")
 	conf := func(allow string) *Config {
 		c, err := ParseConfig(filepath.Join(dir, "gw.toml"), []byte(`
 data_dir = "data"
@@ -167,17 +160,7 @@ allow = [`+allow+`]
 // does not appear in their repository.
 func TestMountNeedsPullOnSource(t *testing.T) {
 	dir := t.TempDir()
-	var lines []string
-	for _, u := range []string{"alice", "bob"} {
-		line, err := auth.PasswdLine(u, []byte("pw"))
-		if err != nil {
-			t.Fatal(err)
-		}
-		lines = append(lines, line)
-	}
-	if err := os.WriteFile(filepath.Join(dir, "htpasswd"), []byte(strings.Join(lines, "\n")+"\n"), 0o600); err != nil {
-		t.Fatal(err)
-	}
+	writeHtpasswd(t, filepath.Join(dir, "htpasswd"), "alice", "bob")
 	cfg, err := ParseConfig(filepath.Join(dir, "gw.toml"), []byte(`
 data_dir = "data"
 [listen]
@@ -235,5 +218,22 @@ allow = ["pull", "push"]
 		if (head.Code == http.StatusOK) != (c.status == http.StatusCreated) {
 			t.Fatalf("%s: HEAD of the blob in %s answers %d after the mount answered %d", c.user, c.to, head.Code, rec.Code)
 		}
+	}
+}
+
+// writeHtpasswd writes an htpasswd file at path in which every one of
+// users has the password "pw".
+func writeHtpasswd(t *testing.T, path string, users ...string) {
+	t.Helper()
+	var b strings.Builder
+	for _, u := range users {
+		line, err := auth.PasswdLine(u, []byte("pw"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		b.WriteString(line + "\n")
+	}
+	if err := os.WriteFile(path, []byte(b.String()), 0o600); err != nil {
+		t.Fatal(err)
 	}
 }

@@ -11,7 +11,6 @@ import (
 
 	"github.com/rs/zerolog"
 
-	"github.com/wharf-dev/wharf/auth"
 	"github.com/wharf-dev/wharf/backend"
 	"github.com/wharf-dev/wharf/backend/cache"
 )
@@ -89,13 +88,7 @@ func TestCachePasswordFile(t *testing.T) {
 // scope, which is what containerd then requests.
 func TestCacheNamespacePolicy(t *testing.T) {
 	dir := t.TempDir()
-	line, err := auth.PasswdLine("alice", []byte("pw"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(filepath.Join(dir, "htpasswd"), []byte(line+"\n"), 0o600); err != nil {
-		t.Fatal(err)
-	}
+	writeHtpasswd(t, filepath.Join(dir, "htpasswd"), "alice")
 	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		backend.WriteError(w, r, backend.Errorf(http.StatusNotFound, backend.CodeManifestUnknown, "nothing here (test upstream)"))
 	}))

@@ -17,7 +17,6 @@ import (
 	digest "github.com/opencontainers/go-digest"
 	"github.com/rs/zerolog"
 
-	"github.com/wharf-dev/wharf/auth"
 	"github.com/wharf-dev/wharf/internal/testlog"
 	"github.com/wharf-dev/wharf/webhook"
 )
@@ -39,11 +38,7 @@ func TestEvents(t *testing.T) {
 	}))
 	defer hook.Close()
 	os.WriteFile(filepath.Join(dir, "secret"), []byte(secret+"\n"), 0o600)
-	line, err := auth.PasswdLine("alice", []byte("pw"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	os.WriteFile(filepath.Join(dir, "htpasswd"), []byte(line+"\n"), 0o600)
+	writeHtpasswd(t, filepath.Join(dir, "htpasswd"), "alice")
 	c, err := ParseConfig(filepath.Join(dir, "gw.toml"), []byte(fmt.Sprintf(`data_dir = "data"
 [listen]
 http = ":80"

@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"net/http"
 	"net/http/httptest"
-	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -172,18 +171,8 @@ func TestWebSide(t *testing.T) {
 // access log names the user auth returned, refused or not.
 func TestDecisionHandedDown(t *testing.T) {
 	dir := t.TempDir()
-	var lines []string
-	for _, u := range []string{"alice", "bob"} {
-		line, err := auth.PasswdLine(u, []byte("pw"))
-		if err != nil {
-			t.Fatal(err)
-		}
-		lines = append(lines, line)
-	}
 	hp := filepath.Join(dir, "htpasswd")
-	if err := os.WriteFile(hp, []byte(strings.Join(lines, "\n")+"\n"), 0o600); err != nil {
-		t.Fatal(err)
-	}
+	writeHtpasswd(t, hp, "alice", "bob")
 	svc, err := auth.New(t.Context(), auth.Config{Htpasswd: hp, KeyFile: filepath.Join(dir, "token.key"), Watch: -1}, zerolog.Nop())
 	if err != nil {
 		t.Fatal(err)

@@ -17,7 +17,6 @@ import (
 	digest "github.com/opencontainers/go-digest"
 	"github.com/rs/zerolog"
 
-	"github.com/wharf-dev/wharf/auth"
 	"github.com/wharf-dev/wharf/backend/registry"
 )
 
@@ -26,13 +25,7 @@ import (
 // and its session key is kept 0600 under data_dir/auth.
 func TestGatewayUIWiring(t *testing.T) {
 	dir := t.TempDir()
-	line, err := auth.PasswdLine("alice", []byte("pw"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(filepath.Join(dir, "htpasswd"), []byte(line+"\n"), 0o600); err != nil {
-		t.Fatal(err)
-	}
+	writeHtpasswd(t, filepath.Join(dir, "htpasswd"), "alice")
 	cfg, err := ParseConfig(filepath.Join(dir, "gw.toml"), []byte(`
 data_dir = "data"
 [listen]
