@@ -271,7 +271,9 @@ type setup struct {
 	auth bool
 	// static: a plain file server, no registry login.
 	static bool
-	start  func(ctx context.Context) (st *servers.Stack, base, note string, err error)
+	// side: see phase.side.
+	side  procstat.Group
+	start func(ctx context.Context) (st *servers.Stack, base, note string, err error)
 }
 
 // phase is one fresh start of a setup, the client logged in to it.
@@ -284,6 +286,9 @@ type phase struct {
 	g     procstat.Group
 	opts  regclient.Options
 	login string // none | basic | bearer
+	// side is a server outside the setup that its transfers load too
+	// (section D's versitygw): its CPU per GiB is recorded as s3_<metric>.
+	side procstat.Group
 }
 
 // put records a figure of this phase.
@@ -320,7 +325,7 @@ func (b *bench) runPhase(ctx context.Context, s *Section, r int, sp setup, label
 	if note != "" {
 		s.note(sp.name, note)
 	}
-	p := &phase{s: s, r: r, name: sp.name, st: st, g: st.Group()}
+	p := &phase{s: s, r: r, name: sp.name, st: st, g: st.Group(), side: sp.side}
 	p.opts = regclient.Options{Base: base, HTTP2: http2, Conns: b.cfg.conns, User: b.user, Password: b.pass}
 	if b.ca != nil {
 		p.opts.RootCAs = b.ca.Pool
@@ -389,6 +394,10 @@ func isNaN(v float64) bool { return v != v }
 // transfer times fn and records MB/s and CPU s/GiB under the metric names,
 // and the client's CPU as client_<cpuMetric>.
 func (p *phase) transfer(what, mbsMetric, cpuMetric string, bytes int64, fn func() error) error {
+	var side0 float64
+	if p.side != nil {
+		side0, _ = p.side.CPUSeconds()
+	}
 	t, err := timed(p.g, bytes, fn)
 	if err != nil {
 		return fmt.Errorf("%s: %w", what, err)
@@ -396,6 +405,14 @@ func (p *phase) transfer(what, mbsMetric, cpuMetric string, bytes int64, fn func
 	p.put(mbsMetric, t.MBs)
 	p.put(cpuMetric, t.CPUperGiB)
 	p.put("client_"+cpuMetric, t.ClientCPUperGiB)
+	if t.CoresBusy > 0 {
+		p.put("busy_"+cpuMetric, t.CoresBusy)
+	}
+	if p.side != nil {
+		if side1, err := p.side.CPUSeconds(); err == nil {
+			p.put("s3_"+cpuMetric, (side1-side0)/(float64(bytes)/gib))
+		}
+	}
 	logf("%s run %d %-16s %-22s %7.0f MB/s  %5.2f CPU s/GiB  client %4.2f", p.s.ID, p.r+1, p.name, what, t.MBs, t.CPUperGiB, t.ClientCPUperGiB)
 	return nil
 }

@@ -132,6 +132,10 @@ type Transfer struct {
 	// server does.
 	ClientCPUperGiB float64
 	Seconds         float64
+	// CoresBusy is how many of the machine's CPUs were busy on average
+	// during the transfer (every process: servers, client, S3 server):
+	// near the core count, the machine, not the server, sets the pace.
+	CoresBusy float64
 }
 
 // selfCPUSeconds is the user+system CPU time this process has used.
@@ -155,18 +159,24 @@ func timed(g procstat.Group, bytes int64, fn func() error) (Transfer, error) {
 		return Transfer{}, err
 	}
 	self0 := selfCPUSeconds()
+	m0, merr := procstat.ReadMachine()
 	start := time.Now()
 	if err := fn(); err != nil {
 		return Transfer{}, err
 	}
 	el := time.Since(start).Seconds()
+	m1, merr1 := procstat.ReadMachine()
 	self1 := selfCPUSeconds()
 	c1, err := g.CPUSeconds()
 	if err != nil {
 		return Transfer{}, err
 	}
 	gibs := float64(bytes) / gib
-	return Transfer{MBs: float64(bytes) / mb / el, CPUperGiB: (c1 - c0) / gibs, ClientCPUperGiB: (self1 - self0) / gibs, Seconds: el}, nil
+	t := Transfer{MBs: float64(bytes) / mb / el, CPUperGiB: (c1 - c0) / gibs, ClientCPUperGiB: (self1 - self0) / gibs, Seconds: el}
+	if merr == nil && merr1 == nil {
+		t.CoresBusy = m0.CoresBusy(m1, el)
+	}
+	return t, nil
 }
 
 // parallel runs fn n times at once and returns the first error.

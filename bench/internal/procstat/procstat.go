@@ -154,3 +154,48 @@ func (g Group) ResetPeak() error {
 	}
 	return nil
 }
+
+// Machine is a reading of the whole machine's CPU time from /proc/stat:
+// busy and total jiffies summed over every CPU.
+type Machine struct{ Busy, Total uint64 }
+
+// ReadMachine reads the aggregate "cpu" line of /proc/stat.
+func ReadMachine() (Machine, error) {
+	b, err := os.ReadFile("/proc/stat")
+	if err != nil {
+		return Machine{}, fmt.Errorf("read /proc/stat: %w", err)
+	}
+	return parseMachine(b)
+}
+
+// parseMachine reads the first line of /proc/stat ("cpu  user nice system
+// idle iowait irq softirq steal guest guest_nice"). Idle and iowait are
+// idle; guest time is already inside user, so it is not added again.
+func parseMachine(b []byte) (Machine, error) {
+	line, _, _ := bytes.Cut(b, []byte("\n"))
+	f := strings.Fields(string(line))
+	if len(f) < 9 || f[0] != "cpu" {
+		return Machine{}, fmt.Errorf("parse /proc/stat: unexpected first line %q", line)
+	}
+	var m Machine
+	for i, s := range f[1:9] {
+		v, err := strconv.ParseUint(s, 10, 64)
+		if err != nil {
+			return Machine{}, fmt.Errorf("parse /proc/stat field %d: %w", i+1, err)
+		}
+		m.Total += v
+		if i != 3 && i != 4 { // idle, iowait
+			m.Busy += v
+		}
+	}
+	return m, nil
+}
+
+// CoresBusy is how many CPUs were busy on average between m and later,
+// over seconds of wall time.
+func (m Machine) CoresBusy(later Machine, seconds float64) float64 {
+	if seconds <= 0 || later.Busy < m.Busy {
+		return 0
+	}
+	return float64(later.Busy-m.Busy) / clockTicks / seconds
+}

@@ -67,3 +67,36 @@ func TestSelf(t *testing.T) {
 	}
 	_ = buf[len(buf)-1]
 }
+
+func TestParseMachine(t *testing.T) {
+	tests := []struct {
+		name      string
+		in        string
+		busy, tot uint64
+		wantErr   bool
+	}{
+		{"kernel 6", "cpu  100 5 50 1000 20 3 2 7 0 0\ncpu0 1 2 3 4 5 6 7 8 0 0\n", 167, 1187, false},
+		{"no guest fields", "cpu  1 2 3 4 5 6 7 8\n", 27, 36, false},
+		{"per-cpu line first", "cpu0 1 2 3 4 5 6 7 8 9 10\n", 0, 0, true},
+		{"short", "cpu  1 2 3\n", 0, 0, true},
+		{"not a number", "cpu  1 2 x 4 5 6 7 8 9 10\n", 0, 0, true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			m, err := parseMachine([]byte(tt.in))
+			if (err != nil) != tt.wantErr {
+				t.Fatalf("err = %v, want error %v", err, tt.wantErr)
+			}
+			if err == nil && (m.Busy != tt.busy || m.Total != tt.tot) {
+				t.Fatalf("got busy %d total %d, want %d %d", m.Busy, m.Total, tt.busy, tt.tot)
+			}
+		})
+	}
+	a := Machine{Busy: 1000, Total: 5000}
+	if got := a.CoresBusy(Machine{Busy: 1300, Total: 5400}, 2); got != 1.5 {
+		t.Fatalf("CoresBusy = %v, want 1.5", got)
+	}
+	if m, err := ReadMachine(); err != nil || m.Total == 0 {
+		t.Fatalf("ReadMachine = %+v, %v", m, err)
+	}
+}

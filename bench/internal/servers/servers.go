@@ -28,6 +28,9 @@ type Stack struct {
 	// Upstream is the base URL of the docker-registry behind a proxy or
 	// mirror ("" for other setups); its process is the stack's last.
 	Upstream string
+	// Borrowed: a view of processes another stack owns; Stop leaves
+	// them and the folder alone.
+	Borrowed bool
 }
 
 // Registry3Mirror starts docker-registry (access log on) and registry:3
@@ -93,6 +96,9 @@ func (s *Stack) Exited() string {
 // Stop stops every process (front first) and removes the stack's folder
 // unless keep is set.
 func (s *Stack) Stop(keep bool) {
+	if s.Borrowed {
+		return
+	}
 	for _, p := range s.Procs {
 		p.Stop()
 	}
