@@ -9,6 +9,7 @@ import (
 
 	digest "github.com/opencontainers/go-digest"
 
+	"github.com/wharf-dev/wharf/backend"
 	"github.com/wharf-dev/wharf/backend/storage"
 	"github.com/wharf-dev/wharf/backend/storage/localfs"
 )
@@ -31,6 +32,20 @@ func (f *flakyStore) OpenBlob(ctx context.Context, d digest.Digest) (storage.Blo
 	return f.Store.OpenBlob(ctx, d)
 }
 
+func (f *flakyStore) NewUpload(ctx context.Context, repo string) (storage.Upload, error) {
+	if f.down.Load() {
+		return nil, f.unavailable()
+	}
+	return f.Store.NewUpload(ctx, repo)
+}
+
+func (f *flakyStore) PutRecord(ctx context.Context, repo, key string, value []byte) error {
+	if f.down.Load() {
+		return f.unavailable()
+	}
+	return f.Store.PutRecord(ctx, repo, key, value)
+}
+
 func (f *flakyStore) StatBlob(ctx context.Context, d digest.Digest) (int64, error) {
 	if f.down.Load() {
 		return 0, f.unavailable()
@@ -49,6 +64,7 @@ func TestStorageUnavailable(t *testing.T) {
 	st := &flakyStore{Store: fs}
 	e := newEnv(t, Options{Store: st})
 	d := e.pushBlob("a/b", []byte("content"))
+	m := e.image("a/b", "layer")
 	st.down.Store(true)
 	for _, m := range []string{"GET", "HEAD"} {
 		r := e.do(m, "/v2/a/b/blobs/"+string(d), nil)
@@ -60,6 +76,18 @@ func TestStorageUnavailable(t *testing.T) {
 		if r.header.Get("Retry-After") == "" {
 			t.Errorf("%s: 503 without Retry-After", m)
 		}
+	}
+	// The write paths too: starting an upload, storing a manifest.
+	for _, c := range []struct {
+		method, path string
+		body         []byte
+		hdr          []string
+	}{
+		{"POST", "/v2/a/b/blobs/uploads/", nil, nil},
+		{"PUT", "/v2/a/b/manifests/v1", m, []string{"Content-Type: " + backend.MediaTypeOCIManifest}},
+	} {
+		r := e.do(c.method, c.path, c.body, c.hdr...)
+		e.expect(r, http.StatusServiceUnavailable, "UNAVAILABLE")
 	}
 	st.down.Store(false)
 	r := e.do("GET", "/v2/a/b/blobs/"+string(d), nil)

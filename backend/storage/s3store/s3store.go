@@ -48,6 +48,9 @@ type Options struct {
 	// Transport replaces the HTTP transport (tests: fault injection);
 	// blob reads then go through it too, not the direct path.
 	Transport http.RoundTripper
+	// MaxRetries bounds minio-go's tries of one request (with back-off);
+	// 0 = minio-go's default (10). Tests lower it.
+	MaxRetries int
 	// Logger receives background-work messages; zero value = quiet.
 	Logger zerolog.Logger
 }
@@ -123,7 +126,7 @@ func New(ctx context.Context, o Options) (*Store, error) {
 		tr.ReadBufferSize, tr.WriteBufferSize = 64<<10, 64<<10
 		o.Transport = tr
 	}
-	c, err := minio.New(host, &minio.Options{Creds: creds, Secure: secure, Region: o.Region, BucketLookup: lookup, Transport: o.Transport})
+	c, err := minio.New(host, &minio.Options{Creds: creds, Secure: secure, Region: o.Region, BucketLookup: lookup, Transport: o.Transport, MaxRetries: o.MaxRetries})
 	if err != nil {
 		return nil, fmt.Errorf("s3: %w", err)
 	}
@@ -266,7 +269,7 @@ func mapErr(err error) error {
 func (s *Store) putSmall(ctx context.Context, key string, data []byte) error {
 	_, err := s.c.PutObject(ctx, s.bucket, key, bytes.NewReader(data), int64(len(data)),
 		minio.PutObjectOptions{ServerSideEncryption: s.sse, DisableMultipart: true})
-	return err
+	return mapErr(err)
 }
 
 func (s *Store) getSmall(ctx context.Context, key string, max int64) ([]byte, error) {
@@ -291,7 +294,7 @@ func (s *Store) stat(ctx context.Context, key string) (minio.ObjectInfo, error) 
 }
 
 func (s *Store) remove(ctx context.Context, key string) error {
-	return s.c.RemoveObject(ctx, s.bucket, key, minio.RemoveObjectOptions{})
+	return mapErr(s.c.RemoveObject(ctx, s.bucket, key, minio.RemoveObjectOptions{}))
 }
 
 // copyObject copies src to dst inside the bucket (server side), in parts
@@ -594,14 +597,14 @@ func (s *Store) ListBlobs(ctx context.Context, fn func(storage.BlobInfo) error) 
 	mp := s.markerKey(s.prefix + "blobs/")
 	for o := range s.c.ListObjects(ctx, s.bucket, minio.ListObjectsOptions{Prefix: mp, Recursive: true}) {
 		if o.Err != nil {
-			return o.Err
+			return mapErr(o.Err)
 		}
 		touched[strings.TrimPrefix(o.Key, mp)] = o.LastModified
 	}
 	bp := s.prefix + "blobs/"
 	for o := range s.c.ListObjects(ctx, s.bucket, minio.ListObjectsOptions{Prefix: bp, Recursive: true}) {
 		if o.Err != nil {
-			return o.Err
+			return mapErr(o.Err)
 		}
 		rel := strings.TrimPrefix(o.Key, bp)
 		alg, hexpart, ok := strings.Cut(rel, "/")
@@ -693,7 +696,7 @@ func (s *Store) ListRecords(ctx context.Context, repo, dir string) ([]string, er
 	var names []string
 	for o := range s.c.ListObjects(ctx, s.bucket, minio.ListObjectsOptions{Prefix: k + "/"}) {
 		if o.Err != nil {
-			return nil, o.Err
+			return nil, mapErr(o.Err)
 		}
 		if n := path.Base(strings.TrimSuffix(o.Key, "/")); n != "" && n[0] != '.' {
 			names = append(names, n)
@@ -709,7 +712,7 @@ func (s *Store) ListRepos(ctx context.Context) ([]string, error) {
 	seen := map[string]bool{}
 	for o := range s.c.ListObjects(ctx, s.bucket, minio.ListObjectsOptions{Prefix: base, Recursive: true}) {
 		if o.Err != nil {
-			return nil, fmt.Errorf("list repositories: %w", o.Err)
+			return nil, fmt.Errorf("list repositories: %w", mapErr(o.Err))
 		}
 		parts := strings.Split(strings.TrimPrefix(o.Key, base), "/")
 		for i, p := range parts {

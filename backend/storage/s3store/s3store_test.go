@@ -551,3 +551,57 @@ func TestBlobSeek(t *testing.T) {
 		t.Fatalf("open of an absent blob: %v", err)
 	}
 }
+
+// TestPersistentSlowDownIsUnavailable: when S3 keeps answering 503
+// SlowDown after the retries, every call the registry makes reports
+// storage.ErrUnavailable (a 503 UNAVAILABLE for the client), on the
+// write paths too, not an unclassified error that becomes a 500.
+func TestPersistentSlowDownIsUnavailable(t *testing.T) {
+	gw := harness.StartVersityGW(t, bucket)
+	ctx := context.Background()
+	f := &faults{next: http.DefaultTransport}
+	s := newStore(t, gw, "", func(o *Options) { o.Transport = f; o.MaxRetries = 2 })
+	data := randomBytes(t, 64<<10)
+	d := digest.FromBytes(data)
+	if err := s.PutRecord(ctx, "a/b", "_manifests/tags/v1", []byte("x")); err != nil {
+		t.Fatal(err)
+	}
+	// Two sessions started while S3 was fine: one appends, one commits.
+	u1, err := s.NewUpload(ctx, "a/b")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer u1.Close()
+	u2, err := s.NewUpload(ctx, "a/b")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer u2.Close()
+	if _, err := u2.Append(ctx, bytes.NewReader(data)); err != nil {
+		t.Fatal(err)
+	}
+
+	f.slowDown.Store(1 << 30)
+	calls := []struct {
+		name string
+		fn   func() error
+	}{
+		{"NewUpload", func() error { _, err := s.NewUpload(ctx, "a/b"); return err }},
+		{"Append", func() error { _, err := u1.Append(ctx, bytes.NewReader(data)); return err }},
+		{"Commit", func() error { return u2.Commit(ctx, d) }},
+		{"PutBlob", func() error { return s.PutBlob(ctx, d, data) }},
+		{"PutRecord", func() error { return s.PutRecord(ctx, "a/b", "_manifests/tags/v2", []byte("y")) }},
+		{"GetRecord", func() error { _, err := s.GetRecord(ctx, "a/b", "_manifests/tags/v1"); return err }},
+		{"DeleteRecord", func() error { return s.DeleteRecord(ctx, "a/b", "_manifests/tags/v1") }},
+		{"ListRepos", func() error { _, err := s.ListRepos(ctx); return err }},
+		{"StatBlob", func() error { _, err := s.StatBlob(ctx, d); return err }},
+	}
+	for _, c := range calls {
+		t.Run(c.name, func(t *testing.T) {
+			err := c.fn()
+			if !errors.Is(err, storage.ErrUnavailable) {
+				t.Fatalf("err = %v, want storage.ErrUnavailable", err)
+			}
+		})
+	}
+}

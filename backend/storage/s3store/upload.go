@@ -175,7 +175,7 @@ func (u *upload) Append(ctx context.Context, r io.Reader) (int64, error) {
 		if rr.err != nil || ctx.Err() != nil {
 			return 0, fmt.Errorf("%w: %v", storage.ErrInterrupted, err)
 		}
-		return 0, fmt.Errorf("store upload chunk: %w", err)
+		return 0, fmt.Errorf("store upload chunk: %w", mapErr(err))
 	}
 	if rr.n == 0 {
 		_ = u.s.remove(ctx, key)
@@ -255,7 +255,7 @@ func (u *upload) assemble(ctx context.Context, key string) error {
 	defer rd.Close()
 	_, err := u.s.c.PutObject(ctx, u.s.bucket, key, rd, u.st.Size,
 		minio.PutObjectOptions{PartSize: u.s.partSize, ServerSideEncryption: u.s.sse})
-	return err
+	return mapErr(err)
 }
 
 // composable: S3 composes parts of at least 5 MiB (but the last), at most
@@ -279,7 +279,7 @@ func (u *upload) reader(ctx context.Context) io.ReadCloser {
 		for i := range u.st.Chunks {
 			o, err := u.s.c.GetObject(ctx, u.s.bucket, u.chunkKey(i), minio.GetObjectOptions{})
 			if err != nil {
-				pw.CloseWithError(err)
+				pw.CloseWithError(mapErr(err))
 				return
 			}
 			n, err := io.Copy(pw, o)
@@ -288,7 +288,7 @@ func (u *upload) reader(ctx context.Context) io.ReadCloser {
 				err = fmt.Errorf("chunk %d of upload %s has %d bytes, want %d", i, u.id, n, u.st.Chunks[i])
 			}
 			if err != nil {
-				pw.CloseWithError(err)
+				pw.CloseWithError(mapErr(err))
 				return
 			}
 		}
