@@ -55,7 +55,12 @@ func (b *bench) sectionA(ctx context.Context) *Section {
 
 // staticPhase pulls the blob as a static file, once and in parallel.
 func (b *bench) staticPhase(ctx context.Context, p *phase, sfx string) error {
-	url := p.c.URL("/" + baseOf(b.blob.Path))
+	return b.urlPhase(ctx, p, p.c.URL("/"+baseOf(b.blob.Path)), sfx)
+}
+
+// urlPhase pulls the blob from an absolute URL once and in parallel; sfx
+// ("", "_h2") is appended to the metric names.
+func (b *bench) urlPhase(ctx context.Context, p *phase, url, sfx string) error {
 	if err := p.transfer("pull"+sfx, "pull"+sfx+"_mbs", "cpu_pull"+sfx, b.blob.Size, func() error {
 		return staticPulls(ctx, p.c, url, b.blob.Size, 1)
 	}); err != nil {

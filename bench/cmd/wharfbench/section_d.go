@@ -56,7 +56,7 @@ func (b *bench) sectionD(ctx context.Context) *Section {
 							return err
 						}
 					}
-					return b.urlPhase(ctx, p, direct)
+					return b.urlPhase(ctx, p, direct, "")
 				})
 				continue
 			}
@@ -92,19 +92,6 @@ func putDirect(ctx context.Context, g *servers.S3, bl *Blob) (string, error) {
 		return "", fmt.Errorf("presign: %w", err)
 	}
 	return p.String(), nil
-}
-
-// urlPhase pulls an absolute URL once and in parallel.
-func (b *bench) urlPhase(ctx context.Context, p *phase, u string) error {
-	if err := p.transfer("pull", "pull_mbs", "cpu_pull", b.blob.Size, func() error {
-		return staticPulls(ctx, p.c, u, b.blob.Size, 1)
-	}); err != nil {
-		return err
-	}
-	n := b.cfg.pulls
-	return p.transfer(fmt.Sprintf("%d parallel pulls", n), "pull8_mbs", "cpu_pull8", int64(n)*b.blob.Size, func() error {
-		return staticPulls(ctx, p.c, u, b.blob.Size, n)
-	})
 }
 
 var rowsD = []row{
