@@ -36,7 +36,7 @@ import (
 
 // bufSize is Append's read/write/hash unit: large enough that system
 // calls are few, small enough to stay in a core's L2 cache between the
-// read and the write and hash that follow (1 MiB cost ~20% more CPU per
+// read and the write and hash that follow (1 MiB cost ~15% more CPU per
 // GiB than 512 KiB on the project's 2-core VMs).
 const bufSize = 512 << 10
 
