@@ -395,8 +395,9 @@ func isNaN(v float64) bool { return v != v }
 // and the client's CPU as client_<cpuMetric>.
 func (p *phase) transfer(what, mbsMetric, cpuMetric string, bytes int64, fn func() error) error {
 	var side0 float64
+	sideErr := errors.New("no side server")
 	if p.side != nil {
-		side0, _ = p.side.CPUSeconds()
+		side0, sideErr = p.side.CPUSeconds()
 	}
 	t, err := timed(p.g, bytes, fn)
 	if err != nil {
@@ -408,7 +409,7 @@ func (p *phase) transfer(what, mbsMetric, cpuMetric string, bytes int64, fn func
 	if t.CoresBusy > 0 {
 		p.put("busy_"+cpuMetric, t.CoresBusy)
 	}
-	if p.side != nil {
+	if sideErr == nil {
 		if side1, err := p.side.CPUSeconds(); err == nil {
 			p.put("s3_"+cpuMetric, (side1-side0)/(float64(bytes)/gib))
 		}
