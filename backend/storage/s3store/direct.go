@@ -8,6 +8,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"os"
 	"strconv"
 	"strings"
 	"sync"
@@ -34,9 +35,6 @@ const (
 	// directIdleTime is how long an idle connection may wait for reuse;
 	// below the idle timeouts S3 servers use (versitygw, MinIO: >= 30 s).
 	directIdleTime = 20 * time.Second
-	// directStall is how long a blob body may send nothing before the
-	// read fails (a hung S3 server must not hang the pull).
-	directStall = 60 * time.Second
 	// spliceChunk is how much one splice round moves before the stall
 	// deadline is pushed forward again.
 	spliceChunk = 8 << 20
@@ -48,6 +46,9 @@ const (
 type direct struct {
 	addr   string // host:port of the endpoint
 	dialer net.Dialer
+	// answer bounds the wait for an answer's header, stall a body that
+	// sends nothing (Waits: a hung S3 server must not hang the pull).
+	answer, stall time.Duration
 
 	mu     sync.Mutex
 	idle   []*directConn
@@ -62,12 +63,12 @@ type directConn struct {
 	used time.Time
 }
 
-func newDirect(host string) *direct {
+func newDirect(host string, w Waits) *direct {
 	addr := host
 	if _, _, err := net.SplitHostPort(host); err != nil {
 		addr = net.JoinHostPort(strings.Trim(host, "[]"), "80")
 	}
-	return &direct{addr: addr, dialer: net.Dialer{Timeout: 10 * time.Second, KeepAlive: 30 * time.Second}}
+	return &direct{addr: addr, dialer: net.Dialer{Timeout: 10 * time.Second, KeepAlive: 30 * time.Second}, answer: w.Answer, stall: w.Stall}
 }
 
 func (d *direct) get() *directConn {
@@ -132,6 +133,7 @@ type directBody struct {
 	dc    *directConn
 	left  int64 // body bytes not yet read
 	reuse bool  // the server keeps the connection open after the body
+	stall time.Duration
 }
 
 // errNotDirect says the direct path did not get a usable answer; the
@@ -165,7 +167,7 @@ func (s *Store) openDirect(ctx context.Context, key string, off int64) (*directB
 				return nil, 0, fmt.Errorf("%w: %v", errNotDirect, err)
 			}
 		}
-		body, size, err := roundTrip(ctx, dc, req.String(), off)
+		body, size, err := s.direct.roundTrip(ctx, dc, req.String(), off)
 		if err == nil {
 			return body, size, nil
 		}
@@ -182,8 +184,8 @@ var errNoAnswer = errors.New("no answer")
 
 // roundTrip sends req on dc and reads the answer's header; a usable
 // answer leaves its body on the connection.
-func roundTrip(ctx context.Context, dc *directConn, req string, off int64) (*directBody, int64, error) {
-	deadline := time.Now().Add(directStall)
+func (d *direct) roundTrip(ctx context.Context, dc *directConn, req string, off int64) (*directBody, int64, error) {
+	deadline := time.Now().Add(d.answer)
 	if d, ok := ctx.Deadline(); ok && d.Before(deadline) {
 		deadline = d
 	}
@@ -217,7 +219,7 @@ func roundTrip(ctx context.Context, dc *directConn, req string, off int64) (*dir
 	default:
 		return nil, 0, fmt.Errorf("answer %s", resp.Status)
 	}
-	return &directBody{dc: dc, left: resp.ContentLength, reuse: !resp.Close}, size, nil
+	return &directBody{dc: dc, left: resp.ContentLength, reuse: !resp.Close, stall: d.stall}, size, nil
 }
 
 // parseContentRange reads "bytes first-last/total".
@@ -242,7 +244,7 @@ func (b *directBody) arm(ctx context.Context) (func() bool, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
-	_ = b.dc.c.SetReadDeadline(time.Now().Add(directStall))
+	_ = b.dc.c.SetReadDeadline(time.Now().Add(b.stall))
 	return context.AfterFunc(ctx, func() { b.dc.c.SetReadDeadline(time.Unix(1, 0)) }), nil
 }
 
@@ -298,6 +300,14 @@ func (b *directBody) WriteTo(ctx context.Context, w io.Writer) (int64, error) {
 		n += m
 		b.left -= m
 		if err != nil {
+			// The stall deadline is meant for the S3 server, but it
+			// also runs while the client takes the bytes: a client
+			// slower than a chunk per Stall wait lets it pass with the
+			// server fine. A round that moved bytes made progress; only
+			// one that moved none is a stall.
+			if m > 0 && errors.Is(err, os.ErrDeadlineExceeded) && ctx.Err() == nil {
+				continue
+			}
 			return n, err
 		}
 		if chunk.N > 0 { // the S3 server closed the connection early

@@ -22,6 +22,7 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/minio/minio-go/v7"
@@ -48,6 +49,8 @@ type Options struct {
 	// Transport replaces the HTTP transport (tests: fault injection);
 	// blob reads then go through it too, not the direct path.
 	Transport http.RoundTripper
+	// Waits bound the waits on a server that stops answering.
+	Waits Waits
 	// MaxRetries bounds minio-go's tries of one request (with back-off);
 	// 0 = minio-go's default (10). Tests lower it.
 	MaxRetries int
@@ -64,6 +67,7 @@ type Store struct {
 	partSize uint64
 	sse      encrypt.ServerSide
 	log      zerolog.Logger
+	waits    Waits
 	direct   *direct // blob reads on a plain-HTTP endpoint; nil: through minio-go
 	// redirectExpiry is the validity of pre-signed blob URLs (presign.go).
 	redirectExpiry time.Duration
@@ -112,18 +116,16 @@ func New(ctx context.Context, o Options) (*Store, error) {
 		// An IP address cannot carry the bucket as a subdomain.
 		lookup = minio.BucketLookupPath
 	}
+	o.Waits.setDefaults()
 	var dr *direct
 	if o.Transport == nil {
 		if !secure {
-			dr = newDirect(host)
+			dr = newDirect(host, o.Waits)
 		}
-		tr, err := minio.DefaultTransport(secure)
+		tr, err := newTransport(secure, o.Waits)
 		if err != nil {
 			return nil, fmt.Errorf("s3: %w", err)
 		}
-		// Blobs stream through these connections: 64 KiB reads and
-		// writes instead of 4 KiB ones cut the syscalls of a pull.
-		tr.ReadBufferSize, tr.WriteBufferSize = 64<<10, 64<<10
 		o.Transport = tr
 	}
 	c, err := minio.New(host, &minio.Options{Creds: creds, Secure: secure, Region: o.Region, BucketLookup: lookup, Transport: o.Transport, MaxRetries: o.MaxRetries})
@@ -140,7 +142,7 @@ func New(ctx context.Context, o Options) (*Store, error) {
 		o.PartSize = minPart
 	}
 	s := &Store{
-		c: c, bucket: o.Bucket, ttl: o.UploadTTL, partSize: o.PartSize, log: o.Logger, direct: dr,
+		c: c, bucket: o.Bucket, ttl: o.UploadTTL, partSize: o.PartSize, log: o.Logger, waits: o.Waits, direct: dr,
 		locks: map[string]chan struct{}{}, stop: make(chan struct{}), done: make(chan struct{}),
 	}
 	if p := strings.Trim(o.Prefix, "/"); p != "" {
@@ -267,12 +269,16 @@ func mapErr(err error) error {
 // --- small objects ---------------------------------------------------------
 
 func (s *Store) putSmall(ctx context.Context, key string, data []byte) error {
+	ctx, cancel := s.op(ctx)
+	defer cancel()
 	_, err := s.c.PutObject(ctx, s.bucket, key, bytes.NewReader(data), int64(len(data)),
 		minio.PutObjectOptions{ServerSideEncryption: s.sse, DisableMultipart: true})
 	return mapErr(err)
 }
 
 func (s *Store) getSmall(ctx context.Context, key string, max int64) ([]byte, error) {
+	ctx, cancel := s.op(ctx)
+	defer cancel()
 	o, err := s.c.GetObject(ctx, s.bucket, key, minio.GetObjectOptions{})
 	if err != nil {
 		return nil, mapErr(err)
@@ -289,11 +295,15 @@ func (s *Store) getSmall(ctx context.Context, key string, max int64) ([]byte, er
 }
 
 func (s *Store) stat(ctx context.Context, key string) (minio.ObjectInfo, error) {
+	ctx, cancel := s.op(ctx)
+	defer cancel()
 	oi, err := s.c.StatObject(ctx, s.bucket, key, minio.StatObjectOptions{})
 	return oi, mapErr(err)
 }
 
 func (s *Store) remove(ctx context.Context, key string) error {
+	ctx, cancel := s.op(ctx)
+	defer cancel()
 	return mapErr(s.c.RemoveObject(ctx, s.bucket, key, minio.RemoveObjectOptions{}))
 }
 
@@ -304,8 +314,10 @@ func (s *Store) copyObject(ctx context.Context, src, dst string, size int64) err
 	sc := minio.CopySrcOptions{Bucket: s.bucket, Object: src}
 	var err error
 	if size > maxCopySize {
-		_, err = s.c.ComposeObject(ctx, d, sc)
+		_, err = s.c.ComposeObject(ctx, d, sc) // part by part: each try bounded by the Copy wait
 	} else {
+		ctx, cancel := context.WithTimeout(ctx, s.waits.Copy)
+		defer cancel()
 		_, err = s.c.CopyObject(ctx, d, sc)
 	}
 	return mapErr(err)
@@ -401,22 +413,50 @@ func (s *Store) StatBlob(ctx context.Context, d digest.Digest) (int64, error) {
 // direct path (direct.go), whose WriteTo splices it to the client. Reads
 // past a cut connection fail, they never return other bytes.
 type blob struct {
-	ctx  context.Context
+	ctx  context.Context // the caller's
 	s    *Store
 	key  string
 	size int64
 	off  int64
 	body io.ReadCloser // through minio-go, or
 	db   *directBody   // through the direct path
+	// rctx is the open body's context and cancel ends it; stall
+	// cancels it when a read of a minio-go body gets nothing for the
+	// Stall wait (the direct path has a read deadline instead).
+	rctx   context.Context
+	cancel context.CancelFunc
+	stall  *time.Timer
 }
 
 func (b *blob) Size() int64 { return b.size }
 
 // open starts reading at b.off: the direct path where there is one,
-// else (or when it gets no usable answer) minio-go with its retries.
+// else (or when it gets no usable answer) minio-go with its retries; all
+// of it within the Op wait.
 func (b *blob) open() error {
+	ctx, cancel := context.WithCancel(b.ctx)
+	opening := time.AfterFunc(b.s.waits.Op, cancel)
+	err := b.openBody(ctx)
+	if !opening.Stop() && b.ctx.Err() == nil {
+		b.closeBody()
+		cancel()
+		return fmt.Errorf("%w: no answer from S3 within %s", storage.ErrUnavailable, b.s.waits.Op)
+	}
+	if err != nil {
+		cancel()
+		return err
+	}
+	b.rctx, b.cancel = ctx, cancel
+	if b.body != nil {
+		b.stall = time.AfterFunc(b.s.waits.Stall, cancel)
+		b.stall.Stop()
+	}
+	return nil
+}
+
+func (b *blob) openBody(ctx context.Context) error {
 	if b.s.direct != nil {
-		db, size, err := b.s.openDirect(b.ctx, b.key, b.off)
+		db, size, err := b.s.openDirect(ctx, b.key, b.off)
 		if err == nil {
 			b.db, b.size = db, size
 			return nil
@@ -429,7 +469,7 @@ func (b *blob) open() error {
 			return err
 		}
 	}
-	body, info, _, err := minio.Core{Client: b.s.c}.GetObject(b.ctx, b.s.bucket, b.key, o)
+	body, info, _, err := minio.Core{Client: b.s.c}.GetObject(ctx, b.s.bucket, b.key, o)
 	if err != nil {
 		return mapErr(err)
 	}
@@ -452,12 +492,16 @@ func (b *blob) Read(p []byte) (int, error) {
 	var n int
 	var err error
 	if b.db != nil {
-		n, err = b.db.Read(b.ctx, p)
+		n, err = b.db.Read(b.rctx, p)
 		if b.db.left == 0 {
 			b.db.release(b.s.direct)
 		}
 	} else {
+		b.stall.Reset(b.s.waits.Stall)
 		n, err = b.body.Read(p)
+		if !b.stall.Stop() && b.ctx.Err() == nil {
+			err = fmt.Errorf("%w: S3 sent nothing for %s", storage.ErrUnavailable, b.s.waits.Stall)
+		}
 	}
 	b.off += int64(n)
 	if err == io.EOF && b.off < b.size {
@@ -476,7 +520,7 @@ func (b *blob) WriteTo(w io.Writer) (int64, error) {
 		}
 	}
 	if b.db != nil {
-		n, err := b.db.WriteTo(b.ctx, w)
+		n, err := b.db.WriteTo(b.rctx, w)
 		b.off += n
 		if b.db.left == 0 {
 			b.db.release(b.s.direct)
@@ -521,6 +565,13 @@ func (b *blob) Seek(offset int64, whence int) (int64, error) {
 }
 
 func (b *blob) closeBody() error {
+	if b.stall != nil {
+		b.stall.Stop()
+	}
+	if b.cancel != nil {
+		b.cancel()
+		b.cancel, b.stall, b.rctx = nil, nil, nil
+	}
 	var err error
 	if b.body != nil {
 		err = b.body.Close()
@@ -595,31 +646,57 @@ func (s *Store) DeleteBlobIfOlder(ctx context.Context, d digest.Digest, cutoff t
 func (s *Store) ListBlobs(ctx context.Context, fn func(storage.BlobInfo) error) error {
 	touched := map[string]time.Time{}
 	mp := s.markerKey(s.prefix + "blobs/")
-	for o := range s.c.ListObjects(ctx, s.bucket, minio.ListObjectsOptions{Prefix: mp, Recursive: true}) {
-		if o.Err != nil {
-			return mapErr(o.Err)
-		}
+	err := s.list(ctx, mp, true, func(o minio.ObjectInfo) error {
 		touched[strings.TrimPrefix(o.Key, mp)] = o.LastModified
+		return nil
+	})
+	if err != nil {
+		return err
 	}
 	bp := s.prefix + "blobs/"
-	for o := range s.c.ListObjects(ctx, s.bucket, minio.ListObjectsOptions{Prefix: bp, Recursive: true}) {
-		if o.Err != nil {
-			return mapErr(o.Err)
-		}
+	return s.list(ctx, bp, true, func(o minio.ObjectInfo) error {
 		rel := strings.TrimPrefix(o.Key, bp)
 		alg, hexpart, ok := strings.Cut(rel, "/")
 		if !ok {
-			continue
+			return nil
 		}
 		d := digest.NewDigestFromEncoded(digest.Algorithm(alg), hexpart)
 		if d.Validate() != nil {
-			continue
+			return nil
 		}
-		if err := fn(storage.BlobInfo{Digest: d, Size: o.Size, ModTime: later(o.LastModified, touched[rel])}); err != nil {
+		return fn(storage.BlobInfo{Digest: d, Size: o.Size, ModTime: later(o.LastModified, touched[rel])})
+	})
+}
+
+// list calls fn for each object under prefix. It fails with
+// ErrUnavailable when the server delivers no key for the Op wait (the
+// time in fn does not count: a whole listing of a big prefix may take
+// longer), and it always ends minio-go's listing goroutine.
+func (s *Store) list(ctx context.Context, prefix string, recursive bool, fn func(minio.ObjectInfo) error) error {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	var stalled atomic.Bool
+	wait := time.AfterFunc(s.waits.Op, func() { stalled.Store(true); cancel() })
+	defer wait.Stop()
+	unavailable := func() error {
+		return fmt.Errorf("%w: listing %s: no answer from S3 within %s", storage.ErrUnavailable, prefix, s.waits.Op)
+	}
+	for o := range s.c.ListObjects(ctx, s.bucket, minio.ListObjectsOptions{Prefix: prefix, Recursive: recursive}) {
+		if !wait.Stop() {
+			return unavailable()
+		}
+		if o.Err != nil {
+			return mapErr(o.Err)
+		}
+		if err := fn(o); err != nil {
 			return err
 		}
+		wait.Reset(s.waits.Op)
 	}
-	return nil
+	if stalled.Load() {
+		return unavailable()
+	}
+	return ctx.Err()
 }
 
 // --- records ---------------------------------------------------------------
@@ -694,13 +771,14 @@ func (s *Store) ListRecords(ctx context.Context, repo, dir string) ([]string, er
 		return nil, err
 	}
 	var names []string
-	for o := range s.c.ListObjects(ctx, s.bucket, minio.ListObjectsOptions{Prefix: k + "/"}) {
-		if o.Err != nil {
-			return nil, mapErr(o.Err)
-		}
+	err = s.list(ctx, k+"/", false, func(o minio.ObjectInfo) error {
 		if n := path.Base(strings.TrimSuffix(o.Key, "/")); n != "" && n[0] != '.' {
 			names = append(names, n)
 		}
+		return nil
+	})
+	if err != nil {
+		return nil, err
 	}
 	sort.Strings(names)
 	return names, nil
@@ -710,10 +788,7 @@ func (s *Store) ListRecords(ctx context.Context, repo, dir string) ([]string, er
 func (s *Store) ListRepos(ctx context.Context) ([]string, error) {
 	base := s.prefix + "repositories/"
 	seen := map[string]bool{}
-	for o := range s.c.ListObjects(ctx, s.bucket, minio.ListObjectsOptions{Prefix: base, Recursive: true}) {
-		if o.Err != nil {
-			return nil, fmt.Errorf("list repositories: %w", mapErr(o.Err))
-		}
+	err := s.list(ctx, base, true, func(o minio.ObjectInfo) error {
 		parts := strings.Split(strings.TrimPrefix(o.Key, base), "/")
 		for i, p := range parts {
 			if strings.HasPrefix(p, "_") {
@@ -723,6 +798,10 @@ func (s *Store) ListRepos(ctx context.Context) ([]string, error) {
 				break
 			}
 		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("list repositories: %w", err)
 	}
 	repos := make([]string, 0, len(seen))
 	for r := range seen {
@@ -766,24 +845,26 @@ func (s *Store) expire(ctx context.Context, now time.Time) {
 	old := now.Add(-s.ttl)
 	sessions := map[string]time.Time{}
 	up := s.prefix + "uploads/"
-	for o := range s.c.ListObjects(ctx, s.bucket, minio.ListObjectsOptions{Prefix: up, Recursive: true}) {
-		if o.Err != nil {
-			s.log.Warn().Err(o.Err).Msg("s3: list uploads")
-			return
-		}
+	err := s.list(ctx, up, true, func(o minio.ObjectInfo) error {
 		id, _, _ := strings.Cut(strings.TrimPrefix(o.Key, up), "/")
 		sessions[id] = later(sessions[id], o.LastModified)
+		return nil
+	})
+	if err != nil {
+		s.log.Warn().Err(err).Msg("s3: list uploads")
+		return
 	}
 	for id, t := range sessions {
 		if t.Before(old) {
 			s.removeSession(ctx, id)
 		}
 	}
-	for o := range s.c.ListObjects(ctx, s.bucket, minio.ListObjectsOptions{Prefix: s.prefix + "trash/", Recursive: true}) {
-		if o.Err == nil && o.LastModified.Before(old) {
+	_ = s.list(ctx, s.prefix+"trash/", true, func(o minio.ObjectInfo) error {
+		if o.LastModified.Before(old) {
 			_ = s.remove(ctx, o.Key)
 		}
-	}
+		return nil
+	})
 	for m := range s.c.ListIncompleteUploads(ctx, s.bucket, s.prefix, true) {
 		if m.Err != nil {
 			s.log.Debug().Err(m.Err).Msg("s3: list multipart uploads")
@@ -798,12 +879,10 @@ func (s *Store) expire(ctx context.Context, now time.Time) {
 }
 
 func (s *Store) removeSession(ctx context.Context, id string) {
-	for o := range s.c.ListObjects(ctx, s.bucket, minio.ListObjectsOptions{Prefix: s.prefix + "uploads/" + id + "/", Recursive: true}) {
-		if o.Err != nil {
-			return
-		}
+	_ = s.list(ctx, s.prefix+"uploads/"+id+"/", true, func(o minio.ObjectInfo) error {
 		if err := s.remove(ctx, o.Key); err != nil {
 			s.log.Warn().Err(err).Str("key", o.Key).Msg("s3: remove upload")
 		}
-	}
+		return nil
+	})
 }

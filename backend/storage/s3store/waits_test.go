@@ -1,0 +1,309 @@
+package s3store
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"io"
+	"net"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	digest "github.com/opencontainers/go-digest"
+
+	"github.com/wharf-dev/wharf/backend/storage"
+	"github.com/wharf-dev/wharf/e2e/harness"
+)
+
+// freezer is a TCP proxy in front of the S3 server that can stop moving
+// bytes in both directions while every connection stays open and new
+// ones are still accepted: an S3 process stopped with SIGSTOP, seen from
+// wharf.
+type freezer struct {
+	ln     net.Listener
+	target string
+	mu     sync.Mutex
+	thawed chan struct{} // closed while bytes flow
+}
+
+func newFreezer(t *testing.T, target string) *freezer {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := &freezer{ln: ln, target: target, thawed: make(chan struct{})}
+	close(f.thawed)
+	t.Cleanup(func() { f.thaw(); ln.Close() })
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go f.serve(c)
+		}
+	}()
+	return f
+}
+
+func (f *freezer) endpoint() string { return "http://" + f.ln.Addr().String() }
+
+func (f *freezer) freeze() {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	select {
+	case <-f.thawed:
+		f.thawed = make(chan struct{})
+	default:
+	}
+}
+
+func (f *freezer) thaw() {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	select {
+	case <-f.thawed:
+	default:
+		close(f.thawed)
+	}
+}
+
+func (f *freezer) wait() {
+	f.mu.Lock()
+	ch := f.thawed
+	f.mu.Unlock()
+	<-ch
+}
+
+func (f *freezer) serve(c net.Conn) {
+	defer c.Close()
+	f.wait()
+	up, err := net.Dial("tcp", f.target)
+	if err != nil {
+		return
+	}
+	defer up.Close()
+	pump := func(dst, src net.Conn) {
+		buf := make([]byte, 32<<10)
+		for {
+			n, err := src.Read(buf)
+			if n > 0 {
+				f.wait()
+				if _, werr := dst.Write(buf[:n]); werr != nil {
+					break
+				}
+			}
+			if err != nil {
+				break
+			}
+		}
+		dst.Close()
+		src.Close()
+	}
+	go pump(up, c)
+	pump(c, up)
+}
+
+// shortWaits keeps the tests of a frozen server in seconds.
+var shortWaits = Waits{Answer: 300 * time.Millisecond, Copy: 2 * time.Second, Op: time.Second, Stall: time.Second}
+
+// bounded runs each of fns at once and fails the test unless each ends
+// with ErrUnavailable within 20 s (the waits are 1-2 s): the point is
+// that they end.
+func bounded(t *testing.T, fns map[string]func() error) {
+	t.Helper()
+	var wg sync.WaitGroup
+	for name, fn := range fns {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			done := make(chan error, 1)
+			go func() { done <- fn() }()
+			select {
+			case err := <-done:
+				if !errors.Is(err, storage.ErrUnavailable) {
+					t.Errorf("%s on a frozen server: %v, want ErrUnavailable", name, err)
+				}
+			case <-time.After(20 * time.Second):
+				t.Errorf("%s on a frozen server still waiting after 20 s", name)
+			}
+		}()
+	}
+	wg.Wait()
+}
+
+// TestFrozenServer: while the S3 server accepts connections but answers
+// nothing, every kind of request ends with ErrUnavailable (the
+// registry's 503) within the waits, and once it runs again everything
+// works, on the direct read path and through minio-go.
+func TestFrozenServer(t *testing.T) {
+	gw := harness.StartVersityGWKeepAlive(t, bucket)
+	ctx := context.Background()
+	fr := newFreezer(t, strings.TrimPrefix(gw.Endpoint, "http://"))
+	for _, path := range []string{"direct", "minio-go"} {
+		t.Run(path, func(t *testing.T) {
+			s := newStore(t, gw, path, func(o *Options) {
+				o.Endpoint = fr.endpoint()
+				o.Waits = shortWaits
+				o.MaxRetries = 10
+			})
+			if path == "minio-go" {
+				s.direct.close()
+				s.direct = nil
+			}
+			// Larger than the socket buffers between here and the
+			// server, which keep sending after the freeze.
+			data := randomBytes(t, 32<<20)
+			d := digest.FromBytes(data)
+			if err := s.PutBlob(ctx, d, data); err != nil {
+				t.Fatal(err)
+			}
+			if err := s.PutRecord(ctx, "a", "tags/v1", []byte("x")); err != nil {
+				t.Fatal(err)
+			}
+			// A read that is under way when the server freezes.
+			b, err := s.OpenBlob(ctx, d)
+			if err != nil {
+				t.Fatal(err)
+			}
+			head := make([]byte, 64<<10)
+			if _, err := io.ReadFull(b, head); err != nil {
+				t.Fatal(err)
+			}
+			fr.freeze()
+			bounded(t, map[string]func() error{
+				"rest of an open blob": func() error {
+					var buf bytes.Buffer
+					_, err := b.(io.WriterTo).WriteTo(&buf)
+					if err == nil {
+						return errors.New("read the whole blob from a frozen server")
+					}
+					if !bytes.Equal(buf.Bytes(), data[len(head):len(head)+buf.Len()]) {
+						return errors.New("wrong bytes")
+					}
+					// A cut body is the client's short read whatever the
+					// error; what counts is that it ended.
+					return storage.ErrUnavailable
+				},
+				"GetRecord":   func() error { _, err := s.GetRecord(ctx, "a", "tags/v1"); return err },
+				"PutRecord":   func() error { return s.PutRecord(ctx, "a", "tags/v2", []byte("y")) },
+				"StatBlob":    func() error { _, err := s.StatBlob(ctx, d); return err },
+				"TouchBlob":   func() error { return s.TouchBlob(ctx, d) },
+				"OpenBlob":    func() error { _, err := s.OpenBlob(ctx, d); return err },
+				"NewUpload":   func() error { _, err := s.NewUpload(ctx, "a"); return err },
+				"ListRecords": func() error { _, err := s.ListRecords(ctx, "a", "tags"); return err },
+				"ListRepos":   func() error { _, err := s.ListRepos(ctx); return err },
+				"ListBlobs": func() error {
+					return s.ListBlobs(ctx, func(storage.BlobInfo) error { return nil })
+				},
+			})
+			b.Close()
+
+			fr.thaw()
+			u, err := s.NewUpload(ctx, "a")
+			if err != nil {
+				t.Fatal(err)
+			}
+			chunk := randomBytes(t, 12<<20)
+			fr.freeze()
+			bounded(t, map[string]func() error{"Append": func() error {
+				_, err := u.Append(ctx, bytes.NewReader(chunk))
+				return err
+			}})
+			fr.thaw()
+			u.Close()
+
+			b, err = s.OpenBlob(ctx, d)
+			if err != nil {
+				t.Fatal(err)
+			}
+			got, err := io.ReadAll(b)
+			b.Close()
+			if err != nil || !bytes.Equal(got, data) {
+				t.Fatalf("after the thaw: %d bytes, %v", len(got), err)
+			}
+		})
+	}
+}
+
+// slowReader reads c at about 3 MB/s and checks it got want.
+func slowReader(t *testing.T, c net.Conn, want []byte, done chan<- error) {
+	var got bytes.Buffer
+	buf := make([]byte, 64<<10)
+	for {
+		time.Sleep(20 * time.Millisecond)
+		n, err := c.Read(buf)
+		got.Write(buf[:n])
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			done <- err
+			return
+		}
+	}
+	if !bytes.Equal(got.Bytes(), want) {
+		done <- errors.New("slow client got wrong bytes")
+		return
+	}
+	done <- nil
+}
+
+// TestSlowClientIsNoStall: a client that takes a blob more slowly than
+// a spliced chunk per Stall wait is not cut off; the stall deadline is
+// for the S3 server.
+func TestSlowClientIsNoStall(t *testing.T) {
+	gw := harness.StartVersityGWKeepAlive(t, bucket)
+	ctx := context.Background()
+	s := newStore(t, gw, "", func(o *Options) { o.Waits = Waits{Stall: 300 * time.Millisecond} })
+	data := randomBytes(t, 10<<20)
+	d := digest.FromBytes(data)
+	if err := s.PutBlob(ctx, d, data); err != nil {
+		t.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	for _, tc := range []struct {
+		name string
+		w    func(c net.Conn) io.Writer
+	}{
+		{"splice", func(c net.Conn) io.Writer { return c }},
+		{"copy", func(c net.Conn) io.Writer { return struct{ io.Writer }{c} }},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			client, err := net.Dial("tcp", ln.Addr().String())
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer client.Close()
+			server, err := ln.Accept()
+			if err != nil {
+				t.Fatal(err)
+			}
+			done := make(chan error, 1)
+			go slowReader(t, client, data, done)
+			b, err := s.OpenBlob(ctx, d)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if b.(*blob).db == nil {
+				t.Fatal("not on the direct path")
+			}
+			_, err = b.(io.WriterTo).WriteTo(tc.w(server))
+			b.Close()
+			server.Close()
+			if err != nil {
+				t.Fatalf("slow client cut off: %v", err)
+			}
+			if err := <-done; err != nil {
+				t.Fatal(err)
+			}
+		})
+	}
+}
