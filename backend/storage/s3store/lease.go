@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"os"
 	"strings"
 	"sync"
 	"time"
@@ -167,8 +168,46 @@ func (s *Store) LockGC(ctx context.Context, owner string) (context.Context, func
 	h := &held{s: s, mine: mine, etag: now.etag, until: now.until, cancel: cancel, stop: make(chan struct{}), done: make(chan struct{})}
 	go h.renew()
 	var once sync.Once
-	return lctx, func() { once.Do(h.release) }, nil
+	release := func() { once.Do(h.release) }
+	// First finish what a killed collection left half-done.
+	if _, _, err := s.finishTrash(lctx); err != nil {
+		release()
+		return nil, nil, fmt.Errorf("settle objects a killed gc left aside: %w", err)
+	}
+	return lctx, release, nil
 }
+
+// settleKilledGC is the janitor's share of finishTrash: when trash/
+// holds objects a killed gc left aside, it takes the gc lease (if free)
+// to settle them, so an object touched in that window is back within a
+// janitor round instead of at the next gc.
+func (s *Store) settleKilledGC(ctx context.Context) {
+	found := false
+	err := s.list(ctx, s.prefix+"trash/", true, func(o minio.ObjectInfo) error {
+		if _, _, ok := s.parseTrash(o.Key); ok {
+			found = true
+			return errStopList
+		}
+		return nil
+	})
+	if !found {
+		if err != nil && !errors.Is(err, errStopList) {
+			s.log.Debug().Err(err).Msg("s3: list trash")
+		}
+		return
+	}
+	host, _ := os.Hostname()
+	_, release, err := s.LockGC(ctx, fmt.Sprintf("%s pid %d (janitor)", host, os.Getpid()))
+	if err != nil {
+		if !errors.Is(err, storage.ErrGCRunning) {
+			s.log.Warn().Err(err).Msg("s3: settle objects a killed gc left aside")
+		}
+		return
+	}
+	release()
+}
+
+var errStopList = errors.New("stop listing")
 
 // held is a lease this process holds.
 type held struct {

@@ -1,6 +1,7 @@
 package s3store
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -8,10 +9,14 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/minio/minio-go/v7"
+	digest "github.com/opencontainers/go-digest"
 
 	"github.com/wharf-dev/wharf/backend/storage"
 	"github.com/wharf-dev/wharf/e2e/harness"
@@ -212,4 +217,80 @@ func TestGCLeaseWithoutConditionalWrites(t *testing.T) {
 		t.Fatalf("after release: %v", err)
 	}
 	rel()
+}
+
+// TestKilledGCIsSettled: a gc killed right after it moved an object aside
+// leaves the object missing, even when a push touched it (and was told
+// it is there) just before. The next holder of the gc lease, a gc or any
+// instance's janitor, puts back what was touched and finishes the delete
+// of what was not.
+func TestKilledGCIsSettled(t *testing.T) {
+	gw := harness.StartVersityGW(t, bucket)
+	ctx := context.Background()
+	serving := newStore(t, gw, "site", nil)
+	for _, tc := range []struct {
+		name  string
+		touch bool
+		by    string
+	}{
+		{"touched, next gc", true, "gc"},
+		{"untouched, next gc", false, "gc"},
+		{"touched, janitor", true, "janitor"},
+		{"untouched, janitor", false, "janitor"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			data := randomBytes(t, 4096)
+			d := digest.FromBytes(data)
+			if err := serving.PutBlob(ctx, d, data); err != nil {
+				t.Fatal(err)
+			}
+			killed := newStore(t, gw, "site", nil)
+			killed.hook = func(step string) {
+				switch step {
+				case "decided":
+					if tc.touch {
+						if err := serving.TouchBlob(ctx, d); err != nil {
+							t.Errorf("touch before the move: %v", err)
+						}
+					}
+				case "moved aside":
+					runtime.Goexit() // the process dies here
+				}
+			}
+			done := make(chan struct{})
+			go func() {
+				defer close(done)
+				_, _ = killed.DeleteBlobIfOlder(ctx, d, time.Now().Add(time.Hour))
+				t.Error("the delete was not stopped at the hook")
+			}()
+			<-done
+			if _, err := serving.StatBlob(ctx, d); !errors.Is(err, storage.ErrNotFound) {
+				t.Fatalf("blob after the kill: %v, want it aside", err)
+			}
+			switch tc.by {
+			case "gc":
+				_, release, err := serving.LockGC(ctx, "next gc")
+				if err != nil {
+					t.Fatal(err)
+				}
+				release()
+			case "janitor":
+				serving.settleKilledGC(ctx)
+			}
+			got, err := storage.ReadBlob(ctx, serving, d, 1<<20)
+			switch {
+			case tc.touch && (err != nil || !bytes.Equal(got, data)):
+				t.Fatalf("touched blob not back: %v", err)
+			case !tc.touch && !errors.Is(err, storage.ErrNotFound):
+				t.Fatalf("untouched blob: %v, want it deleted", err)
+			}
+			if _, err := serving.stat(ctx, serving.markerKey(serving.blobKey(d))); tc.touch == errors.Is(err, storage.ErrNotFound) {
+				t.Fatalf("marker after settling (touched %v): %v", tc.touch, err)
+			}
+			n := 0
+			if err := serving.list(ctx, serving.prefix+"trash/", true, func(minio.ObjectInfo) error { n++; return nil }); err != nil || n != 0 {
+				t.Fatalf("%d objects left in trash/ (%v)", n, err)
+			}
+		})
+	}
 }

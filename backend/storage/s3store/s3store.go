@@ -18,6 +18,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/url"
 	"path"
 	"sort"
 	"strings"
@@ -80,9 +81,10 @@ type Store struct {
 	stop chan struct{}
 	done chan struct{}
 
-	// afterMoveAside runs in a conditional delete after the object was
-	// moved aside (tests: a touch from another process at that moment).
-	afterMoveAside func()
+	// hook runs at the named steps of a conditional delete ("decided",
+	// "moved aside"): tests put a touch from another process there, or
+	// end the goroutine as a kill would.
+	hook func(step string)
 }
 
 var _ storage.Store = (*Store)(nil)
@@ -367,7 +369,10 @@ func (s *Store) deleteIfOlder(ctx context.Context, key string, cutoff time.Time)
 	if !later(obj.LastModified, marker.LastModified).Before(cutoff) {
 		return false, nil
 	}
-	aside := s.prefix + "trash/" + storage.NewID()
+	if s.hook != nil {
+		s.hook("decided")
+	}
+	aside := s.trashKey(key, marker.ETag)
 	if err := s.copyObject(ctx, key, aside, obj.Size); err != nil {
 		if errors.Is(err, storage.ErrNotFound) {
 			return false, err
@@ -378,25 +383,109 @@ func (s *Store) deleteIfOlder(ctx context.Context, key string, cutoff time.Time)
 		_ = s.remove(ctx, aside)
 		return false, err
 	}
-	if s.afterMoveAside != nil {
-		s.afterMoveAside()
+	if s.hook != nil {
+		s.hook("moved aside")
 	}
+	// From here the object is missing: settle it even if the caller's
+	// context ends now (a lost lease, a signal); each step has its own
+	// wait.
+	return s.settle(context.WithoutCancel(ctx), aside, key, marker.ETag, obj.Size)
+}
+
+// settle decides an object moved aside to aside: if key's marker no
+// longer has the ETag was it had when gc decided, someone touched it in
+// between and it goes back (unless a new copy is in place already);
+// otherwise the delete is final. When in doubt it keeps the aside copy
+// and reports the error.
+func (s *Store) settle(ctx context.Context, aside, key, was string, size int64) (bool, error) {
 	now, err := s.stat(ctx, s.markerKey(key))
-	touched := err == nil && now.ETag != marker.ETag
-	if err != nil && !errors.Is(err, storage.ErrNotFound) {
-		touched = true // unknown: keep the object
+	switch {
+	case errors.Is(err, storage.ErrNotFound):
+		now.ETag = ""
+	case err != nil:
+		return false, fmt.Errorf("look at %s's marker again (kept as %s): %w", key, aside, err)
 	}
-	if touched {
+	if now.ETag != was {
 		// Someone uses it again: put it back unless a new copy is there.
-		if _, err := s.stat(ctx, key); errors.Is(err, storage.ErrNotFound) {
-			if err := s.copyObject(ctx, aside, key, obj.Size); err != nil {
+		switch _, err := s.stat(ctx, key); {
+		case errors.Is(err, storage.ErrNotFound):
+			if err := s.copyObject(ctx, aside, key, size); err != nil {
 				return false, fmt.Errorf("restore %s (kept as %s): %w", key, aside, err)
 			}
+		case err != nil:
+			return false, fmt.Errorf("restore %s (kept as %s): %w", key, aside, err)
 		}
 		return false, s.remove(ctx, aside)
 	}
 	_ = s.remove(ctx, s.markerKey(key))
 	return true, s.remove(ctx, aside)
+}
+
+// trashKey is where key is moved aside to. The name carries key and the
+// ETag its marker had when gc decided ("-": none), so that whoever next
+// holds the gc lease can settle it if this gc is killed first.
+func (s *Store) trashKey(key, markerETag string) string {
+	if markerETag == "" {
+		markerETag = "-"
+	}
+	return s.prefix + "trash/" + storage.NewID() + "/" + url.PathEscape(markerETag) + "/" + strings.TrimPrefix(key, s.prefix)
+}
+
+// parseTrash reads a trashKey; ok is false for other names (objects an
+// older wharf moved aside, removed by the janitor after the upload TTL).
+func (s *Store) parseTrash(tk string) (key, markerETag string, ok bool) {
+	rest, found := strings.CutPrefix(tk, s.prefix+"trash/")
+	if !found {
+		return "", "", false
+	}
+	parts := strings.SplitN(rest, "/", 3)
+	if len(parts) != 3 || !storage.ValidID(parts[0]) || parts[2] == "" {
+		return "", "", false
+	}
+	markerETag, err := url.PathUnescape(parts[1])
+	if err != nil {
+		return "", "", false
+	}
+	if markerETag == "-" {
+		markerETag = ""
+	}
+	return s.prefix + parts[2], markerETag, true
+}
+
+// finishTrash settles what a killed gc left between moving objects aside
+// and looking at their markers again (a touch in that window must not
+// lose the object). It runs under the gc lease, when no live gc is in
+// that window.
+func (s *Store) finishTrash(ctx context.Context) (restored, deleted int, err error) {
+	type aside struct {
+		key  string
+		size int64
+	}
+	var left []aside
+	err = s.list(ctx, s.prefix+"trash/", true, func(o minio.ObjectInfo) error {
+		left = append(left, aside{o.Key, o.Size})
+		return nil
+	})
+	if err != nil {
+		return 0, 0, err
+	}
+	for _, a := range left {
+		key, was, ok := s.parseTrash(a.key)
+		if !ok {
+			continue
+		}
+		gone, err := s.settle(ctx, a.key, key, was, a.size)
+		if err != nil {
+			return restored, deleted, err
+		}
+		if gone {
+			deleted++
+		} else {
+			restored++
+		}
+		s.log.Info().Str("key", key).Bool("restored", !gone).Msg("s3: settled an object a killed gc left aside")
+	}
+	return restored, deleted, nil
 }
 
 // --- blobs -----------------------------------------------------------------
@@ -828,12 +917,21 @@ func (s *Store) janitor() {
 	s.expire(ctx, time.Now())
 	t := time.NewTicker(every)
 	defer t.Stop()
+	// Objects a killed gc left aside are looked for more often: one of
+	// them may be in use and is missing until settled. Not at start-up:
+	// `wharf gc` would find the lease taken by its own janitor (every
+	// gc settles them first anyway: LockGC).
+	ttl, _ := s.leaseTimes()
+	trash := time.NewTicker(ttl / 2)
+	defer trash.Stop()
 	for {
 		select {
 		case <-s.stop:
 			return
 		case now := <-t.C:
 			s.expire(ctx, now)
+		case <-trash.C:
+			s.settleKilledGC(ctx)
 		}
 	}
 }
@@ -859,8 +957,10 @@ func (s *Store) expire(ctx context.Context, now time.Time) {
 			s.removeSession(ctx, id)
 		}
 	}
+	// Objects an older wharf's killed gc moved aside (those of this one
+	// are settled under the gc lease: settleKilledGC).
 	_ = s.list(ctx, s.prefix+"trash/", true, func(o minio.ObjectInfo) error {
-		if o.LastModified.Before(old) {
+		if _, _, ok := s.parseTrash(o.Key); !ok && o.LastModified.Before(old) {
 			_ = s.remove(ctx, o.Key)
 		}
 		return nil

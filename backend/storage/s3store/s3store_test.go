@@ -310,7 +310,11 @@ func TestTouchDuringDelete(t *testing.T) {
 		t.Fatal(err)
 	}
 	var touchErr error
-	gc.afterMoveAside = func() { touchErr = serving.TouchBlob(ctx, d) }
+	gc.hook = func(step string) {
+		if step == "moved aside" {
+			touchErr = serving.TouchBlob(ctx, d)
+		}
+	}
 	gone, err := gc.DeleteBlobIfOlder(ctx, d, time.Now().Add(time.Hour))
 	if err != nil || gone {
 		t.Fatalf("blob touched during delete was deleted: %v %v", gone, err)
