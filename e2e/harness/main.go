@@ -56,3 +56,16 @@ func atExit(f func()) {
 func logf(format string, args ...any) {
 	fmt.Fprintf(os.Stderr, "harness: "+format+"\n", args...)
 }
+
+// BinaryTempDir makes a temp folder that lives as long as the test binary
+// (for tools built once per binary) and is removed when Main returns.
+func BinaryTempDir(t testing.TB, pattern string) (string, error) {
+	t.Helper()
+	requireMain(t)
+	dir, err := os.MkdirTemp("", pattern)
+	if err != nil {
+		return "", err
+	}
+	atExit(func() { _ = os.RemoveAll(dir) })
+	return dir, nil
+}

@@ -35,7 +35,7 @@ func mkregistry2(t *testing.T) string {
 			genErr = err
 			return
 		}
-		dir, err := os.MkdirTemp("", "wharf-e2e-gen-")
+		dir, err := harness.BinaryTempDir(t, "wharf-e2e-gen-")
 		if err != nil {
 			genErr = err
 			return
