@@ -83,17 +83,32 @@ func newTransport(secure bool, w Waits) (http.RoundTripper, error) {
 	return waitingTransport{fast: fast, slow: slow}, nil
 }
 
-// stallConn fails a write that moves no byte for stall.
+// stallConn fails a write that stalls for stall. A deadline bounds a
+// whole Write call, and net/http hands over an 8 MiB part in one: the
+// part goes in pieces of stallPiece, each with its own deadline, so a
+// slow link that keeps moving (down to stallPiece per stall, ~4 KB/s)
+// is no stall.
 type stallConn struct {
 	net.Conn
 	stall time.Duration
 }
 
-func (c stallConn) Write(p []byte) (int, error) {
-	if err := c.Conn.SetWriteDeadline(time.Now().Add(c.stall)); err != nil {
-		return 0, err
+const stallPiece = 256 << 10
+
+func (c stallConn) Write(p []byte) (n int, err error) {
+	for len(p) > 0 {
+		k := min(len(p), stallPiece)
+		if err := c.Conn.SetWriteDeadline(time.Now().Add(c.stall)); err != nil {
+			return n, err
+		}
+		m, err := c.Conn.Write(p[:k])
+		n += m
+		if err != nil {
+			return n, err
+		}
+		p = p[k:]
 	}
-	return c.Conn.Write(p)
+	return n, nil
 }
 
 // op bounds all tries of one small request by the Op wait.

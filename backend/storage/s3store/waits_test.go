@@ -6,6 +6,7 @@ import (
 	"errors"
 	"io"
 	"net"
+	"os"
 	"strings"
 	"sync"
 	"testing"
@@ -303,6 +304,52 @@ func TestSlowClientIsNoStall(t *testing.T) {
 			}
 			if err := <-done; err != nil {
 				t.Fatal(err)
+			}
+		})
+	}
+}
+
+// TestStallConn: a peer that keeps reading, however slowly, is no stall
+// even when one Write (an 8 MiB part) takes longer than the stall wait;
+// a peer that stops reading fails the write after it.
+func TestStallConn(t *testing.T) {
+	const stall = time.Second
+	for _, tc := range []struct {
+		name  string
+		every time.Duration // one 64 KiB read per every; 0: no reads
+		ok    bool
+	}{
+		{"slow but moving", 50 * time.Millisecond, true},
+		{"stopped", 0, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			a, b := net.Pipe()
+			defer a.Close()
+			defer b.Close()
+			data := randomBytes(t, 2<<20) // 32 reads: 1.6 s, longer than stall
+			got := make(chan []byte, 1)
+			go func() {
+				var buf bytes.Buffer
+				p := make([]byte, 64<<10)
+				for tc.every > 0 && buf.Len() < len(data) {
+					time.Sleep(tc.every)
+					n, err := b.Read(p)
+					buf.Write(p[:n])
+					if err != nil {
+						break
+					}
+				}
+				got <- buf.Bytes()
+			}()
+			n, err := stallConn{Conn: a, stall: stall}.Write(data)
+			if tc.ok {
+				if err != nil || n != len(data) || !bytes.Equal(<-got, data) {
+					t.Fatalf("slow reader: wrote %d of %d: %v", n, len(data), err)
+				}
+				return
+			}
+			if !errors.Is(err, os.ErrDeadlineExceeded) {
+				t.Fatalf("stopped reader: wrote %d, %v; want a deadline error", n, err)
 			}
 		})
 	}
