@@ -197,7 +197,7 @@ func TestPushThroughBalancer(t *testing.T) {
 // its client (a new crane run); every push a client saw succeed must be
 // complete on every instance, the killed one after its restart too.
 func TestKillDuringPushes(t *testing.T) {
-	pushesWhile(t, "kill -9", func(w *harness.Wharf) { w.Kill(t) }, true, false)
+	pushesWhile(t, "kill -9", func(_ *cluster, w *harness.Wharf) { w.Kill(t) }, true, false)
 }
 
 // TestRestartAndReloadDuringPushes: SIGTERM (drain, exit) and a start
@@ -207,14 +207,14 @@ func TestKillDuringPushes(t *testing.T) {
 // by a draining instance goes to the next) and no push is run again.
 func TestRestartAndReloadDuringPushes(t *testing.T) {
 	t.Run("SIGTERM", func(t *testing.T) {
-		pushesWhile(t, "SIGTERM", func(w *harness.Wharf) {
+		pushesWhile(t, "SIGTERM", func(_ *cluster, w *harness.Wharf) {
 			if err := w.Stop(t); err != nil {
 				t.Errorf("SIGTERM during pushes: %v", err)
 			}
 		}, true, true)
 	})
 	t.Run("SIGHUP", func(t *testing.T) {
-		pushesWhile(t, "SIGHUP", func(w *harness.Wharf) {
+		pushesWhile(t, "SIGHUP", func(_ *cluster, w *harness.Wharf) {
 			w.Reload(t)
 			for deadline := time.Now().Add(30 * time.Second); !strings.Contains(w.Log(), `"reloaded config"`); time.Sleep(10 * time.Millisecond) {
 				if time.Now().After(deadline) {
@@ -226,12 +226,13 @@ func TestRestartAndReloadDuringPushes(t *testing.T) {
 }
 
 // pushesWhile runs six crane pushes of three-layer images through the
-// balancer to three instances, does what to one instance once it is
-// taking an upload chunk, starts it again if restart, and checks that
-// every push finished (crane retries, and a push is run again up to five
-// times) and pulls back byte-identical from every instance. graceful:
-// no request may fail at all.
-func pushesWhile(t *testing.T, what string, do func(*harness.Wharf), restart, graceful bool) {
+// balancer to three instances, does what (to the cluster or the victim
+// instance) once the victim is taking an upload chunk, starts the victim
+// again if restart, and checks that every push finished (crane retries,
+// and a push is run again up to five times, a second apart) and pulls
+// back byte-identical from every instance. graceful: no request may
+// fail at all.
+func pushesWhile(t *testing.T, what string, do func(c *cluster, victim *harness.Wharf), restart, graceful bool) {
 	c := startCluster(t, 3)
 	crane := harness.Crane(t)
 	const pushes = 6
@@ -241,8 +242,8 @@ func pushesWhile(t *testing.T, what string, do func(*harness.Wharf), restart, gr
 	}
 	jobs := make([]job, pushes)
 	for i := range jobs {
-		img := harness.RandomImage(t, harness.OCIFormat, "linux/amd64", 3, 2<<20)
-		repo := fmt.Sprintf("kill/img%d:v1", i)
+		img := harness.RandomImage(t, harness.OCIFormat, "linux/amd64", 3, 4<<20)
+		repo := fmt.Sprintf("pushes/img%d:v1", i)
 		jobs[i] = job{repo: repo, tar: harness.WriteDockerArchive(t, img, "wharf-e2e.test/"+repo), img: img}
 	}
 	victim := c.instances[1]
@@ -263,6 +264,7 @@ func pushesWhile(t *testing.T, what string, do func(*harness.Wharf), restart, gr
 				}
 				fails[i]++
 				errs[i] = out
+				time.Sleep(time.Second)
 			}
 		}(i)
 	}
@@ -284,7 +286,7 @@ poll:
 		case <-time.After(10 * time.Millisecond):
 		}
 	}
-	do(victim)
+	do(c, victim)
 	wg.Wait()
 	failed := 0
 	for i := range jobs {
@@ -294,8 +296,8 @@ poll:
 		failed += fails[i]
 	}
 	lb, _ := os.ReadFile(c.lb.AccessLog)
-	t.Logf("%s: crane runs that failed and were run again: %d; requests nginx answered 502 (cut, retried by crane itself): %d",
-		what, failed, strings.Count(string(lb), " 502 "))
+	t.Logf("%s: crane runs that failed and were run again: %d; requests nginx answered 502 (cut) / 503 (storage down), retried by crane itself: %d / %d",
+		what, failed, strings.Count(string(lb), " 502 "), strings.Count(string(lb), " 503 "))
 	if n := strings.Count(string(lb), " 502 "); graceful && (failed > 0 || n > 0) {
 		t.Errorf("%s is not graceful: %d crane runs failed, nginx answered 502 %d times", what, failed, n)
 	}
