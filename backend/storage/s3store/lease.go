@@ -170,7 +170,7 @@ func (s *Store) LockGC(ctx context.Context, owner string) (context.Context, func
 	var once sync.Once
 	release := func() { once.Do(h.release) }
 	// First finish what a killed collection left half-done.
-	if _, _, err := s.finishTrash(lctx); err != nil {
+	if err := s.finishTrash(lctx); err != nil {
 		release()
 		return nil, nil, fmt.Errorf("settle objects a killed gc left aside: %w", err)
 	}

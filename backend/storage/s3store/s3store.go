@@ -456,36 +456,27 @@ func (s *Store) parseTrash(tk string) (key, markerETag string, ok bool) {
 // and looking at their markers again (a touch in that window must not
 // lose the object). It runs under the gc lease, when no live gc is in
 // that window.
-func (s *Store) finishTrash(ctx context.Context) (restored, deleted int, err error) {
-	type aside struct {
-		key  string
-		size int64
-	}
-	var left []aside
-	err = s.list(ctx, s.prefix+"trash/", true, func(o minio.ObjectInfo) error {
-		left = append(left, aside{o.Key, o.Size})
+func (s *Store) finishTrash(ctx context.Context) error {
+	var left []minio.ObjectInfo
+	err := s.list(ctx, s.prefix+"trash/", true, func(o minio.ObjectInfo) error {
+		left = append(left, o)
 		return nil
 	})
 	if err != nil {
-		return 0, 0, err
+		return err
 	}
-	for _, a := range left {
-		key, was, ok := s.parseTrash(a.key)
+	for _, o := range left {
+		key, was, ok := s.parseTrash(o.Key)
 		if !ok {
 			continue
 		}
-		gone, err := s.settle(ctx, a.key, key, was, a.size)
+		gone, err := s.settle(ctx, o.Key, key, was, o.Size)
 		if err != nil {
-			return restored, deleted, err
+			return err
 		}
-		if gone {
-			deleted++
-		} else {
-			restored++
-		}
-		s.log.Info().Str("key", key).Bool("restored", !gone).Msg("s3: settled an object a killed gc left aside")
+		s.log.Info().Str("key", key).Bool("deleted", gone).Msg("s3: settled an object a killed gc left aside")
 	}
-	return restored, deleted, nil
+	return nil
 }
 
 // --- blobs -----------------------------------------------------------------
