@@ -156,7 +156,7 @@ func TestUploadContinuesOnAnotherInstance(t *testing.T) {
 	}
 }
 
-// TestPushThroughBalancer pushes multi-layer images with crane and docker through
+// TestPushThroughBalancer pushes multi-layer images with crane, docker and skopeo through
 // nginx (the requests of one push land on different instances) and pulls
 // each back byte-identical from every instance.
 func TestPushThroughBalancer(t *testing.T) {
@@ -179,6 +179,13 @@ func TestPushThroughBalancer(t *testing.T) {
 	docker.Must(t, "tag", src, dst)
 	docker.Must(t, "push", dst)
 	imgs["lb/docker:v1"] = img
+	// skopeo (containers/image, as podman and CRI-O push) keeps the
+	// layers as they are.
+	skopeo := harness.Skopeo(t)
+	simg := harness.RandomImage(t, harness.OCIFormat, "linux/amd64", 3, 1<<20)
+	dir := harness.WriteOCILayout(t, "v1", simg)
+	skopeo.Must(t, "copy", "--dest-tls-verify=false", "--preserve-digests", "oci:"+dir+":v1", "docker://"+c.lb.Addr+"/lb/skopeo:v1")
+	imgs["lb/skopeo:v1"] = simg
 	used := c.lb.Backends(t)
 	for _, w := range c.instances {
 		if used[w.Addr()] == 0 {
@@ -186,8 +193,12 @@ func TestPushThroughBalancer(t *testing.T) {
 		}
 	}
 	for repo, img := range imgs {
+		same := harness.Same{Config: true}
+		if repo == "lb/skopeo:v1" {
+			same = harness.Exact
+		}
 		for _, w := range c.instances {
-			harness.VerifyRemoteImage(t, w.Addr()+"/"+repo, img, harness.Same{Config: true})
+			harness.VerifyRemoteImage(t, w.Addr()+"/"+repo, img, same)
 		}
 	}
 }
