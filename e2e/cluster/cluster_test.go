@@ -242,8 +242,8 @@ func TestRestartAndReloadDuringPushes(t *testing.T) {
 // again if restart, and checks that every push finished (crane retries,
 // and a push is run again up to five times, a second apart) and pulls
 // back byte-identical from every instance. graceful: no request may
-// fail at all.
-func pushesWhile(t *testing.T, what string, do func(c *cluster, victim *harness.Wharf), restart, graceful bool) {
+// fail at all. It returns nginx's access log.
+func pushesWhile(t *testing.T, what string, do func(c *cluster, victim *harness.Wharf), restart, graceful bool) string {
 	c := startCluster(t, 3)
 	crane := harness.Crane(t)
 	const pushes = 6
@@ -320,4 +320,5 @@ poll:
 			harness.VerifyRemoteImage(t, w.Addr()+"/"+j.repo, j.img, harness.Same{Config: true})
 		}
 	}
+	return string(lb)
 }

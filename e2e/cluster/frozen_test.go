@@ -3,7 +3,6 @@ package cluster_test
 import (
 	"io"
 	"net/http"
-	"os"
 	"strings"
 	"sync"
 	"syscall"
@@ -102,13 +101,14 @@ func TestFrozenS3(t *testing.T) {
 // finish every push, and every image pulls back byte-identical from
 // every instance.
 func TestS3RestartDuringPushes(t *testing.T) {
-	pushesWhile(t, "S3 restart", func(c *cluster, _ *harness.Wharf) {
+	lb := pushesWhile(t, "S3 restart", func(c *cluster, _ *harness.Wharf) {
 		c.gw.Kill(t)
 		time.Sleep(3 * time.Second)
 		c.gw.Start(t)
-		lb, _ := os.ReadFile(c.lb.AccessLog)
-		if !strings.Contains(string(lb), " 503 ") {
-			t.Error("no request got 503 while S3 was down: the pushes had ended before")
-		}
 	}, false, false)
+	// Those answers come after minio-go's retries, so only once every
+	// push has ended.
+	if !strings.Contains(lb, " 503 ") {
+		t.Error("no request got 503 while S3 was down: the pushes had ended before")
+	}
 }
