@@ -5,6 +5,7 @@ import (
 	"crypto/sha256"
 	"encoding"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"hash"
 	"io"
@@ -169,9 +170,14 @@ func (u *upload) Append(ctx context.Context, r io.Reader) (int64, error) {
 	hs, _ := u.h.(encoding.BinaryMarshaler).MarshalBinary()
 	_ = rr.h.(encoding.BinaryUnmarshaler).UnmarshalBinary(hs)
 	key := u.chunkKey(len(u.st.Chunks))
-	_, err := u.s.c.PutObject(ctx, u.s.bucket, key, rr, -1,
+	uctx, cancel := uploading(ctx)
+	_, err := u.s.c.PutObject(uctx, u.s.bucket, key, rr, -1,
 		minio.PutObjectOptions{PartSize: u.s.partSize, ServerSideEncryption: u.s.sse})
+	cancel(nil)
 	if err != nil {
+		if cause := context.Cause(uctx); errors.Is(cause, errTimedOut) {
+			return 0, fmt.Errorf("store upload chunk: %w", cause)
+		}
 		if rr.err != nil || ctx.Err() != nil {
 			return 0, fmt.Errorf("%w: %v", storage.ErrInterrupted, err)
 		}
@@ -251,10 +257,15 @@ func (u *upload) assemble(ctx context.Context, key string) error {
 		_, err := u.s.c.ComposeObject(ctx, dst, srcs...)
 		return mapErr(err)
 	}
-	rd := u.reader(ctx)
+	uctx, cancel := uploading(ctx)
+	defer cancel(nil)
+	rd := u.reader(uctx)
 	defer rd.Close()
-	_, err := u.s.c.PutObject(ctx, u.s.bucket, key, rd, u.st.Size,
+	_, err := u.s.c.PutObject(uctx, u.s.bucket, key, rd, u.st.Size,
 		minio.PutObjectOptions{PartSize: u.s.partSize, ServerSideEncryption: u.s.sse})
+	if cause := context.Cause(uctx); err != nil && errors.Is(cause, errTimedOut) {
+		return cause
+	}
 	return mapErr(err)
 }
 

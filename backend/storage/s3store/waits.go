@@ -2,11 +2,15 @@ package s3store
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"net"
 	"net/http"
 	"time"
 
 	"github.com/minio/minio-go/v7"
+
+	"github.com/wharf-dev/wharf/backend/storage"
 )
 
 // Waits bound how long wharf waits on an S3 server that stops answering
@@ -51,10 +55,34 @@ func (w *Waits) setDefaults() {
 type waitingTransport struct{ fast, slow http.RoundTripper }
 
 func (t waitingTransport) RoundTrip(r *http.Request) (*http.Response, error) {
+	rt := t.fast
 	if r.Header.Get("X-Amz-Copy-Source") != "" || r.Method == http.MethodPost && r.URL.Query().Has("uploadId") {
-		return t.slow.RoundTrip(r)
+		rt = t.slow
 	}
-	return t.fast.RoundTrip(r)
+	resp, err := rt.RoundTrip(r)
+	var ne net.Error
+	if err != nil && errors.As(err, &ne) && ne.Timeout() {
+		if end, ok := r.Context().Value(endOnTimeout{}).(context.CancelCauseFunc); ok {
+			end(errTimedOut)
+		}
+	}
+	return resp, err
+}
+
+// endOnTimeout marks a context whose requests end at the first try that
+// times out (a write that stalls, an answer that does not come): a
+// streaming upload has no overall bound (it moves at the client's
+// pace), and minio-go tries each part ten times, which against a frozen
+// server took ten stall waits.
+type endOnTimeout struct{}
+
+var errTimedOut = fmt.Errorf("%w: S3 stopped taking or answering an upload", storage.ErrUnavailable)
+
+// uploading returns ctx marked with endOnTimeout; context.Cause of the
+// returned context is errTimedOut once that happened.
+func uploading(ctx context.Context) (context.Context, context.CancelCauseFunc) {
+	ctx, cancel := context.WithCancelCause(ctx)
+	return context.WithValue(ctx, endOnTimeout{}, cancel), cancel
 }
 
 // newTransport wraps minio-go's default transport: answer timeouts as
