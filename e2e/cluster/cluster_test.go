@@ -9,7 +9,9 @@ package cluster_test
 import (
 	"bytes"
 	"crypto/rand"
+	"errors"
 	"fmt"
+	"io"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -321,4 +323,82 @@ poll:
 		}
 	}
 	return string(lb)
+}
+
+// TestUploadResumesAfterKill: an instance is killed (SIGKILL) while a
+// PATCH body streams into it. The session on another instance still
+// says exactly what was acknowledged before (the Range of a status GET),
+// the client sends the rest from there to a third instance, and the
+// committed blob is byte-identical: the cut chunk left nothing behind.
+func TestUploadResumesAfterKill(t *testing.T) {
+	c := startCluster(t, 3)
+	a, b, z := c.instances[0], c.instances[1], c.instances[2]
+	ca, cb, cz := harness.NewRawClient(a.URL()), harness.NewRawClient(b.URL()), harness.NewRawClient(z.URL())
+	first, second := randomBytes(t, 6<<20), randomBytes(t, 20<<20)
+	all := append(append([]byte{}, first...), second...)
+	d := digest.FromBytes(all)
+
+	r := ca.Do(t, "POST", "/v2/team/resume/blobs/uploads/", nil, nil)
+	if r.Status != http.StatusAccepted {
+		t.Fatalf("POST: %d %s", r.Status, r.Body)
+	}
+	loc := r.Header.Get("Location")
+	h := http.Header{"Content-Type": {"application/octet-stream"}, "Content-Range": {fmt.Sprintf("0-%d", len(first)-1)}}
+	if r = ca.Do(t, "PATCH", loc, h, first); r.Status != http.StatusAccepted {
+		t.Fatalf("first PATCH: %d %s", r.Status, r.Body)
+	}
+	loc = r.Header.Get("Location")
+
+	// The second chunk streams slowly into a; a dies half-way.
+	pr, pw := io.Pipe()
+	req, err := http.NewRequest("PATCH", a.URL()+loc, pr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("Content-Type", "application/octet-stream")
+	done := make(chan error, 1)
+	go func() {
+		resp, err := http.DefaultClient.Do(req)
+		if err == nil {
+			body, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			err = fmt.Errorf("cut PATCH answered %s %s", resp.Status, body)
+		}
+		done <- err
+	}()
+	if _, err := pw.Write(second[:12<<20]); err != nil {
+		t.Fatal(err)
+	}
+	a.Kill(t)
+	pw.CloseWithError(errors.New("instance killed"))
+	if err := <-done; err == nil || strings.Contains(err.Error(), "answered") {
+		t.Fatalf("PATCH to a killed instance: %v", err)
+	}
+
+	r = cb.Do(t, "GET", loc, nil, nil)
+	if r.Status != http.StatusNoContent {
+		t.Fatalf("status on b: %d %s", r.Status, r.Body)
+	}
+	if got, want := r.Header.Get("Range"), fmt.Sprintf("0-%d", len(first)-1); got != want {
+		t.Fatalf("Range after the kill: %q, want %q (only the acknowledged chunk)", got, want)
+	}
+	h = http.Header{"Content-Type": {"application/octet-stream"}, "Content-Range": {fmt.Sprintf("%d-%d", len(first), len(all)-1)}}
+	if r = cz.Do(t, "PATCH", loc, h, second); r.Status != http.StatusAccepted {
+		t.Fatalf("PATCH of the rest on z: %d %s", r.Status, r.Body)
+	}
+	loc = r.Header.Get("Location")
+	sep := "?"
+	if strings.Contains(loc, "?") {
+		sep = "&"
+	}
+	if r = cb.Do(t, "PUT", loc+sep+"digest="+string(d), nil, nil); r.Status != http.StatusCreated {
+		t.Fatalf("PUT on b: %d %s", r.Status, r.Body)
+	}
+	a.Start(t)
+	for i, cl := range []*harness.RawClient{ca, cb, cz} {
+		r := cl.Do(t, "GET", "/v2/team/resume/blobs/"+string(d), nil, nil)
+		if r.Status != http.StatusOK || !bytes.Equal(r.Body, all) {
+			t.Fatalf("instance %d: GET blob: %d, %d bytes (want %d)", i, r.Status, len(r.Body), len(all))
+		}
+	}
 }
