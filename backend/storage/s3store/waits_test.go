@@ -6,6 +6,7 @@ import (
 	"errors"
 	"io"
 	"net"
+	"net/http"
 	"os"
 	"strings"
 	"sync"
@@ -364,5 +365,69 @@ func TestStallConn(t *testing.T) {
 				t.Fatalf("stopped reader: wrote %d, %v; want a deadline error", n, err)
 			}
 		})
+	}
+}
+
+// TestStalledBodyEndsUpload: a server that accepts the connection but
+// takes no byte of a request body fails the request with a timeout
+// after the Stall wait, and that timeout ends every request of an
+// upload's context (uploading), as an answer that does not come does.
+func TestStalledBodyEndsUpload(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	var held []net.Conn
+	var mu sync.Mutex
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			mu.Lock()
+			held = append(held, c) // never read
+			mu.Unlock()
+		}
+	}()
+	defer func() {
+		mu.Lock()
+		defer mu.Unlock()
+		for _, c := range held {
+			c.Close()
+		}
+	}()
+	tr, err := newTransport(false, Waits{Answer: time.Second, Copy: time.Second, Op: time.Second, Stall: 500 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := uploading(context.Background())
+	defer cancel(nil)
+	body := bytes.NewReader(make([]byte, 64<<20)) // far beyond the socket buffers
+	req, err := http.NewRequestWithContext(ctx, "PUT", "http://"+ln.Addr().String()+"/bucket/key?partNumber=1&uploadId=x", body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.ContentLength = int64(body.Len())
+	done := make(chan error, 1)
+	go func() {
+		resp, err := tr.RoundTrip(req)
+		if err == nil {
+			resp.Body.Close()
+		}
+		done <- err
+	}()
+	select {
+	case err = <-done:
+	case <-time.After(30 * time.Second):
+		t.Fatal("a body the server does not take still being sent after 30 s")
+	}
+	var ne net.Error
+	if !errors.As(err, &ne) || !ne.Timeout() {
+		t.Fatalf("stalled body: %v, want a timeout", err)
+	}
+	if !errors.Is(context.Cause(ctx), errTimedOut) {
+		t.Fatalf("upload context after the stall: %v, want errTimedOut", context.Cause(ctx))
 	}
 }
