@@ -2,6 +2,7 @@ package harness
 
 import (
 	"bytes"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -154,5 +155,67 @@ func WaitHTTP(t testing.TB, base, path string) {
 			t.Fatalf("%s%s never answered: %v", base, path, err)
 		}
 		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// StreamedPatch is a PATCH whose body the test writes piece by piece, to
+// kill the server while the body is on its way.
+type StreamedPatch struct {
+	pw   *io.PipeWriter
+	done chan error
+}
+
+// StartPatch sends a PATCH of path (relative to c.Base) whose body comes
+// from Write. The request's end goes to Cut; an answer counts as an
+// error there, since the callers cut the request before it can come.
+func (c *RawClient) StartPatch(t testing.TB, path string) *StreamedPatch {
+	t.Helper()
+	pr, pw := io.Pipe()
+	req, err := http.NewRequest(http.MethodPatch, c.Base+path, pr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("Content-Type", "application/octet-stream")
+	p := &StreamedPatch{pw: pw, done: make(chan error, 1)}
+	go func() {
+		resp, err := c.HTTP.Do(req)
+		if err == nil {
+			body, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			err = fmt.Errorf("%w: %s %s", errAnswered, resp.Status, body)
+		}
+		p.done <- err
+	}()
+	return p
+}
+
+var errAnswered = errors.New("the streamed PATCH was answered before it was cut")
+
+// Write sends b and returns once the server has taken it; it fails the
+// test, instead of waiting for ever, if the request ends first.
+func (p *StreamedPatch) Write(t testing.TB, b []byte) {
+	t.Helper()
+	wrote := make(chan error, 1)
+	go func() {
+		_, err := p.pw.Write(b)
+		wrote <- err
+	}()
+	select {
+	case err := <-wrote:
+		if err != nil {
+			t.Fatalf("stream PATCH body: %v", err)
+		}
+	case err := <-p.done:
+		t.Fatalf("streamed PATCH ended before its body was sent: %v", err)
+	}
+}
+
+// Cut ends the body (after the server was killed) and fails the test if
+// the server had answered the PATCH.
+func (p *StreamedPatch) Cut(t testing.TB) {
+	t.Helper()
+	p.pw.CloseWithError(io.ErrClosedPipe)
+	if err := <-p.done; errors.Is(err, errAnswered) {
+		t.Fatal(err)
 	}
 }

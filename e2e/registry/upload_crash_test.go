@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"crypto/rand"
 	"fmt"
-	"io"
 	"net/http"
 	"net/url"
 	"strings"
@@ -46,43 +45,10 @@ func TestKillDuringUpload(t *testing.T) {
 
 		// Upload B: a streamed PATCH whose body stops half way.
 		locB := startUpload(t, raw, repo)
-		pr, pw := io.Pipe()
-		req, err := http.NewRequest(http.MethodPatch, raw.Base+locB, pr)
-		if err != nil {
-			t.Fatal(err)
-		}
-		req.Header.Set("Content-Type", "application/octet-stream")
-		patchDone := make(chan error, 1)
-		go func() {
-			resp, err := raw.HTTP.Do(req)
-			if err == nil {
-				resp.Body.Close()
-				err = fmt.Errorf("streamed PATCH finished with %s before the kill", resp.Status)
-			}
-			patchDone <- err
-		}()
-		// The write returns once the client has taken the bytes; if the
-		// server answers the PATCH before reading them, fail instead of
-		// waiting forever.
-		wrote := make(chan error, 1)
-		go func() {
-			_, err := pw.Write(blobB[:size/2])
-			wrote <- err
-		}()
-		select {
-		case err := <-wrote:
-			if err != nil {
-				t.Fatalf("stream first half of B: %v", err)
-			}
-		case err := <-patchDone:
-			t.Fatalf("streamed PATCH ended before its body was sent: %v", err)
-		}
-
+		patch := raw.StartPatch(t, locB)
+		patch.Write(t, blobB[:size/2])
 		reg.Kill(t)
-		pw.CloseWithError(io.ErrClosedPipe)
-		if err := <-patchDone; err != nil && strings.Contains(err.Error(), "before the kill") {
-			t.Fatal(err)
-		}
+		patch.Cut(t)
 		reg.Start(t)
 
 		raw = harness.NewRawClient(reg.URL())
