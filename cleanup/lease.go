@@ -2,8 +2,6 @@ package cleanup
 
 import (
 	"context"
-	"fmt"
-	"os"
 
 	"github.com/wharf-dev/wharf/backend/storage"
 )
@@ -21,9 +19,5 @@ func LockStore(ctx context.Context, st storage.Store, what string) (context.Cont
 	if !ok {
 		return ctx, func() {}, nil
 	}
-	host, err := os.Hostname()
-	if err != nil {
-		host = "unknown host"
-	}
-	return l.LockGC(ctx, fmt.Sprintf("%s pid %d (%s)", host, os.Getpid(), what))
+	return l.LockGC(ctx, storage.GCOwner(what))
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
 	"time"
 )
 
@@ -38,3 +39,13 @@ func (e *GCHeldError) Error() string {
 
 // Unwrap makes errors.Is(err, ErrGCRunning) true.
 func (e *GCHeldError) Unwrap() error { return ErrGCRunning }
+
+// GCOwner names this process as a lease holder for what it does ("wharf
+// gc", "janitor"): "host pid 42 (wharf gc)", what other runs print.
+func GCOwner(what string) string {
+	host, err := os.Hostname()
+	if err != nil {
+		host = "unknown host"
+	}
+	return fmt.Sprintf("%s pid %d (%s)", host, os.Getpid(), what)
+}

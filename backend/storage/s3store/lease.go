@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"os"
 	"strings"
 	"sync"
 	"time"
@@ -196,8 +195,7 @@ func (s *Store) settleKilledGC(ctx context.Context) {
 		}
 		return
 	}
-	host, _ := os.Hostname()
-	_, release, err := s.LockGC(ctx, fmt.Sprintf("%s pid %d (janitor)", host, os.Getpid()))
+	_, release, err := s.LockGC(ctx, storage.GCOwner("janitor"))
 	if err != nil {
 		if !errors.Is(err, storage.ErrGCRunning) {
 			s.log.Warn().Err(err).Msg("s3: settle objects a killed gc left aside")
